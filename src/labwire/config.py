@@ -1,0 +1,124 @@
+"""One frozen settings object for every labwire socket, and the one place that reads ``LABWIRE_*``.
+
+Pass a :class:`Settings` to any labwire server or client (``settings=``); without one, the
+process-wide defaults from :func:`default_settings` apply. Environment variables are read only
+by :meth:`Settings.from_env`:
+
+=============================  ==========================================  =========
+variable                       meaning                                     default
+=============================  ==========================================  =========
+``LABWIRE_LINGER_MS``          how long close() may flush pending output   100
+``LABWIRE_HEARTBEAT_IVL_MS``   ZMTP heartbeat interval                      1000
+``LABWIRE_HEARTBEAT_TIMEOUT_MS``  peer declared dead after this silence    3000
+``LABWIRE_CONNECT_GRACE_MS``   how long a call waits for a connection      500
+``LABWIRE_WORKERS``            worker threads per RPC server               8
+``LABWIRE_REGISTRY``           default registry URL (used by the CLI)      tcp://127.0.0.1:5555
+=============================  ==========================================  =========
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from labwire.errors import ConfigurationError
+from labwire.wire.limits import Limits
+
+__all__ = ["DEFAULT_REGISTRY_URL", "Settings", "default_settings"]
+
+DEFAULT_REGISTRY_URL = "tcp://127.0.0.1:5555"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Transport and server settings shared by every labwire part.
+
+    Attributes:
+        linger_ms: ZeroMQ LINGER for every socket; never infinite, so close() is prompt.
+        heartbeat_ivl_ms: ZMTP heartbeat interval on connections.
+        heartbeat_timeout_ms: A silent peer is disconnected after this long.
+        reconnect_ivl_ms: First reconnection delay after a lost connection.
+        reconnect_ivl_max_ms: Largest reconnection delay (exponential backoff up to it).
+        connect_grace_ms: How long a call waits for a connection to a server that is down
+            before failing with :class:`~labwire.errors.Unavailable`.
+        workers: Worker threads per RPC server (slow methods run here, off the I/O loop).
+        signal_hwm: Messages queued per signal subscriber before new ones are dropped.
+        limits: Limits on incoming messages.
+        registry_url: Default registry URL for the command line and connect-by-name.
+        security: Security settings (CurveZMQ), or None for plain TCP.
+    """
+
+    linger_ms: int = 100
+    heartbeat_ivl_ms: int = 1000
+    heartbeat_timeout_ms: int = 3000
+    reconnect_ivl_ms: int = 100
+    reconnect_ivl_max_ms: int = 1000
+    connect_grace_ms: int = 500
+    workers: int = 8
+    signal_hwm: int = 10_000
+    limits: Limits = field(default_factory=Limits)
+    registry_url: str = DEFAULT_REGISTRY_URL
+    security: Any = None
+
+    def __post_init__(self) -> None:
+        for name in (
+            "linger_ms",
+            "heartbeat_ivl_ms",
+            "heartbeat_timeout_ms",
+            "reconnect_ivl_ms",
+            "reconnect_ivl_max_ms",
+            "connect_grace_ms",
+            "workers",
+            "signal_hwm",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigurationError(f"Settings.{name} must be an integer >= 0, got {value!r}")
+        if self.workers < 1:
+            raise ConfigurationError("Settings.workers must be at least 1")
+
+    def replace(self, **changes: Any) -> Settings:
+        """Return a copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``LABWIRE_*`` environment variables over the defaults.
+
+        Args:
+            environ: The environment to read (``os.environ`` when None).
+
+        Raises:
+            ConfigurationError: A variable holds a value of the wrong form.
+        """
+        env = os.environ if environ is None else environ
+        changes: dict[str, Any] = {}
+        for name in (
+            "linger_ms",
+            "heartbeat_ivl_ms",
+            "heartbeat_timeout_ms",
+            "connect_grace_ms",
+            "workers",
+        ):
+            raw = env.get(f"LABWIRE_{name.upper()}")
+            if raw is not None:
+                try:
+                    changes[name] = int(raw)
+                except ValueError:
+                    raise ConfigurationError(
+                        f"LABWIRE_{name.upper()} must be an integer, got {raw!r}"
+                    ) from None
+        registry = env.get("LABWIRE_REGISTRY")
+        if registry:
+            changes["registry_url"] = registry
+        return cls(**changes)
+
+
+@functools.cache
+def default_settings() -> Settings:
+    """The process-wide default settings, read once from the environment."""
+    return Settings.from_env()

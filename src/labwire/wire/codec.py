@@ -1,0 +1,149 @@
+"""Strict JSON for the wire: one decoder that accepts only what both sides can trust.
+
+Decoding rejects, with one :class:`~labwire.errors.ProtocolError` naming the problem: invalid
+UTF-8, malformed JSON, ``NaN``/``Infinity``, lone surrogates, duplicate object keys, integers with
+more digits than allowed, nesting deeper than allowed and over-long strings. Encoding refuses
+NaN/Infinity and anything that is not plain JSON data, instead of silently writing ``null``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import msgspec
+
+from labwire.errors import LimitExceeded, ProtocolError
+from labwire.wire.limits import Limits
+
+__all__ = ["decode_json", "encode_json"]
+
+_ENCODER = msgspec.json.Encoder()
+
+
+def _reject_constant(name: str) -> Any:
+    raise ProtocolError(f"JSON constant {name} is not allowed (NaN and Infinity are refused)")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ProtocolError(f"duplicate key {key!r} in JSON object")
+            seen.add(key)
+    return result
+
+
+def _check_tree(value: Any, limits: Limits) -> None:
+    """Walk decoded JSON once, checking depth, strings and float specials."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    max_depth = limits.max_depth
+    max_chars = limits.max_string_chars
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            _check_string(item, max_chars)
+        elif isinstance(item, dict):
+            if depth > max_depth:
+                raise LimitExceeded(f"JSON nesting deeper than {max_depth} levels")
+            for key, sub in item.items():
+                _check_string(key, max_chars)
+                if isinstance(sub, (dict, list, str)):
+                    stack.append((sub, depth + 1))
+        elif isinstance(item, list):
+            if depth > max_depth:
+                raise LimitExceeded(f"JSON nesting deeper than {max_depth} levels")
+            stack.extend((sub, depth + 1) for sub in item if isinstance(sub, (dict, list, str)))
+
+
+def _check_string(text: str, max_chars: int) -> None:
+    if len(text) > max_chars:
+        raise LimitExceeded(f"JSON string longer than {max_chars} characters")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ProtocolError("JSON string contains a lone surrogate") from None
+
+
+def decode_json(data: bytes | bytearray | memoryview, limits: Limits) -> Any:
+    """Decode one JSON document under ``limits``.
+
+    Args:
+        data: UTF-8 encoded JSON.
+        limits: The limits to enforce.
+
+    Returns:
+        The decoded value (dict, list, str, int, float, bool or None).
+
+    Raises:
+        ProtocolError: The bytes are not strict JSON; the message says why.
+        LimitExceeded: The document is over one of ``limits``.
+    """
+    if len(data) > limits.max_json_bytes:
+        raise LimitExceeded(f"JSON frame of {len(data)} bytes exceeds {limits.max_json_bytes}")
+    try:
+        text = bytes(data).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"JSON frame is not valid UTF-8 ({exc.reason} at byte {exc.start})")
+    max_digits = limits.max_int_digits
+
+    def parse_int(digits: str) -> int:
+        if len(digits.lstrip("-")) > max_digits:
+            raise LimitExceeded(f"JSON integer with more than {max_digits} digits")
+        return int(digits)
+
+    try:
+        value = json.loads(
+            text,
+            object_pairs_hook=_unique_keys,
+            parse_constant=_reject_constant,
+            parse_int=parse_int,
+        )
+    except ProtocolError:
+        raise
+    except RecursionError:
+        raise LimitExceeded(f"JSON nesting deeper than {limits.max_depth} levels") from None
+    except ValueError as exc:
+        raise ProtocolError(f"malformed JSON: {exc}") from None
+    _check_tree(value, limits)
+    return value
+
+
+def _find_special_float(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return False
+
+
+def encode_json(value: Any) -> bytes:
+    """Encode ``value`` as compact UTF-8 JSON.
+
+    Args:
+        value: JSON data: dict (str keys), list, tuple, str, int, float, bool or None.
+            ``str`` subclasses such as ``StrEnum`` members encode as their value.
+
+    Returns:
+        The encoded bytes.
+
+    Raises:
+        TypeError: ``value`` holds something JSON cannot carry, or a NaN/Infinity float.
+    """
+    try:
+        encoded = _ENCODER.encode(value)
+    except (TypeError, msgspec.EncodeError, UnicodeEncodeError) as exc:
+        raise TypeError(f"value is not JSON serialisable: {exc}") from None
+    if b"null" in encoded and _find_special_float(value):
+        raise TypeError("NaN and Infinity cannot be sent as JSON")
+    return encoded

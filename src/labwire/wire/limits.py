@@ -1,0 +1,42 @@
+"""Size and shape limits applied to every message labwire decodes.
+
+ZeroMQ's ``MAXMSGSIZE`` only bounds single frames, so the total size of a multi-frame message,
+the number of frames, the JSON nesting depth and string lengths are checked here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Limits"]
+
+_MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Limits on incoming messages. The defaults suit camera-sized buffers on a LAN.
+
+    Attributes:
+        max_frames: Most frames in one message (header and buffers together).
+        max_frame_bytes: Largest single frame; also applied as ZeroMQ ``MAXMSGSIZE``.
+        max_total_bytes: Largest message, all frames added up.
+        max_json_bytes: Largest JSON header frame.
+        max_depth: Deepest nesting of JSON arrays and objects.
+        max_string_chars: Longest JSON string (keys included).
+        max_int_digits: Most decimal digits in a JSON integer.
+    """
+
+    max_frames: int = 1024
+    max_frame_bytes: int = 512 * _MIB
+    max_total_bytes: int = 1024 * _MIB
+    max_json_bytes: int = 16 * _MIB
+    max_depth: int = 64
+    max_string_chars: int = 4 * _MIB
+    max_int_digits: int = 20
+
+    def __post_init__(self) -> None:
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"Limits.{name} must be a positive integer, got {value!r}")

@@ -1,0 +1,425 @@
+"""RPC messages: the deployed plant-imaging protocol plus labwire's negotiated additions.
+
+Theory of operation
+-------------------
+A request is a multi-frame ZeroMQ message. Between peers the envelope is the one a REQ socket
+writes (an empty delimiter frame, then the body), so a deployed REQ client, a deployed REP
+server, a labwire DEALER client and a labwire ROUTER server all understand each other.
+
+Request body, frame by frame::
+
+    frame 0   UTF-8 JSON object (the header)
+                "event"    one of RPCEvents (or a labwire extension event, see below)
+                "method"   METHOD_CALL: method name
+                "params"   METHOD_CALL: {"args": [...], "kwargs": {...}}
+                "property" PROPERTY_GET / PROPERTY_SET: property name
+                "value"    PROPERTY_SET: the new value
+                "lw"       labwire only (absent from deployed clients):
+                             "v"     protocol version (PROTOCOL_VERSION)
+                             "cid"   client id (hex string, one per client object)
+                             "rid"   request id (int, unique per client id)
+                             "ttl"   milliseconds the caller will wait, or null (forever)
+                             "exp"   expiry on the server's monotonic clock, or null
+                             "sid"   the server incarnation "exp" was computed against
+                             "nbuf"  number of buffer frames that follow
+    frame 1+  raw buffers, referenced from the JSON by placeholders (labwire only)
+
+A buffer placeholder is the JSON object ``{"$lwbuf": i, "kind": k, ...}`` where ``i`` indexes
+the buffer frames and ``k`` is ``"bytes"``, ``"buffer"`` or ``"ndarray"`` (the latter with
+``"dtype"`` and ``"shape"``). The key ``"$lwbuf"`` is reserved in labwire payloads.
+
+Replies carry no ``"event"``. To a deployed client (no ``"lw"`` in the request) a server answers
+exactly as the deployed server does: ``{"success": true, "result": ...}`` for a JSON method,
+two frames ``[json(buffer_info), raw bytes]`` for a buffer method, ``{"success": false, "error":
+..., "traceback": ...}`` on failure, and the inventory and signal-port objects of
+``WIRE-COMPAT.md``. To a labwire client every reply is::
+
+    frame 0   {"success": bool, "result": ..., "error": ..., "traceback": ...,
+               <event-specific fields>, "lw": {"v", "rid", "sid", "etype", "code", "nbuf"}}
+    frame 1+  raw buffers referenced from "result" (buffer methods return
+              [placeholder, buffer_info])
+
+Signals are one frame each: ``{"signal": name, "event": "EMIT_SIGNAL", "args": [...],
+"blocking": false, "epoch": hex, "seq": n}``. The JSON starts with the signal name so a SUB
+socket can filter on the exact prefix ``{"signal":"name",``; deployed subscribers, which
+subscribe to everything, ignore the extra fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from labwire.errors import LimitExceeded, ProtocolError
+from labwire.wire.codec import decode_json, encode_json
+from labwire.wire.limits import Limits
+
+__all__ = [
+    "EXTENSION_EVENTS",
+    "PROTOCOL_VERSION",
+    "Buffer",
+    "ErrorCode",
+    "Request",
+    "RPCEvents",
+    "decode_frames",
+    "encode_frames",
+    "is_private_name",
+    "parse_request",
+]
+
+PROTOCOL_VERSION = 1
+
+#: The reserved placeholder key for out-of-band buffers.
+BUFFER_KEY = "$lwbuf"
+
+Buffer = bytes | bytearray | memoryview
+
+
+class RPCEvents(StrEnum):
+    """Event types of the RPC protocol, as sent in a request's ``"event"`` field."""
+
+    PROPERTY_GET = "PROPERTY_GET"
+    PROPERTY_SET = "PROPERTY_SET"
+    METHOD_CALL = "METHOD_CALL"
+    GET_INVENTORY = "GET_INVENTORY"
+    STOP_SERVER = "STOP_SERVER"
+    INIT_SIGNALS_HANDLING = "INIT_SIGNALS_HANDLING"
+    EMIT_SIGNAL = "EMIT_SIGNAL"
+
+
+class ExtensionEvents(StrEnum):
+    """labwire-only events, sent only to servers whose inventory shows a protocol version."""
+
+    PING = "PING"
+    GET_PROPERTIES = "GET_PROPERTIES"
+
+
+EXTENSION_EVENTS = frozenset(ExtensionEvents)
+_ALL_EVENTS = frozenset(RPCEvents) | EXTENSION_EVENTS
+
+
+class ErrorCode(StrEnum):
+    """Why a labwire reply reports ``success: false``."""
+
+    REMOTE = "remote"
+    NOT_FOUND = "not_found"
+    BAD_REQUEST = "bad_request"
+    EXPIRED = "expired"
+    DENIED = "denied"
+    STOPPING = "stopping"
+
+
+def is_private_name(name: str) -> bool:
+    """Whether ``name`` must never be reachable remotely (it starts with ``_``)."""
+    return name.startswith("_")
+
+
+# --------------------------------------------------------------------------- buffers
+
+
+def _numpy() -> Any:
+    try:
+        import numpy
+    except ImportError:  # numpy is an optional extra
+        return None
+    return numpy
+
+
+def _extract(value: Any, buffers: list[Buffer]) -> Any:
+    """Replace buffers inside ``value`` by placeholders, appending them to ``buffers``."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_extract(item, buffers) for item in value]
+    if isinstance(value, dict):
+        if BUFFER_KEY in value:
+            raise TypeError(f"the key {BUFFER_KEY!r} is reserved by labwire")
+        return {key: _extract(item, buffers) for key, item in value.items()}
+    if isinstance(value, (bytes, bytearray)):
+        buffers.append(value)
+        return {BUFFER_KEY: len(buffers) - 1, "kind": "bytes"}
+    if isinstance(value, memoryview):
+        buffers.append(value if value.contiguous else value.tobytes())
+        return {BUFFER_KEY: len(buffers) - 1, "kind": "buffer"}
+    numpy = _numpy()
+    if numpy is not None and isinstance(value, numpy.ndarray):
+        if value.dtype.hasobject:
+            raise TypeError("numpy arrays of Python objects cannot be sent")
+        array = numpy.ascontiguousarray(value)
+        buffers.append(memoryview(array).cast("B") if array.size else b"")
+        return {
+            BUFFER_KEY: len(buffers) - 1,
+            "kind": "ndarray",
+            "dtype": array.dtype.str,
+            "shape": list(array.shape),
+        }
+    if numpy is not None and isinstance(value, numpy.generic):
+        return value.item()
+    return value  # let the JSON encoder name the offending type
+
+
+def _restore(value: Any, buffers: Sequence[memoryview]) -> Any:
+    if isinstance(value, list):
+        return [_restore(item, buffers) for item in value]
+    if isinstance(value, dict):
+        if BUFFER_KEY in value:
+            return _buffer_from_placeholder(value, buffers)
+        return {key: _restore(item, buffers) for key, item in value.items()}
+    return value
+
+
+def _buffer_from_placeholder(placeholder: dict[str, Any], buffers: Sequence[memoryview]) -> Any:
+    index = placeholder[BUFFER_KEY]
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(buffers):
+        raise ProtocolError(f"buffer placeholder refers to missing frame {index!r}")
+    data = buffers[index]
+    kind = placeholder.get("kind")
+    if kind == "bytes":
+        return data.tobytes()
+    if kind == "buffer":
+        return data
+    if kind == "ndarray":
+        numpy = _numpy()
+        if numpy is None:
+            return data  # without numpy the raw bytes are the best we can give
+        dtype, shape = placeholder.get("dtype"), placeholder.get("shape")
+        if not isinstance(dtype, str) or not isinstance(shape, list):
+            raise ProtocolError("ndarray placeholder needs a 'dtype' string and a 'shape' list")
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+            raise ProtocolError("ndarray shape must be a list of non-negative integers")
+        try:
+            array_type = numpy.dtype(dtype)
+            if array_type.hasobject:
+                raise TypeError("object dtype")
+            return numpy.frombuffer(data, dtype=array_type).reshape(shape)
+        except (TypeError, ValueError) as exc:
+            raise ProtocolError(f"ndarray placeholder does not match its frame: {exc}") from None
+    raise ProtocolError(f"unknown buffer kind {kind!r}")
+
+
+# --------------------------------------------------------------------------- frames
+
+
+def encode_frames(header: dict[str, Any], payload: dict[str, Any] | None = None) -> list[Buffer]:
+    """Encode a header plus payload fields (which may hold buffers) into frames.
+
+    Args:
+        header: JSON fields copied as they are. When it has an ``"lw"`` object, the number of
+            buffer frames is written to ``lw["nbuf"]``.
+        payload: Fields whose values may contain bytes, memoryviews or numpy arrays; these
+            travel as raw frames after the header, without copies.
+
+    Returns:
+        The frames: the JSON header first, then the buffers.
+
+    Raises:
+        TypeError: Something in the message cannot be encoded (the message names it).
+    """
+    buffers: list[Buffer] = []
+    if payload:
+        for key, value in payload.items():
+            header[key] = _extract(value, buffers)
+    if buffers:
+        extension = header.get("lw")
+        if not isinstance(extension, dict):
+            raise TypeError("buffers can only be sent to labwire peers")
+        extension["nbuf"] = len(buffers)
+    return [encode_json(header), *buffers]
+
+
+def check_frame_sizes(sizes: Sequence[int], limits: Limits) -> None:
+    """Check frame count and total size before anything is decoded.
+
+    Raises:
+        ProtocolError: There are no frames.
+        LimitExceeded: Too many frames, a frame too large, or too many bytes in all.
+    """
+    if not sizes:
+        raise ProtocolError("message has no frames")
+    if len(sizes) > limits.max_frames:
+        raise LimitExceeded(f"message has {len(sizes)} frames; the limit is {limits.max_frames}")
+    total = 0
+    for size in sizes:
+        if size > limits.max_frame_bytes:
+            raise LimitExceeded(f"frame of {size} bytes exceeds {limits.max_frame_bytes}")
+        total += size
+    if total > limits.max_total_bytes:
+        raise LimitExceeded(f"message of {total} bytes exceeds {limits.max_total_bytes}")
+
+
+def decode_frames(
+    frames: Sequence[memoryview], limits: Limits
+) -> tuple[dict[str, Any], list[memoryview]]:
+    """Decode the JSON header of a message and return it with the buffer frames.
+
+    Args:
+        frames: The message body (envelope already removed).
+        limits: Limits to enforce.
+
+    Returns:
+        The header object and the remaining frames.
+
+    Raises:
+        ProtocolError: The message breaks the format (the message says how).
+    """
+    check_frame_sizes([frame.nbytes for frame in frames], limits)
+    header = decode_json(frames[0], limits)
+    if not isinstance(header, dict):
+        raise ProtocolError(f"frame 0 must be a JSON object, got {type(header).__name__}")
+    return header, list(frames[1:])
+
+
+def restore_buffers(value: Any, buffers: Sequence[memoryview]) -> Any:
+    """Replace buffer placeholders in decoded JSON by the buffers they refer to.
+
+    Raises:
+        ProtocolError: A placeholder is malformed or refers to a missing frame.
+    """
+    if not buffers:
+        return value
+    return _restore(value, buffers)
+
+
+# --------------------------------------------------------------------------- requests
+
+
+@dataclass(slots=True)
+class Request:
+    """A decoded, validated request.
+
+    Attributes:
+        event: The event name (an RPCEvents value or a labwire extension event).
+        name: Method name (METHOD_CALL) or property name (PROPERTY_GET/SET), else "".
+        args: Positional arguments of a METHOD_CALL.
+        kwargs: Keyword arguments of a METHOD_CALL.
+        value: The value of a PROPERTY_SET.
+        version: labwire protocol version of the sender, or None for a deployed client.
+        client_id: Sender's client id ("" for deployed clients).
+        request_id: Sender's request id (None for deployed clients).
+        ttl_ms: How long the sender waits, in ms, or None.
+        expiry: Expiry on the server's monotonic clock, or None.
+        server_id: The server incarnation the expiry refers to.
+    """
+
+    event: str
+    name: str = ""
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    value: Any = None
+    version: int | None = None
+    client_id: str = ""
+    request_id: int | None = None
+    ttl_ms: float | None = None
+    expiry: float | None = None
+    server_id: str = ""
+
+    @property
+    def is_labwire(self) -> bool:
+        """Whether the sender speaks the labwire extensions."""
+        return self.version is not None
+
+
+def _expect(header: dict[str, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:
+    if key not in header:
+        raise ProtocolError(f"{what} needs a {key!r} field")
+    value = header[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and bool not in _as_tuple(kind):
+        raise ProtocolError(f"field {key!r} of {what} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _number_or_none(extension: dict[str, Any], key: str) -> float | None:
+    value = extension.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ProtocolError(f"field 'lw.{key}' must be a number or null")
+    return float(value)
+
+
+def parse_request(
+    header: dict[str, Any], buffers: Sequence[memoryview] = ()
+) -> Request:
+    """Validate a request header (and its buffers) and build a :class:`Request`.
+
+    Args:
+        header: The decoded JSON header.
+        buffers: The buffer frames that followed the header.
+
+    Returns:
+        The request, with buffer placeholders in arguments and values restored.
+
+    Raises:
+        ProtocolError: The request is malformed; the message names the field.
+    """
+    event = _expect(header, "event", str, "a request")
+    if event not in _ALL_EVENTS:
+        raise ProtocolError(f"unknown event {event[:64]!r}")
+    request = Request(event=event)
+    extension = header.get("lw")
+    if extension is not None:
+        if not isinstance(extension, dict):
+            raise ProtocolError("field 'lw' must be an object")
+        version = extension.get("v")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ProtocolError("field 'lw.v' must be a positive integer")
+        request.version = version
+        client_id = extension.get("cid", "")
+        request_id = extension.get("rid")
+        if not isinstance(client_id, str) or len(client_id) > 64:
+            raise ProtocolError("field 'lw.cid' must be a string of at most 64 characters")
+        if request_id is not None and (
+            not isinstance(request_id, int) or isinstance(request_id, bool)
+        ):
+            raise ProtocolError("field 'lw.rid' must be an integer")
+        server_id = extension.get("sid") or ""
+        if not isinstance(server_id, str):
+            raise ProtocolError("field 'lw.sid' must be a string")
+        request.client_id, request.request_id, request.server_id = client_id, request_id, server_id
+        request.ttl_ms = _number_or_none(extension, "ttl")
+        request.expiry = _number_or_none(extension, "exp")
+        nbuf = extension.get("nbuf", 0)
+        if nbuf != len(buffers):
+            raise ProtocolError(f"'lw.nbuf' says {nbuf!r} buffers but {len(buffers)} followed")
+    elif buffers:
+        raise ProtocolError(f"request has {len(buffers) + 1} frames; a plain request has one")
+
+    if event == RPCEvents.METHOD_CALL:
+        request.name = _expect(header, "method", str, "METHOD_CALL")
+        params = header.get("params", {})
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise ProtocolError("field 'params' must be an object with 'args' and 'kwargs'")
+        args = params.get("args", [])
+        kwargs = params.get("kwargs", {})
+        if args is None:
+            args = []
+        if kwargs is None:
+            kwargs = {}
+        if not isinstance(args, list):
+            raise ProtocolError("field 'params.args' must be a list")
+        if not isinstance(kwargs, dict):
+            raise ProtocolError("field 'params.kwargs' must be an object")
+        request.args = restore_buffers(args, buffers)
+        request.kwargs = restore_buffers(kwargs, buffers)
+    elif event in (RPCEvents.PROPERTY_GET, RPCEvents.PROPERTY_SET):
+        request.name = _expect(header, "property", str, event)
+        if event == RPCEvents.PROPERTY_SET:
+            if "value" not in header:
+                raise ProtocolError("PROPERTY_SET needs a 'value' field")
+            request.value = restore_buffers(header["value"], buffers)
+    return request
+
+
+def reply_extension(request: Request, server_id: str, **fields: Any) -> dict[str, Any]:
+    """The ``"lw"`` object of a reply to a labwire request."""
+    extension: dict[str, Any] = {"v": PROTOCOL_VERSION, "rid": request.request_id, "sid": server_id}
+    extension.update(fields)
+    return extension

@@ -1,0 +1,148 @@
+"""Signal messages and the receiver-side sequence tracker.
+
+Each publisher has an *epoch* (a random id drawn when it starts) and numbers the emissions of
+each signal 1, 2, 3... A subscriber keeps, per signal, the last (epoch, seq) it saw and so tells
+apart: the next message, a gap (messages dropped between publisher and subscriber), a publisher
+restart (new epoch), and a stale or repeated message (which it drops: delivery is at most once).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from labwire.errors import ProtocolError
+from labwire.wire.codec import decode_json, encode_json
+from labwire.wire.limits import Limits
+
+__all__ = [
+    "SequenceTracker",
+    "SignalMessage",
+    "Verdict",
+    "decode_signal",
+    "encode_signal",
+    "subscription_prefix",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SignalMessage:
+    """One signal emission as received.
+
+    Attributes:
+        signal: Signal name.
+        args: Positional arguments of the emission.
+        epoch: Publisher incarnation ("" from a deployed publisher).
+        seq: Sequence number of this emission of this signal (0 from a deployed publisher).
+    """
+
+    signal: str
+    args: list[Any]
+    epoch: str = ""
+    seq: int = 0
+
+
+def subscription_prefix(signal: str) -> bytes:
+    """The exact SUB prefix that matches ``signal`` and no other signal."""
+    return b'{"signal":' + encode_json(signal) + b","
+
+
+def encode_signal(signal: str, args: Any, epoch: str, seq: int) -> bytes:
+    """Encode one emission as a single JSON frame that starts with the signal name.
+
+    Raises:
+        TypeError: The arguments cannot be sent as JSON.
+    """
+    return encode_json(
+        {
+            "signal": signal,
+            "event": "EMIT_SIGNAL",
+            "args": list(args),
+            "blocking": False,
+            "epoch": epoch,
+            "seq": seq,
+        }
+    )
+
+
+def decode_signal(data: bytes | memoryview, limits: Limits) -> SignalMessage:
+    """Decode and validate one signal frame.
+
+    Raises:
+        ProtocolError: The frame is not a valid signal message.
+    """
+    message = decode_json(data, limits)
+    if not isinstance(message, dict):
+        raise ProtocolError("signal frame must be a JSON object")
+    signal, args = message.get("signal"), message.get("args", [])
+    if not isinstance(signal, str):
+        raise ProtocolError("signal frame needs a 'signal' string")
+    if not isinstance(args, list):
+        raise ProtocolError("signal 'args' must be a list")
+    epoch, seq = message.get("epoch", ""), message.get("seq", 0)
+    if not isinstance(epoch, str) or not isinstance(seq, int) or isinstance(seq, bool):
+        raise ProtocolError("signal 'epoch' must be a string and 'seq' an integer")
+    return SignalMessage(signal, args, epoch, seq)
+
+
+class Verdict(Enum):
+    """What a received message means for its signal's stream."""
+
+    NEXT = "next"
+    FIRST = "first"
+    GAP = "gap"
+    RESTART = "restart"
+    STALE = "stale"
+    UNSEQUENCED = "unsequenced"
+
+
+class SequenceTracker:
+    """Per-signal (epoch, seq) bookkeeping for one subscriber.
+
+    Attributes:
+        gaps: Total number of messages known to be missing, over all signals.
+        restarts: Number of publisher restarts seen.
+        stale: Number of repeated or out-of-date messages dropped.
+    """
+
+    def __init__(self) -> None:
+        self._epoch = ""
+        self._last: dict[str, int] = {}
+        self.gaps = 0
+        self.restarts = 0
+        self.stale = 0
+
+    def observe(self, message: SignalMessage) -> tuple[Verdict, int]:
+        """Record ``message`` and classify it.
+
+        Returns:
+            The verdict and, for :attr:`Verdict.GAP`, how many messages were missed (else 0).
+            Messages judged :attr:`Verdict.STALE` must not be delivered.
+        """
+        if not message.epoch:
+            return Verdict.UNSEQUENCED, 0
+        if message.epoch != self._epoch:
+            restarted = bool(self._epoch)
+            self._epoch = message.epoch
+            self._last = {message.signal: message.seq}
+            if restarted:
+                self.restarts += 1
+                return Verdict.RESTART, 0
+            return Verdict.FIRST, 0
+        seq = self._last.get(message.signal)
+        self._last[message.signal] = max(message.seq, seq or 0)
+        if seq is None:
+            return Verdict.FIRST, 0
+        if message.seq <= seq:
+            self.stale += 1
+            return Verdict.STALE, 0
+        missed = message.seq - seq - 1
+        if missed:
+            self.gaps += missed
+            return Verdict.GAP, missed
+        return Verdict.NEXT, 0
+
+    def forget(self, signal: str) -> None:
+        """Drop the history of ``signal`` (after unsubscribing from it)."""
+        self._last.pop(signal, None)
