@@ -22,7 +22,9 @@ from labwire.errors import EndpointError
 
 __all__ = ["Endpoint", "parse_endpoint"]
 
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_-]{1,63})*\.?$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_-]{1,63})*\.?$"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +77,7 @@ class Endpoint:
 def _parse_port(text: str, url: str) -> int:
     if text == "*":
         return 0
-    if not text.isdigit() or len(text) > 5:
+    if not (text.isascii() and text.isdigit()) or len(text) > 5:
         raise EndpointError(f"invalid port {text!r} in endpoint {url!r}")
     port = int(text)
     if port > 65535:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -79,7 +80,7 @@ def translate_errors(what: str) -> Iterator[None]:
             raise ClosedError(f"{what}: the socket is closed") from exc
         if exc.errno == zmq.EADDRINUSE:
             raise EndpointError(f"{what}: address already in use") from exc
-        if exc.errno in (zmq.EINVAL, zmq.EPROTONOSUPPORT, zmq.ENODEV, zmq.EADDRNOTAVAIL):
+        if exc.errno in (zmq.EINVAL, zmq.EPROTONOSUPPORT, errno.ENODEV, zmq.EADDRNOTAVAIL):
             raise EndpointError(f"{what}: {exc.strerror}") from exc
         if exc.errno == zmq.EHOSTUNREACH:
             raise Unavailable(f"{what}: peer is not connected") from exc
@@ -146,6 +147,8 @@ class Socket:
 
     def recv_frames(self, timeout_ms: int | None = 0) -> list[zmq.Frame] | None:
         """Receive one message as ZeroMQ frames (which also carry connection metadata)."""
+        if self._raw.closed:
+            raise ClosedError("receive: the socket is closed")
         with translate_errors("receive"):
             if timeout_ms != 0 and not self._raw.poll(timeout_ms):
                 return None
@@ -156,6 +159,8 @@ class Socket:
 
     def poll(self, timeout_ms: int | None, *, writable: bool = False) -> bool:
         """Wait until the socket can be read (or written, with ``writable``)."""
+        if self._raw.closed:
+            raise ClosedError("poll: the socket is closed")
         with translate_errors("poll"):
             return bool(self._raw.poll(timeout_ms, zmq.POLLOUT if writable else zmq.POLLIN))
 
@@ -196,25 +201,26 @@ class Socket:
 
 
 class Poller:
-    """Wait on several :class:`Socket` objects at once."""
+    """Wait on several :class:`Socket` objects and plain file descriptors at once."""
 
     def __init__(self) -> None:
         self._poller = zmq.Poller()
-        self._sockets: dict[Any, Socket] = {}
+        self._sockets: dict[Any, Socket | int] = {}
 
-    def register(self, socket: Socket) -> None:
-        """Watch ``socket`` for incoming messages."""
-        self._sockets[socket.fileno()] = socket
-        self._poller.register(socket.fileno(), zmq.POLLIN)
+    def register(self, source: Socket | int) -> None:
+        """Watch a socket (or a readable file descriptor) for incoming data."""
+        raw = source.fileno() if isinstance(source, Socket) else source
+        self._sockets[raw] = source
+        self._poller.register(raw, zmq.POLLIN)
 
-    def unregister(self, socket: Socket) -> None:
-        """Stop watching ``socket``."""
-        raw = socket.fileno()
+    def unregister(self, source: Socket | int) -> None:
+        """Stop watching ``source``."""
+        raw = source.fileno() if isinstance(source, Socket) else source
         if self._sockets.pop(raw, None) is not None:
             self._poller.unregister(raw)
 
-    def poll(self, timeout_ms: int | None) -> list[Socket]:
-        """Return the sockets with a message waiting (empty after ``timeout_ms``)."""
+    def poll(self, timeout_ms: int | None) -> list[Socket | int]:
+        """Return the sources with data waiting (empty after ``timeout_ms``)."""
         with translate_errors("poll"):
             events = self._poller.poll(timeout_ms)
         return [self._sockets[raw] for raw, _ in events if raw in self._sockets]
@@ -245,7 +251,7 @@ class Transport:
     def _make(self, kind: SocketType, endpoint: Endpoint | None) -> zmq.Socket[Any]:
         settings = self.settings
         with translate_errors(f"create {kind.name} socket"):
-            raw = self.context.socket(kind.value)
+            raw: zmq.Socket[Any] = self.context.socket(kind.value)
         try:
             raw.setsockopt(zmq.LINGER, settings.linger_ms)
             if endpoint is None or endpoint.scheme != "inproc":

@@ -8,8 +8,10 @@ NaN/Infinity and anything that is not plain JSON data, instead of silently writi
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import re
 from typing import Any
 
 import msgspec
@@ -26,6 +28,13 @@ def _reject_constant(name: str) -> Any:
     raise ProtocolError(f"JSON constant {name} is not allowed (NaN and Infinity are refused)")
 
 
+def _parse_finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ProtocolError(f"JSON number {text[:32]} overflows to Infinity (not allowed)")
+    return value
+
+
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result = dict(pairs)
     if len(result) != len(pairs):
@@ -38,25 +47,31 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _check_tree(value: Any, limits: Limits) -> None:
-    """Walk decoded JSON once, checking depth, strings and float specials."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
+    """Walk decoded JSON once, checking depth, string lengths and integer sizes."""
     max_depth = limits.max_depth
     max_chars = limits.max_string_chars
+    int_bound = 10**limits.max_int_digits
+    stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, str):
-            _check_string(item, max_chars)
-        elif isinstance(item, dict):
+        kind = type(item)
+        if kind is str:
+            if len(item) > max_chars or not item.isascii():
+                _check_string(item, max_chars)
+        elif kind is int:
+            if not -int_bound < item < int_bound:
+                raise LimitExceeded(f"JSON integer with more than {limits.max_int_digits} digits")
+        elif kind is dict:
             if depth > max_depth:
                 raise LimitExceeded(f"JSON nesting deeper than {max_depth} levels")
             for key, sub in item.items():
-                _check_string(key, max_chars)
-                if isinstance(sub, (dict, list, str)):
-                    stack.append((sub, depth + 1))
-        elif isinstance(item, list):
+                if len(key) > max_chars or not key.isascii():
+                    _check_string(key, max_chars)
+                stack.append((sub, depth + 1))
+        elif kind is list:
             if depth > max_depth:
                 raise LimitExceeded(f"JSON nesting deeper than {max_depth} levels")
-            stack.extend((sub, depth + 1) for sub in item if isinstance(sub, (dict, list, str)))
+            stack.extend((sub, depth + 1) for sub in item)
 
 
 def _check_string(text: str, max_chars: int) -> None:
@@ -67,6 +82,9 @@ def _check_string(text: str, max_chars: int) -> None:
             text.encode("utf-8")
         except UnicodeEncodeError:
             raise ProtocolError("JSON string contains a lone surrogate") from None
+
+
+_FAST_DECODER = msgspec.json.Decoder()
 
 
 def decode_json(data: bytes | bytearray | memoryview, limits: Limits) -> Any:
@@ -83,12 +101,43 @@ def decode_json(data: bytes | bytearray | memoryview, limits: Limits) -> Any:
         ProtocolError: The bytes are not strict JSON; the message says why.
         LimitExceeded: The document is over one of ``limits``.
     """
-    if len(data) > limits.max_json_bytes:
-        raise LimitExceeded(f"JSON frame of {len(data)} bytes exceeds {limits.max_json_bytes}")
+    size = len(data)
+    if size > limits.max_json_bytes:
+        raise LimitExceeded(f"JSON frame of {size} bytes exceeds {limits.max_json_bytes}")
+    # Fast path: msgspec is strict about UTF-8, NaN and surrogates but keeps the last of
+    # duplicate keys. Re-encoding gives back the input byte for byte only when the input was
+    # compact JSON without duplicates (what labwire peers send); anything else takes the
+    # slow path, which is the authority on what is accepted and why.
+    raw = data if isinstance(data, bytes) else bytes(data)
     try:
-        text = bytes(data).decode("utf-8")
+        value = _FAST_DECODER.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError):
+        return _decode_strict(raw, limits)
+    if _ENCODER.encode(value) != raw:
+        return _decode_strict(raw, limits)
+    # Skip the walk when the text itself proves every limit holds: no more brackets than the
+    # depth limit, no more bytes than the string limit, and no long run of digits.
+    if (
+        raw.count(b"[") + raw.count(b"{") > limits.max_depth
+        or size > limits.max_string_chars
+        or _long_digits(limits.max_int_digits).search(raw)
+    ):
+        _check_tree(value, limits)
+    return value
+
+
+@functools.cache
+def _long_digits(max_digits: int) -> re.Pattern[bytes]:
+    return re.compile(rb"\d{%d}" % (max_digits + 1))
+
+
+def _decode_strict(data: bytes, limits: Limits) -> Any:
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ProtocolError(f"JSON frame is not valid UTF-8 ({exc.reason} at byte {exc.start})")
+        raise ProtocolError(
+            f"JSON frame is not valid UTF-8 ({exc.reason} at byte {exc.start})"
+        ) from None
     max_digits = limits.max_int_digits
 
     def parse_int(digits: str) -> int:
@@ -101,6 +150,7 @@ def decode_json(data: bytes | bytearray | memoryview, limits: Limits) -> Any:
             text,
             object_pairs_hook=_unique_keys,
             parse_constant=_reject_constant,
+            parse_float=_parse_finite_float,
             parse_int=parse_int,
         )
     except ProtocolError:

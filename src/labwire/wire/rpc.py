@@ -61,8 +61,8 @@ __all__ = [
     "PROTOCOL_VERSION",
     "Buffer",
     "ErrorCode",
-    "Request",
     "RPCEvents",
+    "Request",
     "decode_frames",
     "encode_frames",
     "is_private_name",
@@ -147,8 +147,13 @@ def _extract(value: Any, buffers: list[Buffer]) -> Any:
     if numpy is not None and isinstance(value, numpy.ndarray):
         if value.dtype.hasobject:
             raise TypeError("numpy arrays of Python objects cannot be sent")
-        array = numpy.ascontiguousarray(value)
-        buffers.append(memoryview(array).cast("B") if array.size else b"")
+        if numpy.dtype(value.dtype.str) != value.dtype:  # structured and sub-array dtypes
+            raise TypeError(f"numpy dtype {value.dtype} cannot be sent: only plain dtypes are")
+        array = value if value.flags.c_contiguous else numpy.ascontiguousarray(value)
+        try:
+            buffers.append(memoryview(array).cast("B") if array.size else b"")
+        except ValueError as exc:  # dtypes without buffer support, e.g. datetime64
+            raise TypeError(f"numpy array of dtype {array.dtype} cannot be sent: {exc}") from None
         return {
             BUFFER_KEY: len(buffers) - 1,
             "kind": "ndarray",
@@ -325,7 +330,7 @@ def _expect(header: dict[str, Any], key: str, kind: type | tuple[type, ...], wha
     if key not in header:
         raise ProtocolError(f"{what} needs a {key!r} field")
     value = header[key]
-    if not isinstance(value, kind) or isinstance(value, bool) and bool not in _as_tuple(kind):
+    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
         raise ProtocolError(f"field {key!r} of {what} has the wrong type ({type(value).__name__})")
     return value
 
@@ -343,9 +348,7 @@ def _number_or_none(extension: dict[str, Any], key: str) -> float | None:
     return float(value)
 
 
-def parse_request(
-    header: dict[str, Any], buffers: Sequence[memoryview] = ()
-) -> Request:
+def parse_request(header: dict[str, Any], buffers: Sequence[memoryview] = ()) -> Request:
     """Validate a request header (and its buffers) and build a :class:`Request`.
 
     Args:
@@ -385,7 +388,7 @@ def parse_request(
         request.ttl_ms = _number_or_none(extension, "ttl")
         request.expiry = _number_or_none(extension, "exp")
         nbuf = extension.get("nbuf", 0)
-        if nbuf != len(buffers):
+        if not isinstance(nbuf, int) or isinstance(nbuf, bool) or nbuf != len(buffers):
             raise ProtocolError(f"'lw.nbuf' says {nbuf!r} buffers but {len(buffers)} followed")
     elif buffers:
         raise ProtocolError(f"request has {len(buffers) + 1} frames; a plain request has one")

@@ -1,0 +1,113 @@
+"""One request at a time to a registry over a DEALER socket, replies matched by request id.
+
+The socket speaks the REQ envelope (an empty delimiter frame, then one JSON frame), so it works
+against a labwire registry (ROUTER) and a deployed one (REP) alike. It is created with
+``IMMEDIATE`` so that a registry that is down is reported within the connect grace period
+instead of after the full timeout. After a timeout the socket is thrown away (LINGER 0): a
+late reply can never be taken for the answer to a later request, and nothing queued while the
+registry was unreachable is delivered after the caller gave up.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+
+from labwire.errors import ProtocolError, RegistryError, Unavailable
+from labwire.transport import Poller, Socket, SocketType, Transport
+from labwire.wire.registry import RegistryReply, RegistryRequest, decode_reply, encode_request
+
+__all__ = ["Interrupted", "RequestChannel"]
+
+_log = logging.getLogger(__name__)
+
+
+class Interrupted(Exception):
+    """The wake-up socket fired while a request was waiting (the owner is stopping)."""
+
+
+class RequestChannel:
+    """A persistent DEALER connection to one registry, used by one thread at a time.
+
+    Args:
+        transport: The socket factory.
+        url: The registry endpoint.
+        wake: Optional socket whose readability interrupts a waiting request.
+    """
+
+    def __init__(self, transport: Transport, url: str, *, wake: Socket | None = None) -> None:
+        self.transport = transport
+        self.url = url
+        self._wake = wake
+        self._socket: Socket | None = None
+        self._ids = itertools.count(1)
+
+    def _open(self) -> Socket:
+        if self._socket is None:
+            self._socket = self.transport.connect(SocketType.DEALER, self.url, immediate=1)
+        return self._socket
+
+    def reset(self) -> None:
+        """Drop the connection and anything queued on it."""
+        if self._socket is not None:
+            self._socket.close(linger_ms=0)
+            self._socket = None
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.reset()
+
+    def request(self, request: RegistryRequest, timeout: float) -> RegistryReply:
+        """Send ``request`` and wait for its reply.
+
+        Args:
+            request: The request.
+            timeout: Seconds to wait in all.
+
+        Returns:
+            The reply.
+
+        Raises:
+            Unavailable: No connection within the connect grace period, or no reply in time.
+            RegistryError: The registry answered with something that is not a registry reply.
+            Interrupted: The wake-up socket fired.
+        """
+        deadline = time.monotonic() + timeout
+        socket = self._open()
+        request_id = next(self._ids)
+        grace_ms = min(self.transport.settings.connect_grace_ms, int(timeout * 1000))
+        if not socket.poll(max(grace_ms, 1), writable=True) or not socket.send(
+            [b"", encode_request(request, request_id)], nowait=True
+        ):
+            self.reset()
+            raise Unavailable(f"registry at {self.url} is not reachable")
+        poller = Poller()
+        poller.register(socket)
+        if self._wake is not None:
+            poller.register(self._wake)
+        limits = self.transport.settings.limits
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.reset()
+                raise Unavailable(f"registry at {self.url} did not answer within {timeout:g} s")
+            ready = poller.poll(max(1, int(remaining * 1000)))
+            if self._wake is not None and self._wake in ready:
+                raise Interrupted
+            if socket not in ready:
+                continue
+            frames = socket.recv(0)
+            if frames is None:
+                continue
+            body = frames[1:] if len(frames) > 1 and frames[0].nbytes == 0 else frames
+            if len(body) != 1:
+                raise RegistryError(f"registry at {self.url} sent a {len(body)}-frame reply")
+            try:
+                reply, reply_id = decode_reply(body[0], limits)
+            except ProtocolError as exc:
+                raise RegistryError(f"registry at {self.url} sent an invalid reply: {exc}") from exc
+            if reply_id is not None and reply_id != request_id:
+                _log.debug("dropping a late registry reply (request %s)", reply_id)
+                continue
+            return reply

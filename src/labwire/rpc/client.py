@@ -1,0 +1,866 @@
+"""RPCClient: calls a device's methods and properties and receives its signals.
+
+Theory of operation
+-------------------
+Each thread that uses a client gets its own DEALER socket to the server, so many threads share
+one client object without locks and every reply reaches the thread that asked. A DEALER (not a
+REQ) never wedges: each request carries a request id, replies that do not match the pending id
+are late replies to calls that already timed out, and are counted and dropped. Against a
+deployed lock-step server, whose replies carry no id, the thread's socket is closed and opened
+afresh after a timeout (the Lazy Pirate pattern) so a late reply can never be mistaken for the
+next one.
+
+Every call has a deadline: the method's timeout from the server's inventory, the client's
+``timeout`` for other requests, or a per-call override. A call ends with a result, a
+:class:`~labwire.rpc.NoResult` (or :class:`~labwire.errors.RemoteError`), or raises
+:class:`~labwire.errors.CallTimeout` / :class:`~labwire.errors.Unavailable` by its deadline.
+With no deadline (``timeout=None``) the client pings a labwire server while it waits, so a
+dead or restarted server is still noticed. Replies carry the server's incarnation id: when it
+changes, the client re-reads the inventory and re-subscribes its signals by itself.
+
+The non-I/O logic (building requests, reading replies, inventory, interface proxies) lives in
+:class:`ClientBase`, shared with :class:`~labwire.rpc.AsyncRPCClient`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import itertools
+import logging
+import secrets
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from labwire.config import Settings
+from labwire.errors import (
+    CallTimeout,
+    ClosedError,
+    LabwireError,
+    ProtocolError,
+    ServerRestarted,
+    Unavailable,
+)
+from labwire.rpc.interface import scan_class
+from labwire.rpc.receiver import RPCSignalReceiver
+from labwire.rpc.results import NoResult
+from labwire.rpc.signal import RPCSignal
+from labwire.transport import Socket, SocketType, Transport, parse_endpoint
+from labwire.wire.rpc import (
+    PROTOCOL_VERSION,
+    ExtensionEvents,
+    RPCEvents,
+    decode_frames,
+    encode_frames,
+    restore_buffers,
+)
+
+__all__ = ["ClientBase", "RPCClient", "Reply"]
+
+_log = logging.getLogger(__name__)
+
+C = TypeVar("C", bound=type)
+
+#: Sentinel: "use the method's own timeout".
+_DEFAULT: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A decoded reply: its JSON header and buffer frames."""
+
+    header: dict[str, Any]
+    buffers: list[memoryview]
+
+    @property
+    def extension(self) -> dict[str, Any]:
+        """The labwire ``"lw"`` object ({} from a deployed server)."""
+        lw = self.header.get("lw")
+        return lw if isinstance(lw, dict) else {}
+
+
+class ClientBase:
+    """The parts of an RPC client that do no I/O; shared by the sync and asyncio clients.
+
+    Attributes:
+        url: The server URL.
+        timeout: Default deadline in ms for requests other than method calls (and for methods
+            the server declares without one in a deployed inventory).
+        name: The server's registry name, from its inventory.
+        own_address: This client's address as the server sees it (labwire servers).
+        peer_address: The server's host.
+        late_replies: Replies dropped because their call had already ended.
+    """
+
+    _interface: ClassVar[type | None] = None
+
+    def _init_base(
+        self,
+        context: Any,
+        url: str,
+        timeout: int | None,
+        settings: Settings | None,
+        resolve: Callable[[], str] | None,
+        raise_errors: bool,
+    ) -> None:
+        parse_endpoint(url)
+        self._transport = Transport(context, settings)
+        self.context = self._transport.context
+        self._settings = self._transport.settings
+        self.url = url
+        self.timeout = timeout
+        self._resolve = resolve
+        self._raise_errors = raise_errors
+        self._client_id = secrets.token_hex(8)
+        self._rids = itertools.count(1)
+        self._json_methods: dict[str, int | None] = {}
+        self._buffer_methods: dict[str, int | None] = {}
+        self._properties: list[str] = []
+        self._remote_signals: list[str] = []
+        self._details: dict[str, Any] = {}
+        self.name = ""
+        self.own_address = ""
+        self.peer_address = _host_of(url)
+        self._protocol: int | None = None
+        self._server_id = ""
+        self._clock_offset = 0.0
+        self._closed = False
+        self.late_replies = 0
+        self._overrides = threading.local()
+        self._signals: dict[str, RPCSignal] = {
+            name: getattr(self, name) for name in scan_class(type(self), (ClientBase,)).signals
+        }
+        for signal in self._signals.values():
+            signal._watcher = self._on_slots_changed
+
+    # ------------------------------------------------------------------ introspection
+
+    @property
+    def is_labwire_server(self) -> bool:
+        """Whether the server speaks labwire's extensions (else: a deployed server)."""
+        return self._protocol is not None
+
+    @property
+    def server_id(self) -> str:
+        """The current incarnation id of the server ("" for deployed servers)."""
+        return self._server_id
+
+    def inventory(self) -> dict[str, Any]:
+        """What the server exposes, as last read: methods with timeouts, properties, signals.
+
+        labwire servers also report signatures, docstrings and which properties are writable
+        under ``"details"``.
+        """
+        return {
+            "name": self.name,
+            "json_methods": dict(self._json_methods),
+            "buffer_methods": dict(self._buffer_methods),
+            "properties": list(self._properties),
+            "signals": list(self._remote_signals),
+            "details": dict(self._details),
+        }
+
+    @contextlib.contextmanager
+    def override_timeout(self, timeout_ms: int | None) -> Iterator[None]:
+        """Within the block, calls from this thread use ``timeout_ms`` as their deadline.
+
+        Args:
+            timeout_ms: Deadline in ms for every call, or None to wait forever.
+        """
+        previous = getattr(self._overrides, "value", _DEFAULT)
+        self._overrides.value = timeout_ms
+        try:
+            yield
+        finally:
+            self._overrides.value = previous
+
+    def _method_timeout(self, name: str) -> int | None:
+        override = getattr(self._overrides, "value", _DEFAULT)
+        if override is not _DEFAULT:
+            return int(override) if override is not None else None
+        if name in self._buffer_methods:
+            return self._buffer_methods[name]
+        if name in self._json_methods:
+            return self._json_methods[name]
+        return self.timeout
+
+    def _plain_timeout(self) -> int | None:
+        override = getattr(self._overrides, "value", _DEFAULT)
+        return self.timeout if override is _DEFAULT else override
+
+    # ------------------------------------------------------------------ requests
+
+    def _build(
+        self,
+        event: str,
+        fields: dict[str, Any],
+        payload: dict[str, Any] | None,
+        timeout_ms: int | None,
+        now: float,
+    ) -> tuple[int, list[Any]]:
+        rid = next(self._rids)
+        header: dict[str, Any] = {"event": str(event), **fields}
+        expiry = None
+        if timeout_ms is not None and self._server_id:
+            expiry = now + timeout_ms / 1000.0 + self._clock_offset
+        header["lw"] = {
+            "v": PROTOCOL_VERSION,
+            "cid": self._client_id,
+            "rid": rid,
+            "ttl": timeout_ms,
+            "exp": expiry,
+            "sid": self._server_id,
+        }
+        frames = encode_frames(header, payload)
+        if len(frames) > 1 and not self.is_labwire_server:
+            raise TypeError("buffers can only be sent to labwire servers, not deployed ones")
+        return rid, [b"", *frames]
+
+    def _read(self, frames: list[memoryview]) -> Reply:
+        body = frames[1:] if frames and frames[0].nbytes == 0 else frames
+        if not body:
+            raise ProtocolError("reply has no frames")
+        header, buffers = decode_frames(body, self._settings.limits)
+        return Reply(header, buffers)
+
+    def _matches(self, reply: Reply, rid: int) -> bool:
+        lw = reply.extension
+        if not lw:
+            return not self.is_labwire_server
+        return bool(lw.get("rid") == rid)
+
+    def _restarted(self, reply: Reply) -> bool:
+        sid = reply.extension.get("sid")
+        return bool(self._server_id and sid and sid != self._server_id)
+
+    def _apply_inventory(self, reply: Reply, sent: float, received: float) -> None:
+        header = reply.header
+        self._json_methods = _timeouts(header.get("json_methods"))
+        self._buffer_methods = _timeouts(header.get("buffer_methods"))
+        self._properties = [p for p in header.get("properties") or [] if isinstance(p, str)]
+        self._remote_signals = [s for s in header.get("signals") or [] if isinstance(s, str)]
+        name = header.get("name")
+        self.name = name if isinstance(name, str) else ""
+        lw = reply.extension
+        if lw:
+            self._protocol = int(lw.get("v") or PROTOCOL_VERSION)
+            self._server_id = str(lw.get("sid") or "")
+            server_now = lw.get("now")
+            if isinstance(server_now, (int, float)):
+                self._clock_offset = float(server_now) - (sent + received) / 2
+            self.own_address = str(lw.get("peer_address") or "")
+            self._details = {k: v for k, v in lw.items() if k not in ("v", "rid", "sid", "now")}
+        else:
+            self._protocol = None
+            self._server_id = ""
+            self._clock_offset = 0.0
+
+    def _signal_url(self, reply: Reply) -> str | None:
+        if reply.header.get("success") is False:
+            return None
+        endpoint = reply.extension.get("signal_endpoint")
+        if isinstance(endpoint, str) and endpoint:
+            parsed = parse_endpoint(endpoint, for_bind=True)
+            if not parsed.is_tcp:
+                return endpoint
+            return str(parse_endpoint(self.url).with_port(parsed.port or 0))
+        port = reply.header.get("signal_port")
+        if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536:
+            return str(parse_endpoint(self.url).with_port(port))
+        return None
+
+    def _failure(self, reply: Reply) -> NoResult | None:
+        header = reply.header
+        if header.get("success") is False or "error" in header:
+            lw = reply.extension
+            return NoResult(
+                str(header.get("error", "")),
+                str(header.get("traceback", "") or ""),
+                str(lw.get("etype", "")),
+                str(lw.get("code", "remote")),
+            )
+        return None
+
+    def _method_result(self, name: str, reply: Reply) -> tuple[Any, Any]:
+        failure = self._failure(reply)
+        if failure is not None:
+            if self._raise_errors:
+                raise failure.exception()
+            return failure, None
+        is_buffer = name in self._buffer_methods
+        if reply.extension:
+            result = restore_buffers(reply.header.get("result"), reply.buffers)
+            if is_buffer:
+                if not (isinstance(result, list) and len(result) == 2):
+                    raise ProtocolError("buffer reply must hold [buffer, info]")
+                return result[0], result[1]
+            return result, None
+        if is_buffer:
+            if len(reply.buffers) != 1:
+                raise ProtocolError(f"buffer reply has {len(reply.buffers) + 1} frames, not 2")
+            return reply.buffers[0], reply.header
+        return reply.header.get("result"), None
+
+    def _property_value(self, name: str, reply: Reply) -> Any:
+        failure = self._failure(reply)
+        if failure is not None:
+            raise failure.exception()
+        return restore_buffers(reply.header.get("value"), reply.buffers)
+
+    def _property_values(self, reply: Reply) -> dict[str, Any]:
+        failure = self._failure(reply)
+        if failure is not None:
+            raise failure.exception()
+        values = restore_buffers(reply.header.get("values"), reply.buffers)
+        if not isinstance(values, dict):
+            raise ProtocolError("GET_PROPERTIES reply needs a 'values' object")
+        return values
+
+    def _check_set(self, reply: Reply) -> None:
+        failure = self._failure(reply)
+        if failure is not None:
+            raise failure.exception()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"client for {self.url} is closed")
+
+    # ------------------------------------------------------------------ interfaces
+
+    @classmethod
+    def register_interface(cls, interface: type) -> Callable[[C], C]:
+        """Class decorator that makes a client subclass implement ``interface`` remotely.
+
+        Every public method of the interface (and of its bases, at any depth) becomes a proxy
+        with the same signature that calls the server; every property becomes a remote
+        property; signals become local signals fed by the server.
+
+        Args:
+            interface: The interface class (a plain class or an ABC).
+
+        Returns:
+            The decorator.
+
+        Raises:
+            RuntimeError: (from the decorator) The decorated class does not inherit from both
+                ``interface`` and an RPC client class.
+        """
+
+        def decorator(client_cls: C) -> C:
+            if not (issubclass(client_cls, interface) and issubclass(client_cls, ClientBase)):
+                raise RuntimeError(
+                    f"{client_cls.__name__} must inherit from both {interface.__name__} "
+                    "and an RPC client class (RPCClient or AsyncRPCClient)"
+                )
+            exposed = scan_class(interface, (ClientBase,))
+            for name, function in exposed.functions.items():
+                setattr(client_cls, name, _method_proxy(name, function))
+            for name, prop in {**exposed.plain_properties, **exposed.properties}.items():
+                setattr(client_cls, name, _property_proxy(name, prop.__doc__))
+            # The proxies implement every abstract method of the interface.
+            setattr(client_cls, "__abstractmethods__", frozenset())  # noqa: B010
+            client_cls._interface = interface
+            return client_cls
+
+        return decorator
+
+    def _invoke(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def _on_slots_changed(self, signal: RPCSignal) -> None:
+        raise NotImplementedError
+
+    def _get_property(self, name: str) -> Any:
+        raise NotImplementedError
+
+    def _set_property(self, name: str, value: Any) -> Any:
+        raise NotImplementedError
+
+
+def _method_proxy(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    signature = inspect.signature(function)
+
+    @functools.wraps(function)
+    def proxy(self: ClientBase, *args: Any, **kwargs: Any) -> Any:
+        try:
+            signature.bind(self, *args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{name}(): {exc}") from None
+        return self._invoke(name, args, kwargs)
+
+    proxy.__isabstractmethod__ = False  # type: ignore[attr-defined]
+    return proxy
+
+
+def _property_proxy(name: str, doc: str | None) -> property:
+    def getter(self: ClientBase) -> Any:
+        return self._get_property(name)
+
+    def setter(self: ClientBase, value: Any) -> None:
+        self._set_property(name, value)
+
+    return property(getter, setter, None, doc)
+
+
+def _timeouts(value: Any) -> dict[str, int | None]:
+    if not isinstance(value, dict):
+        return {}
+    result: dict[str, int | None] = {}
+    for name, timeout in value.items():
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float, type(None))):
+            continue
+        result[str(name)] = None if timeout is None else int(timeout)
+    return result
+
+
+def _host_of(url: str) -> str:
+    endpoint = parse_endpoint(url)
+    return endpoint.host if endpoint.is_tcp else str(endpoint)
+
+
+class _Channel:
+    """One thread's connection to the server."""
+
+    __slots__ = ("lock", "socket", "thread", "url")
+
+    def __init__(self, socket: Socket, url: str) -> None:
+        self.socket = socket
+        self.url = url
+        self.thread = weakref.ref(threading.current_thread())
+        self.lock = threading.Lock()
+
+
+class RPCClient(ClientBase):
+    """Client for an :class:`~labwire.rpc.RPCServer` (or a deployed plant-imaging server).
+
+    Subclass an interface and ``RPCClient`` and decorate the subclass with
+    ``@RPCClient.register_interface(Interface)``; or use :meth:`call`/:meth:`execute`
+    directly. Construction reads the server's inventory.
+
+    Args:
+        context: ZeroMQ context, or None for the process-wide one.
+        url: The server, ``tcp://HOST:PORT``, ``ipc://PATH`` or ``inproc://NAME``.
+        timeout: Deadline in ms for the inventory, property access and stop requests, and
+            for methods the server declares without a timeout (None: wait forever).
+        settings: Transport settings.
+        resolve: Called to find the server's current URL when it cannot be reached (e.g. a
+            registry lookup), so the client follows a device that moved.
+        raise_errors: Raise :class:`~labwire.errors.RemoteError` for remote failures instead
+            of returning :class:`~labwire.rpc.NoResult`.
+
+    Raises:
+        Unavailable: Nobody answers at ``url``.
+        CallTimeout: The server did not send its inventory in time.
+    """
+
+    def __init__(
+        self,
+        context: Any,
+        url: str,
+        timeout: int | None = 1000,
+        *,
+        settings: Settings | None = None,
+        resolve: Callable[[], str] | None = None,
+        raise_errors: bool = False,
+    ) -> None:
+        self._init_base(context, url, timeout, settings, resolve, raise_errors)
+        self._local = threading.local()
+        self._channels: dict[int, _Channel] = {}
+        self._channels_lock = threading.Lock()
+        self._signal_receiver: RPCSignalReceiver | None = None
+        self._receiver_lock = threading.Lock()
+        try:
+            self.refresh_inventory(connect_wait=True)
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ public calls
+
+    def execute(
+        self, method_name: str, params: dict[str, Any], *, timeout: Any = _DEFAULT
+    ) -> tuple[Any, Any]:
+        """Execute a remote method.
+
+        Args:
+            method_name: The method's name.
+            params: ``{"args": [...], "kwargs": {...}}`` (either key may be omitted).
+            timeout: Deadline in ms for this call, None for no deadline; default: the method's
+                timeout from the server's inventory.
+
+        Returns:
+            A 2-tuple ``(result, info)``: for a JSON method ``(value, None)``; for a buffer
+            method ``(buffer, buffer_info)`` with the buffer as a zero-copy memoryview (or a
+            numpy array if the server sent one); on a remote failure
+            ``(NoResult(error, traceback), None)``.
+
+        Raises:
+            TimeoutError: No reply before the deadline (:class:`~labwire.errors.CallTimeout`).
+            Unavailable: The server cannot be reached.
+            RemoteError: The remote method failed and ``raise_errors`` is set.
+        """
+        if timeout is _DEFAULT:
+            timeout = self._method_timeout(method_name)
+        fields = {"method": method_name}
+        payload = {
+            "params": {"args": list(params.get("args", [])), "kwargs": params.get("kwargs", {})}
+        }
+        reply = self._request(RPCEvents.METHOD_CALL, fields, payload, timeout)
+        return self._method_result(method_name, reply)
+
+    def call(self, method_name: str, *args: Any, **kwargs: Any) -> Any:
+        """Call a remote method by name, like the interface proxies do.
+
+        Returns:
+            The result; ``(buffer, info)`` for buffer methods; a :class:`NoResult` on failure.
+        """
+        return self._invoke(method_name, args, kwargs)
+
+    def get_property(self, name: str) -> Any:
+        """Read a remote property.
+
+        Raises:
+            RemoteError: The property does not exist or its getter failed.
+        """
+        return self._get_property(name)
+
+    def set_property(self, name: str, value: Any) -> None:
+        """Write a remote property.
+
+        Raises:
+            RemoteError: The property does not exist, is read-only, or its setter failed.
+        """
+        self._set_property(name, value)
+
+    def get_properties(self) -> dict[str, Any]:
+        """Read every RPC property of the server at once (labwire servers only).
+
+        Raises:
+            RemoteError: A getter failed.
+        """
+        if not self.is_labwire_server:
+            return {name: self._get_property(name) for name in self._properties}
+        reply = self._request(ExtensionEvents.GET_PROPERTIES, {}, None, self._plain_timeout())
+        return self._property_values(reply)
+
+    def ping(self) -> float:
+        """Round-trip a no-op request; returns the round trip in seconds."""
+        start = time.monotonic()
+        if self.is_labwire_server:
+            self._request(ExtensionEvents.PING, {}, None, self._plain_timeout())
+        else:
+            self._request(RPCEvents.GET_INVENTORY, {}, None, self._plain_timeout())
+        return time.monotonic() - start
+
+    def stop_server(self) -> bool:
+        """Ask the server to shut down.
+
+        Returns:
+            True when the server acknowledged; False when it did not answer in time or refused
+            (the outcome is logged).
+        """
+        try:
+            reply = self._request(RPCEvents.STOP_SERVER, {}, None, self._plain_timeout())
+        except (CallTimeout, Unavailable) as exc:
+            _log.warning("STOP_SERVER to %s: %s", self.url, exc)
+            return False
+        failure = self._failure(reply)
+        if failure is not None:
+            _log.warning("STOP_SERVER to %s refused: %s", self.url, failure.error)
+            return False
+        _log.info("STOP_SERVER acknowledged by %s", self.url)
+        return True
+
+    def refresh_inventory(self, *, connect_wait: bool = False) -> None:
+        """Read the server's inventory again (done by itself after a server restart)."""
+        sent = time.monotonic()
+        reply = self._request(
+            RPCEvents.GET_INVENTORY, {}, None, self.timeout, connect_wait=connect_wait
+        )
+        self._apply_inventory(reply, sent, time.monotonic())
+
+    def signal_stats(self) -> dict[str, int]:
+        """Counters of the signal receiver: received, gaps, restarts, stale, slot_errors."""
+        receiver = self._signal_receiver
+        if receiver is None:
+            return {"received": 0, "gaps": 0, "restarts": 0, "stale": 0, "slot_errors": 0}
+        return {
+            "received": receiver.received,
+            "gaps": receiver.tracker.gaps,
+            "restarts": receiver.tracker.restarts,
+            "stale": receiver.tracker.stale,
+            "slot_errors": receiver.slot_errors,
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Close every socket of this client and stop its signal thread (returns within ~1 s).
+
+        Calls in progress in other threads finish with their own deadline; their socket is
+        closed when they end.
+        """
+        self._closed = True
+        with self._receiver_lock:
+            receiver, self._signal_receiver = self._signal_receiver, None
+        if receiver is not None:
+            receiver.close()
+        with self._channels_lock:
+            channels = list(self._channels.values())
+            self._channels.clear()
+        for channel in channels:
+            if channel.lock.acquire(timeout=0.5):
+                try:
+                    channel.socket.close()
+                finally:
+                    channel.lock.release()
+
+    def __enter__(self) -> RPCClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ proxies
+
+    def _invoke(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        result, info = self.execute(name, {"args": list(args), "kwargs": kwargs})
+        if name in self._buffer_methods and not isinstance(result, NoResult):
+            return result, info
+        return result
+
+    def _get_property(self, name: str) -> Any:
+        reply = self._request(
+            RPCEvents.PROPERTY_GET, {"property": name}, None, self._plain_timeout()
+        )
+        return self._property_value(name, reply)
+
+    def _set_property(self, name: str, value: Any) -> None:
+        reply = self._request(
+            RPCEvents.PROPERTY_SET, {"property": name}, {"value": value}, self._plain_timeout()
+        )
+        self._check_set(reply)
+
+    # ------------------------------------------------------------------ channels
+
+    def _channel(self) -> _Channel:
+        channel: _Channel | None = getattr(self._local, "channel", None)
+        if channel is not None and channel.url == self.url and not channel.socket.closed:
+            return channel
+        if channel is not None:
+            self._drop_channel(channel)
+        socket = self._transport.connect(SocketType.DEALER, self.url, immediate=1)
+        channel = _Channel(socket, self.url)
+        self._local.channel = channel
+        with self._channels_lock:
+            for ident, other in list(self._channels.items()):
+                owner = other.thread()
+                if owner is None or not owner.is_alive():
+                    other.socket.close()
+                    del self._channels[ident]
+            self._channels[threading.get_ident()] = channel
+        return channel
+
+    def _drop_channel(self, channel: _Channel) -> None:
+        channel.socket.close(0)
+        self._local.channel = None
+        with self._channels_lock:
+            if self._channels.get(threading.get_ident()) is channel:
+                del self._channels[threading.get_ident()]
+
+    # ------------------------------------------------------------------ the call loop
+
+    def _request(
+        self,
+        event: str,
+        fields: dict[str, Any],
+        payload: dict[str, Any] | None,
+        timeout_ms: int | None,
+        *,
+        connect_wait: bool = False,
+    ) -> Reply:
+        self._check_open()
+        start = time.monotonic()
+        deadline = None if timeout_ms is None else start + timeout_ms / 1000.0
+        channel = self._channel()
+        with channel.lock:
+            try:
+                reply = self._exchange(
+                    channel, event, fields, payload, timeout_ms, start, deadline, connect_wait
+                )
+            finally:
+                if self._closed:
+                    channel.socket.close(0)
+        if self._restarted(reply):
+            self._on_restart()
+        return reply
+
+    def _exchange(
+        self,
+        channel: _Channel,
+        event: str,
+        fields: dict[str, Any],
+        payload: dict[str, Any] | None,
+        timeout_ms: int | None,
+        start: float,
+        deadline: float | None,
+        connect_wait: bool,
+    ) -> Reply:
+        rid, frames = self._build(event, fields, payload, timeout_ms, start)
+        self._send(channel, frames, deadline, connect_wait)
+        heartbeat = self._settings.heartbeat_ivl_ms / 1000.0
+        ping_rid: int | None = None
+        last_alive = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if deadline is not None:
+                wait = deadline - now
+                if wait <= 0:
+                    self._timed_out(channel)
+                    raise CallTimeout(
+                        f"{event} {fields.get('method') or fields.get('property') or ''} "
+                        f"to {self.url}: no reply within {timeout_ms} ms (outcome unknown)"
+                    )
+            else:
+                wait = heartbeat
+            received = channel.socket.recv(max(1, int(wait * 1000)))
+            if received is None:
+                if deadline is None and self.is_labwire_server:
+                    ping_rid, last_alive = self._keepalive(channel, ping_rid, last_alive)
+                continue
+            reply = self._read(received)
+            if ping_rid is not None and reply.extension.get("rid") == ping_rid:
+                if self._restarted(reply):
+                    self._on_restart()
+                    raise ServerRestarted(f"{self.url} restarted during the call (outcome unknown)")
+                ping_rid, last_alive = None, time.monotonic()
+                continue
+            if not self._matches(reply, rid):
+                self.late_replies += 1
+                _log.debug("dropped a late reply from %s", self.url)
+                continue
+            return reply
+
+    def _keepalive(
+        self, channel: _Channel, ping_rid: int | None, last_alive: float
+    ) -> tuple[int | None, float]:
+        now = time.monotonic()
+        if now - last_alive > self._settings.heartbeat_timeout_ms / 1000.0:
+            self._timed_out(channel)
+            raise Unavailable(f"{self.url} stopped answering while a call was pending")
+        if ping_rid is None:
+            ping_rid, frames = self._build(ExtensionEvents.PING, {}, None, None, now)
+            if not channel.socket.send(frames, nowait=True):
+                ping_rid = None
+        return ping_rid, last_alive
+
+    def _send(
+        self, channel: _Channel, frames: list[Any], deadline: float | None, connect_wait: bool
+    ) -> None:
+        if channel.socket.send(frames, nowait=True):
+            return
+        grace = self._settings.connect_grace_ms / 1000.0
+        now = time.monotonic()
+        limit = deadline if connect_wait and deadline is not None else now + grace
+        if deadline is not None:
+            limit = min(limit, deadline)
+        while True:
+            remaining = limit - time.monotonic()
+            if remaining > 0 and channel.socket.poll(max(1, int(remaining * 1000)), writable=True):
+                if channel.socket.send(frames, nowait=True):
+                    return
+                continue
+            break
+        if (
+            self._resolve is not None
+            and self._follow(channel)
+            and (
+                channel.socket.send(frames, nowait=True)
+                or (
+                    channel.socket.poll(max(1, int(grace * 1000)), writable=True)
+                    and channel.socket.send(frames, nowait=True)
+                )
+            )
+        ):
+            return
+        raise Unavailable(f"cannot reach {self.url}: no connection (is the server running?)")
+
+    def _follow(self, channel: _Channel) -> bool:
+        assert self._resolve is not None
+        try:
+            url = self._resolve()
+        except LabwireError as exc:
+            _log.debug("re-resolving %s failed: %s", self.url, exc)
+            return False
+        if not url or url == self.url:
+            return False
+        _log.info("server moved from %s to %s", self.url, url)
+        self.url = url
+        self.peer_address = _host_of(url)
+        channel.socket.close(0)
+        channel.socket = self._transport.connect(SocketType.DEALER, url, immediate=1)
+        channel.url = url
+        return True
+
+    def _timed_out(self, channel: _Channel) -> None:
+        if not self.is_labwire_server:
+            # Lazy Pirate: a deployed server's late reply carries no id; drop the socket.
+            channel.socket.close(0)
+
+    # ------------------------------------------------------------------ restarts and signals
+
+    def _on_restart(self) -> None:
+        _log.info("server at %s restarted; reading its inventory again", self.url)
+        try:
+            self.refresh_inventory()
+        except (CallTimeout, Unavailable) as exc:
+            _log.warning("could not re-read the inventory of %s: %s", self.url, exc)
+            return
+        receiver = self._signal_receiver
+        if receiver is not None:
+            url = self._current_signal_url()
+            if url:
+                receiver.retarget(url)
+
+    def _current_signal_url(self) -> str | None:
+        try:
+            reply = self._request(RPCEvents.INIT_SIGNALS_HANDLING, {}, None, self._plain_timeout())
+        except (CallTimeout, Unavailable, ProtocolError):
+            return None
+        return self._signal_url(reply)
+
+    def _on_slots_changed(self, signal: RPCSignal) -> None:
+        if self._closed:
+            return
+        receiver = self._ensure_receiver()
+        if receiver is None:
+            return
+        if signal.connections:
+            receiver.subscribe(signal.name)
+        else:
+            receiver.unsubscribe(signal.name)
+
+    def _ensure_receiver(self) -> RPCSignalReceiver | None:
+        with self._receiver_lock:
+            if self._signal_receiver is not None:
+                return self._signal_receiver
+            url = self._current_signal_url()
+            if url is None:
+                _log.warning("server at %s offers no signal endpoint", self.url)
+                return None
+            receiver = RPCSignalReceiver(
+                self.context,
+                url,
+                self._signals,
+                settings=self._settings,
+                selective=True,
+                refresh=self._current_signal_url if self.is_labwire_server else None,
+            )
+            receiver.start()
+            self._signal_receiver = receiver
+            return receiver

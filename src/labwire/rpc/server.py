@@ -1,0 +1,745 @@
+"""RPCServer: exposes a device's methods, properties and signals to many clients at once.
+
+Theory of operation
+-------------------
+The server runs a small pool of *runner* threads in the leader/follower pattern. Exactly one
+runner, the leader, owns the ROUTER socket: it receives a request, validates it, runs the
+handler itself and sends the reply, with no hand-off between threads (which would double the
+latency of a small call). A watchdog thread looks at the leader every couple of milliseconds:
+when a handler has been running longer than ``_TAKEOVER_SECONDS`` (a slow ``run_scan()``),
+leadership, and so the socket, passes to another runner, which goes on serving other clients
+and property reads. The old leader finishes its handler without touching the socket again: it
+queues its reply and wakes the new leader through a pipe. Ownership changes only under a lock,
+which gives ZeroMQ the memory barrier it requires when a socket moves between threads. At most
+``workers`` runners exist, so at most ``workers - 1`` slow handlers run at once.
+
+Requests from labwire clients carry a client id, a request id and an expiry. The server never
+starts a request whose expiry has passed (checked on receipt and again when a worker picks it
+up), and answers a duplicate (same client id and request id, within a window) from a small
+cache instead of executing it twice. Signals are published on one PUB socket (guarded by a
+lock, since any thread may emit), once per emission whatever the number of clients, each
+message numbered per signal under a random epoch drawn at start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import secrets
+import socket as stdsocket
+import threading
+import time
+import traceback as tb
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from labwire.config import Settings
+from labwire.errors import ClosedError, LabwireError, ProtocolError
+from labwire.rpc.interface import RemoteMethod, mark_method, scan_class
+from labwire.rpc.property import RPCProperty
+from labwire.rpc.signal import RPCSignal
+from labwire.transport import Poller, Socket, SocketType, Transport, parse_endpoint
+from labwire.wire.codec import encode_json
+from labwire.wire.rpc import (
+    PROTOCOL_VERSION,
+    ErrorCode,
+    ExtensionEvents,
+    Request,
+    RPCEvents,
+    decode_frames,
+    encode_frames,
+    is_private_name,
+    parse_request,
+    reply_extension,
+)
+from labwire.wire.signals import encode_signal
+
+__all__ = ["RPCServer"]
+
+_log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Replies kept for duplicate detection: how many, how long, and the largest one cached.
+_DEDUP_ENTRIES = 4096
+_DEDUP_SECONDS = 60.0
+_DEDUP_MAX_BYTES = 64 * 1024
+_Reply = tuple[tuple[str, int] | None, list[Any], list[Any]]
+
+#: A handler running longer than this hands the socket over to another runner.
+_TAKEOVER_SECONDS = 0.002
+#: How often the watchdog looks at the leader.
+_WATCHDOG_SECONDS = 0.002
+#: Leadership is up for grabs (the next runner to look takes it).
+_VACANT = -1
+
+
+class _Failure(Exception):
+    """An error reply decided while handling a request."""
+
+    def __init__(self, code: ErrorCode, message: str, error_type: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.error_type = error_type or {
+            ErrorCode.NOT_FOUND: "NotFound",
+            ErrorCode.BAD_REQUEST: "ProtocolError",
+            ErrorCode.EXPIRED: "RequestExpired",
+            ErrorCode.DENIED: "PermissionDenied",
+            ErrorCode.STOPPING: "Unavailable",
+        }.get(code, "RemoteError")
+
+
+class _Stats:
+    """Counters a server keeps about what it refused or dropped."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.bad_requests = 0
+        self.expired = 0
+        self.duplicates = 0
+        self.unroutable = 0
+        self.busy = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+class RPCServer:
+    """Serves a device object's methods, properties and signals over the network.
+
+    Subclass an interface and ``RPCServer``, decorate the exported methods with
+    :meth:`register_method_json` or :meth:`register_method_buffer`, declare properties with
+    :class:`~labwire.rpc.RPCProperty` and signals with :class:`~labwire.rpc.RPCSignal`, then
+    call :meth:`serve_forever` (or :meth:`start` to serve from a background thread).
+
+    Args:
+        context: ZeroMQ context, or None for the process-wide one.
+        url: Where to listen: ``tcp://HOST:PORT`` (port 0 or none picks a free port),
+            ``ipc://PATH`` or ``inproc://NAME``.
+        alive_timeout: Seconds after which a registry considers this device gone if it has not
+            renewed its registration.
+        settings: Transport settings (defaults: :func:`~labwire.config.default_settings`).
+        workers: Worker threads for method calls and property access (default: settings).
+        serialize_calls: Run method calls and property sets one at a time (for hardware that
+            must not be driven concurrently). Property reads stay concurrent.
+
+    Attributes:
+        context: The ZeroMQ context.
+        url: The URL given at construction.
+        endpoint: The real bound endpoint (port resolved).
+        port: The TCP port listened on (0 for ipc/inproc).
+        alive_timeout: See above.
+        uuid: Registry-assigned id, or None when not registered.
+        name: Name accepted by the registry ("" when not registered).
+        registry_addr: URL of the registry this server is registered with, or "".
+        peer_addr: IP address of the last client that sent a request, or None.
+    """
+
+    def __init__(
+        self,
+        context: Any,
+        url: str,
+        alive_timeout: int = 60,
+        *,
+        settings: Settings | None = None,
+        workers: int | None = None,
+        serialize_calls: bool = False,
+    ) -> None:
+        self._transport = Transport(context, settings)
+        self.context = self._transport.context
+        self._settings = self._transport.settings
+        self.url = url
+        self.alive_timeout = alive_timeout
+        self.uuid: str | None = None
+        self.name = ""
+        self.registry_addr = ""
+        self.peer_addr: str | None = None
+        self.stats = _Stats()
+
+        exposed = scan_class(type(self), stop_at=(RPCServer,))
+        self._methods: dict[str, RemoteMethod] = exposed.methods
+        self._json_methods = {n: m.function for n, m in self._methods.items() if m.kind == "json"}
+        self._buffer_methods = {
+            n: m.function for n, m in self._methods.items() if m.kind == "buffer"
+        }
+        self._rpc_properties: dict[str, RPCProperty] = exposed.properties
+        self._signals: dict[str, RPCSignal] = {
+            name: getattr(self, name) for name in exposed.signals
+        }
+
+        self._server_id = secrets.token_hex(8)
+        self._seq: dict[str, int] = dict.fromkeys(self._signals, 0)
+        self._pub_lock = threading.Lock()
+        self._call_lock = threading.Lock() if serialize_calls else None
+        self._stop = False
+        self._dead = False
+        self._serving = threading.Event()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._keeper: Any = None
+        self._dedup: OrderedDict[tuple[str, int], tuple[float, list[Any] | None]] = OrderedDict()
+        self._replies: queue.SimpleQueue[_Reply] = queue.SimpleQueue()
+        self._max_runners = max(2, workers or self._settings.workers)
+        self._lead = threading.Condition(threading.Lock())
+        self._leader = _VACANT
+        self._job_started: float | None = None
+        self._idle_runners = 0
+        self._runners: list[threading.Thread] = []
+        self._watchdog: threading.Thread | None = None
+
+        self._socket: Socket = self._transport.bind(SocketType.ROUTER, url)
+        self.endpoint = self._socket.endpoint
+        self.port = self._socket.port
+        try:
+            self._signal_socket: Socket | None = self._bind_signals()
+        except LabwireError:
+            self._socket.close(0)
+            raise
+        self.signal_endpoint = self._signal_socket.endpoint
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        os.set_blocking(self._wake_write, False)
+        for signal in self._signals.values():
+            signal._publisher = self._publish
+
+    # ------------------------------------------------------------------ declaration
+
+    @staticmethod
+    def register_method_json(timeout: int | None = 10000) -> Callable[[F], F]:
+        """Export a method whose arguments and result travel as JSON.
+
+        Send basic types and containers (int, float, str, bool, list, tuple, dict). labwire
+        clients may also pass and receive bytes, memoryviews and numpy arrays, which travel
+        as raw frames.
+
+        Args:
+            timeout: How long (ms) a client waits for the method by default; None: forever.
+        """
+
+        def decorator(function: F) -> F:
+            mark_method(function, "json", timeout)
+            return function
+
+        return decorator
+
+    @staticmethod
+    def register_method_buffer(timeout: int | None = 10000) -> Callable[[F], F]:
+        """Export a method that returns ``(buffer, info)``: a bytes-like object and a dict.
+
+        The buffer travels as a raw frame without copies; ``info`` as JSON. Arguments are
+        JSON (plus buffers, from labwire clients).
+
+        Args:
+            timeout: How long (ms) a client waits for the method by default; None: forever.
+        """
+
+        def decorator(function: F) -> F:
+            mark_method(function, "buffer", timeout)
+            return function
+
+        return decorator
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _bind_signals(self) -> Socket:
+        endpoint = parse_endpoint(self.endpoint, for_bind=True)
+        if endpoint.is_tcp:
+            url = str(endpoint.with_port(0))
+        elif endpoint.scheme == "ipc":
+            url = f"ipc://{endpoint.path}.signals"
+        else:
+            url = f"inproc://{endpoint.path}.signals"
+        return self._transport.bind(SocketType.PUB, url, sndhwm=self._settings.signal_hwm)
+
+    def serve_forever(self) -> None:
+        """Serve requests until :meth:`stop_server` is called or a client sends STOP_SERVER.
+
+        The calling thread becomes the first runner; it returns once the server has stopped
+        and its own handler, if any, has finished.
+        """
+        if self._dead:
+            raise ClosedError("this server was stopped; create a new one")
+        with self._lead:
+            if self._serving.is_set():
+                raise RuntimeError("serve_forever() is already running")
+            self._leader = threading.get_ident()
+            self._serving.set()
+        self._watchdog = threading.Thread(
+            target=self._watch, name=f"labwire-watchdog-{self.port}", daemon=True
+        )
+        self._watchdog.start()
+        self._run()
+
+    def start(self) -> RPCServer:
+        """Serve from a background thread owned by this server; returns once serving."""
+        if self._thread is not None:
+            raise RuntimeError("server already started")
+        self._thread = threading.Thread(
+            target=self.serve_forever, name=f"labwire-server-{self.port}", daemon=True
+        )
+        self._thread.start()
+        self._serving.wait(5)
+        return self
+
+    def stop_server(self) -> None:
+        """Stop serving, and unregister from the registry if registered.
+
+        Safe to call from any thread, several times, and before :meth:`serve_forever`.
+        """
+        with self._lead:
+            self._stop = True
+            serving = self._serving.is_set()
+            self._lead.notify_all()
+        if serving:
+            self._wake()
+        else:
+            self._shutdown()
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop the server and wait (up to ``timeout`` seconds) until it has shut down."""
+        deadline = time.monotonic() + timeout
+        self.stop_server()
+        self._stopped.wait(timeout)
+        for thread in [self._thread, self._watchdog, *self._runners]:
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        """Wait until the server has shut down; returns False on timeout."""
+        return self._stopped.wait(timeout)
+
+    def __enter__(self) -> RPCServer:
+        if self._thread is None and not self._serving.is_set():
+            self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _shutdown(self) -> None:
+        with self._lead:
+            if self._dead:
+                return
+            self._dead = True
+            self._stop = True
+            self._lead.notify_all()
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            with contextlib.suppress(LabwireError):
+                keeper.stop()
+        self.name, self.uuid, self.registry_addr = "", None, ""
+        self._socket.close()
+        with self._pub_lock:
+            signal_socket, self._signal_socket = self._signal_socket, None
+        if signal_socket is not None:
+            signal_socket.close()
+        for fd in (self._wake_read, self._wake_write):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._stopped.set()
+        _log.info("RPC server on %s stopped", self.endpoint)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._wake_write, b"\0")
+
+    # ------------------------------------------------------------------ runners
+
+    def _run(self) -> None:
+        """A runner's life: wait for leadership, lead, repeat until the server stops."""
+        me = threading.get_ident()
+        while True:
+            with self._lead:
+                while self._leader != me and not self._stop:
+                    if self._leader == _VACANT:
+                        self._leader = me
+                        break
+                    self._idle_runners += 1
+                    self._lead.wait()
+                    self._idle_runners -= 1
+                if self._leader != me:
+                    return
+            if not self._lead_loop(me):
+                return
+
+    def _lead_loop(self, me: int) -> bool:
+        """Serve as leader. Returns True when leadership was taken over, False on stop."""
+        poller = Poller()
+        poller.register(self._socket)
+        poller.register(self._wake_read)
+        while not self._stop:
+            ready = poller.poll(None)
+            self._drain_replies()
+            if self._socket in ready:
+                for _ in range(256):  # bounded, so queued replies are never starved
+                    frames = self._socket.recv_frames(0)
+                    if frames is None:
+                        break
+                    self._on_message(frames)
+                    if self._leader != me:
+                        return True
+        self._drain_replies()
+        self._shutdown()
+        return False
+
+    def _watch(self) -> None:
+        """Hand the socket to another runner when the leader is stuck in a slow handler."""
+        while not self._stopped.wait(_WATCHDOG_SECONDS):
+            with self._lead:
+                started = self._job_started
+                if started is None or time.monotonic() - started < _TAKEOVER_SECONDS:
+                    continue
+                if self._idle_runners == 0:
+                    self._runners = [t for t in self._runners if t.is_alive()]
+                    if len(self._runners) + 1 >= self._max_runners:
+                        continue  # every runner is busy: the leader keeps the socket
+                    runner = threading.Thread(
+                        target=self._run, name=f"labwire-runner-{self.port}", daemon=True
+                    )
+                    self._runners.append(runner)
+                    runner.start()
+                self._job_started = None
+                self._leader = _VACANT
+                self._lead.notify()
+            self._wake()
+
+    # ------------------------------------------------------------------ registry
+
+    def register_to_registry(
+        self, type_: str, name: str, registry_url: str, overwrite: bool = True
+    ) -> str:
+        """Register this server with a device registry and keep the registration alive.
+
+        The name may be changed by the registry to avoid a duplicate. From then on a
+        background thread renews the lease well within ``alive_timeout``, registers again by
+        itself if the registry forgot the device (e.g. it restarted), and unregisters when the
+        server stops.
+
+        Args:
+            type_: Device type (e.g. ``"camera"``).
+            name: Proposed device name.
+            registry_url: The registry's URL, ``tcp://HOST:PORT``.
+            overwrite: Take the name over if another device holds it.
+
+        Returns:
+            The name accepted by the registry.
+
+        Raises:
+            RegistryError: The registry refused or could not be reached in time.
+        """
+        from labwire.registry import RegistrationKeeper
+
+        if self._keeper is not None:
+            self._keeper.stop()
+        keeper = RegistrationKeeper(
+            self._transport,
+            device_type=type_,
+            name=name,
+            address=self.advertised_endpoint(),
+            registry_url=registry_url,
+            overwrite=overwrite,
+            alive_timeout=self.alive_timeout,
+        )
+        accepted: str = keeper.start()
+        self._keeper = keeper
+        self.name, self.uuid, self.registry_addr = accepted, keeper.uuid, registry_url
+        return accepted
+
+    def advertised_endpoint(self) -> str:
+        """The endpoint other hosts should connect to (a wildcard host replaced by this host)."""
+        endpoint = parse_endpoint(self.endpoint, for_bind=True)
+        if endpoint.is_tcp and endpoint.is_wildcard:
+            return str(endpoint.with_host(_primary_ip()))
+        return self.endpoint
+
+    # ------------------------------------------------------------------ I/O thread
+
+    def _drain_replies(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.read(self._wake_read, 4096)
+        while True:
+            try:
+                key, envelope, body = self._replies.get_nowait()
+            except queue.Empty:
+                return
+            self._send(envelope + body)
+            if key is not None:
+                self._remember(key, body)
+
+    def _send(self, frames: Sequence[Any]) -> None:
+        if not self._socket.send(frames, nowait=True):
+            self.stats.unroutable += 1
+
+    def _on_message(self, frames: list[Any]) -> None:
+        self.stats.requests += 1
+        identity = frames[0].bytes
+        body_start = 1
+        while body_start < len(frames) and len(frames[body_start]) != 0:
+            body_start += 1
+        if body_start < len(frames):
+            envelope: list[Any] = [identity, *(f.bytes for f in frames[1:body_start]), b""]
+            body = [f.buffer for f in frames[body_start + 1 :]]
+        else:  # no delimiter: a raw DEALER; answer without one
+            envelope = [identity]
+            body = [f.buffer for f in frames[1:]]
+        self.peer_addr = Socket.peer_address(frames[-1]) or self.peer_addr
+        request: Request | None = None
+        header: dict[str, Any] | None = None
+        try:
+            if not body:
+                raise ProtocolError("empty request: no frame after the envelope")
+            header, buffers = decode_frames(body, self._settings.limits)
+            request = parse_request(header, buffers)
+            self._dispatch(envelope, request, time.monotonic())
+        except ProtocolError as exc:
+            self.stats.bad_requests += 1
+            _log.debug("bad request from %s: %s", self.peer_addr, exc)
+            self._send(envelope + self._error_frames(header, request, ErrorCode.BAD_REQUEST, exc))
+        except _Failure as exc:
+            self._send(envelope + self._error_frames(header, request, exc.code, exc))
+
+    def _dispatch(self, envelope: list[Any], request: Request, received: float) -> None:
+        event = request.event
+        if event == RPCEvents.GET_INVENTORY:
+            details = self._inventory_details() if request.is_labwire else None
+            self._send(envelope + self._reply(request, self._inventory(), extension=details))
+        elif event == RPCEvents.INIT_SIGNALS_HANDLING:
+            fields = {"signal_port": parse_endpoint(self.signal_endpoint, for_bind=True).port}
+            lw = {"signal_endpoint": self.signal_endpoint}
+            self._send(envelope + self._reply(request, fields, extension=lw))
+        elif event == ExtensionEvents.PING:
+            self._send(envelope + self._reply(request, {}, extension={"now": time.monotonic()}))
+        elif event == RPCEvents.STOP_SERVER:
+            self._send(envelope + self._reply(request, {}))
+            _log.info("STOP_SERVER received from %s", self.peer_addr)
+            self._stop = True
+        elif event == RPCEvents.EMIT_SIGNAL:
+            raise _Failure(ErrorCode.BAD_REQUEST, "EMIT_SIGNAL is published by servers")
+        else:
+            self._check_target(request)
+            if self._is_expired(request, received):
+                self.stats.expired += 1
+                raise _Failure(ErrorCode.EXPIRED, "request expired before it could run")
+            key = self._dedup_key(request)
+            if key is not None and key in self._dedup:
+                self.stats.duplicates += 1
+                cached = self._dedup[key][1]
+                if cached is None:
+                    raise _Failure(ErrorCode.BAD_REQUEST, "duplicate request (already executed)")
+                self._send(envelope + cached)
+                return
+            if key is not None:
+                self._dedup[key] = (received, None)
+            self._run_handler(envelope, request, received, key)
+
+    def _check_target(self, request: Request) -> None:
+        name = request.name
+        if request.event == ExtensionEvents.GET_PROPERTIES:
+            return
+        if is_private_name(name):
+            raise _Failure(ErrorCode.NOT_FOUND, f"{name!r} is private and cannot be reached")
+        if request.event == RPCEvents.METHOD_CALL:
+            if name not in self._methods:
+                raise _Failure(ErrorCode.NOT_FOUND, f"no method named {name!r}")
+        elif name not in self._rpc_properties:
+            raise _Failure(ErrorCode.NOT_FOUND, f"no RPC property named {name!r}")
+        elif request.event == RPCEvents.PROPERTY_SET and self._rpc_properties[name].fset is None:
+            raise _Failure(ErrorCode.BAD_REQUEST, f"property {name!r} is read-only")
+
+    def _is_expired(self, request: Request, received: float) -> bool:
+        now = time.monotonic()
+        if request.expiry is not None and request.server_id == self._server_id:
+            return now > request.expiry
+        if request.ttl_ms is not None:
+            return now > received + request.ttl_ms / 1000.0
+        return False
+
+    @staticmethod
+    def _dedup_key(request: Request) -> tuple[str, int] | None:
+        if request.client_id and request.request_id is not None:
+            return (request.client_id, request.request_id)
+        return None
+
+    def _remember(self, key: tuple[str, int], body: list[Any]) -> None:
+        size = sum(len(memoryview(f)) for f in body)
+        now = time.monotonic()
+        self._dedup[key] = (now, body if size <= _DEDUP_MAX_BYTES else None)
+        while self._dedup:
+            oldest_key, (stamp, _) = next(iter(self._dedup.items()))
+            if len(self._dedup) <= _DEDUP_ENTRIES and now - stamp < _DEDUP_SECONDS:
+                break
+            del self._dedup[oldest_key]
+
+    # ------------------------------------------------------------------ workers
+
+    def _run_handler(
+        self, envelope: list[Any], request: Request, received: float, key: tuple[str, int] | None
+    ) -> None:
+        me = threading.get_ident()
+        with self._lead:
+            self._job_started = time.monotonic()
+        try:
+            frames = self._execute(request)
+        except _Failure as exc:
+            frames = self._error_frames(None, request, exc.code, exc)
+        except Exception as exc:
+            frames = self._error_frames(
+                None, request, ErrorCode.REMOTE, exc, type(exc).__name__, tb.format_exc()
+            )
+        with self._lead:
+            still_leader = self._leader == me
+            if still_leader:
+                self._job_started = None
+        if still_leader:
+            self._send(envelope + frames)
+            if key is not None:
+                self._remember(key, frames)
+        elif not self._dead:
+            self._replies.put((key, envelope, frames))
+            self._wake()
+
+    def _execute(self, request: Request) -> list[Any]:
+        event = request.event
+        if event == RPCEvents.METHOD_CALL:
+            method = self._methods[request.name]
+            function = getattr(self, request.name)
+            with self._call_lock or contextlib.nullcontext():
+                result = function(*request.args, **request.kwargs)
+            if method.kind == "buffer":
+                return self._buffer_reply(request, result)
+            return self._reply(request, {}, payload={"result": result})
+        if event == RPCEvents.PROPERTY_GET:
+            return self._reply(request, {}, payload={"value": getattr(self, request.name)})
+        if event == RPCEvents.PROPERTY_SET:
+            with self._call_lock or contextlib.nullcontext():
+                setattr(self, request.name, request.value)
+            return self._reply(request, {})
+        values = {name: getattr(self, name) for name in self._rpc_properties}
+        return self._reply(request, {}, payload={"values": values})
+
+    def _buffer_reply(self, request: Request, result: Any) -> list[Any]:
+        if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict)):
+            raise _Failure(
+                ErrorCode.REMOTE,
+                f"buffer method {request.name!r} must return (buffer, dict), "
+                f"got {type(result).__name__}",
+                "TypeError",
+            )
+        buffer, info = result
+        if request.is_labwire:
+            if isinstance(buffer, (bytes, bytearray)):
+                buffer = memoryview(buffer)
+            return self._reply(request, {}, payload={"result": [buffer, info]})
+        try:
+            return [encode_json(info), memoryview(buffer)]
+        except TypeError as exc:
+            raise _Failure(ErrorCode.REMOTE, f"buffer method result: {exc}", "TypeError") from None
+
+    # ------------------------------------------------------------------ replies
+
+    def _reply(
+        self,
+        request: Request,
+        fields: dict[str, Any],
+        payload: dict[str, Any] | None = None,
+        extension: dict[str, Any] | None = None,
+    ) -> list[Any]:
+        header: dict[str, Any] = {"success": True, **fields}
+        if request.is_labwire:
+            header["lw"] = reply_extension(request, self._server_id, **(extension or {}))
+        try:
+            return encode_frames(header, payload)
+        except TypeError as exc:
+            raise _Failure(ErrorCode.REMOTE, f"result cannot be sent: {exc}", "TypeError") from None
+
+    def _error_frames(
+        self,
+        header: dict[str, Any] | None,
+        request: Request | None,
+        code: ErrorCode,
+        exc: BaseException,
+        error_type: str = "",
+        traceback: str = "",
+    ) -> list[Any]:
+        reply: dict[str, Any] = {"success": False, "error": str(exc), "traceback": traceback}
+        labwire = request.is_labwire if request is not None else _claims_labwire(header)
+        if labwire:
+            rid = request.request_id if request is not None else _claimed_rid(header)
+            error_type = error_type or getattr(exc, "error_type", "") or type(exc).__name__
+            reply["lw"] = {
+                "v": PROTOCOL_VERSION,
+                "rid": rid,
+                "sid": self._server_id,
+                "code": str(code),
+                "etype": error_type,
+            }
+        return [encode_json(reply)]
+
+    def _inventory(self) -> dict[str, Any]:
+        return {
+            "json_methods": {n: m.timeout_ms for n, m in self._methods.items() if m.kind == "json"},
+            "buffer_methods": {
+                n: m.timeout_ms for n, m in self._methods.items() if m.kind == "buffer"
+            },
+            "signals": list(self._signals),
+            "properties": list(self._rpc_properties),
+            "name": self.name or "",
+        }
+
+    def _inventory_details(self) -> dict[str, Any]:
+        return {
+            "now": time.monotonic(),
+            "peer_address": self.peer_addr or "",
+            "own_address": self.advertised_endpoint(),
+            "signal_endpoint": self.signal_endpoint,
+            "methods": {
+                n: {"signature": m.signature, "doc": m.doc} for n, m in self._methods.items()
+            },
+            "signal_types": {
+                n: [getattr(t, "__name__", str(t)) for t in s.arg_types]
+                for n, s in self._signals.items()
+            },
+            "property_docs": {
+                n: (p.__doc__ or "").strip().split("\n\n", 1)[0]
+                for n, p in self._rpc_properties.items()
+            },
+            "writable": [n for n, p in self._rpc_properties.items() if p.fset is not None],
+        }
+
+    # ------------------------------------------------------------------ signals
+
+    def _publish(self, name: str, args: tuple[Any, ...]) -> None:
+        with self._pub_lock:
+            if self._signal_socket is None:
+                return
+            self._seq[name] = seq = self._seq.get(name, 0) + 1
+            frame = encode_signal(name, args, self._server_id, seq)
+            if not self._signal_socket.send([frame], nowait=True):
+                _log.debug("signal %s #%d dropped: publisher queue full", name, seq)
+
+
+def _claims_labwire(header: dict[str, Any] | None) -> bool:
+    return isinstance(header, dict) and isinstance(header.get("lw"), dict)
+
+
+def _claimed_rid(header: dict[str, Any] | None) -> int | None:
+    if not _claims_labwire(header):
+        return None
+    assert header is not None
+    rid = header["lw"].get("rid")
+    return rid if isinstance(rid, int) and not isinstance(rid, bool) else None
+
+
+def _primary_ip() -> str:
+    """This host's first non-loopback IPv4 address by name resolution, else loopback."""
+    try:
+        infos = stdsocket.getaddrinfo(stdsocket.gethostname(), None, stdsocket.AF_INET)
+    except OSError:
+        return "127.0.0.1"
+    for *_, address in infos:
+        if not str(address[0]).startswith("127."):
+            return str(address[0])
+    return "127.0.0.1"

@@ -1,0 +1,151 @@
+"""asyncio sockets: the same factory as :class:`~labwire.transport.sockets.Transport`, awaited.
+
+An :class:`AsyncTransport` makes sockets with exactly the options the synchronous factory
+applies (LINGER, heartbeats, MAXMSGSIZE, reconnection delays), on a ``zmq.asyncio`` shadow of
+the same ZeroMQ context, so sync and async parts of one program share one context. An
+:class:`AsyncSocket` belongs to the event loop that first awaits on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from labwire.config import Settings
+from labwire.transport.sockets import SocketType, Transport, translate_errors
+
+__all__ = ["AsyncSocket", "AsyncTransport"]
+
+Buffer = bytes | bytearray | memoryview
+
+
+class AsyncSocket:
+    """A configured ZeroMQ socket driven by asyncio.
+
+    Attributes:
+        kind: The socket pattern.
+        endpoint: The real bound address, or the address connected to.
+    """
+
+    __slots__ = ("_raw", "endpoint", "kind")
+
+    def __init__(self, raw: zmq.asyncio.Socket, kind: SocketType, endpoint: str) -> None:
+        self._raw = raw
+        self.kind = kind
+        self.endpoint = endpoint
+
+    @property
+    def closed(self) -> bool:
+        """Whether the socket is closed."""
+        return bool(self._raw.closed)
+
+    async def send(self, frames: Sequence[Buffer]) -> None:
+        """Send a multi-frame message (waits while the socket cannot queue it)."""
+        with translate_errors("send"):
+            await self._raw.send_multipart(frames, copy=False)
+
+    def send_nowait(self, frames: Sequence[Buffer]) -> bool:
+        """Queue a message without waiting.
+
+        Returns:
+            False when the message cannot be queued now (no connection, or queue full).
+        """
+        try:
+            self._raw.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return False
+        except zmq.ZMQError as exc:
+            with translate_errors("send"):
+                raise exc
+        return True
+
+    async def poll(self, timeout_ms: int | None, *, writable: bool = False) -> bool:
+        """Wait until the socket can be read (or written, with ``writable``)."""
+        # pyzmq's stub gives the socket the Poller's poll() signature; the real one takes flags.
+        raw: Any = self._raw
+        with translate_errors("poll"):
+            events = await raw.poll(timeout_ms, zmq.POLLOUT if writable else zmq.POLLIN)
+        return bool(events)
+
+    async def recv(self, timeout_ms: int | None = None) -> list[memoryview] | None:
+        """Receive one multi-frame message as memoryviews.
+
+        Args:
+            timeout_ms: How long to wait; None waits until a message arrives.
+
+        Returns:
+            The frames, or None when nothing arrived in time.
+        """
+        if timeout_ms is not None and not await self.poll(timeout_ms):
+            return None
+        with translate_errors("receive"):
+            frames = await self._raw.recv_multipart(copy=False)
+        return [frame.buffer for frame in frames]
+
+    def subscribe(self, prefix: bytes) -> None:
+        """Subscribe a SUB socket to messages starting with ``prefix``."""
+        self._raw.setsockopt(zmq.SUBSCRIBE, prefix)
+
+    def close(self, linger_ms: int | None = None) -> None:
+        """Close the socket; pending output is kept at most ``linger_ms`` (default: settings)."""
+        if not self._raw.closed:
+            self._raw.close(linger=linger_ms)
+
+
+class AsyncTransport:
+    """Makes asyncio sockets for one set of settings.
+
+    Args:
+        context: The (synchronous) ZeroMQ context to share, or None for the process-wide one.
+        settings: Transport settings, or None for the defaults.
+
+    Attributes:
+        context: The synchronous context the sockets live in.
+        settings: The settings applied to every socket.
+    """
+
+    def __init__(
+        self, context: zmq.Context[Any] | None = None, settings: Settings | None = None
+    ) -> None:
+        sync = Transport(context, settings)
+        self.context = sync.context
+        self.settings = sync.settings
+        # Same factory, but on an asyncio shadow of the same context: sockets come out async.
+        self._factory = Transport(
+            zmq.asyncio.Context(shadow=self.context.underlying), self.settings
+        )
+
+    @classmethod
+    def from_transport(cls, transport: Transport) -> AsyncTransport:
+        """An asyncio factory sharing ``transport``'s context and settings."""
+        return cls(transport.context, transport.settings)
+
+    def connect(self, kind: SocketType, url: str, **options: Any) -> AsyncSocket:
+        """Create an asyncio socket of ``kind`` connected to ``url``.
+
+        Args:
+            kind: Socket pattern.
+            url: The peer's endpoint.
+            **options: Extra ZeroMQ socket options by name (e.g. ``immediate=1``).
+
+        Raises:
+            EndpointError: ``url`` is invalid.
+        """
+        socket = self._factory.connect(kind, url, **options)
+        raw = socket.fileno()
+        assert isinstance(raw, zmq.asyncio.Socket)
+        return AsyncSocket(raw, kind, socket.endpoint)
+
+    def bind(self, kind: SocketType, url: str, **options: Any) -> AsyncSocket:
+        """Create an asyncio socket of ``kind`` bound to ``url`` (port 0: any free port).
+
+        Raises:
+            EndpointError: ``url`` is invalid or cannot be bound.
+        """
+        socket = self._factory.bind(kind, url, **options)
+        raw = socket.fileno()
+        assert isinstance(raw, zmq.asyncio.Socket)
+        return AsyncSocket(raw, kind, socket.endpoint)
