@@ -13,7 +13,19 @@ variable                       meaning                                     defau
 ``LABWIRE_CONNECT_GRACE_MS``   how long a call waits for a connection      500
 ``LABWIRE_WORKERS``            worker threads per RPC server               8
 ``LABWIRE_REGISTRY``           default registry URL (used by the CLI)      tcp://127.0.0.1:5555
+``LABWIRE_SECRET_KEY``         this process's secret key file (turns       (off)
+                               CurveZMQ security on)
+``LABWIRE_CLIENT_SECRET_KEY``  separate secret key for client sockets      (off)
+``LABWIRE_SERVER_KEY``         public key (or .key file) of the servers    (off)
+                               this process connects to
+``LABWIRE_ALLOWED_KEYS``       client keys, .key files or folders that     (off)
+                               this process's servers accept; ``*``: any
+``LABWIRE_ADMIN_KEYS``         client keys allowed admin operations        (off)
 =============================  ==========================================  =========
+
+Security is on when any ``LABWIRE_*KEY*`` variable is set; see
+:mod:`labwire.transport.security` for the details and :class:`~labwire.transport.security.Security`
+for the same settings in code.
 """
 
 from __future__ import annotations
@@ -23,10 +35,14 @@ import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from labwire.errors import ConfigurationError
 from labwire.wire.limits import Limits
+
+if TYPE_CHECKING:
+    # Imported lazily at run time: labwire.transport imports this module.
+    from labwire.transport.security import Security
 
 __all__ = ["DEFAULT_REGISTRY_URL", "Settings", "default_settings"]
 
@@ -49,7 +65,7 @@ class Settings:
         signal_hwm: Messages queued per signal subscriber before new ones are dropped.
         limits: Limits on incoming messages.
         registry_url: Default registry URL for the command line and connect-by-name.
-        security: Security settings (CurveZMQ), or None for plain TCP.
+        security: CurveZMQ settings applied to every socket, or None for plain sockets.
     """
 
     linger_ms: int = 100
@@ -62,7 +78,7 @@ class Settings:
     signal_hwm: int = 10_000
     limits: Limits = field(default_factory=Limits)
     registry_url: str = DEFAULT_REGISTRY_URL
-    security: Any = None
+    security: Security | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -80,6 +96,14 @@ class Settings:
                 raise ConfigurationError(f"Settings.{name} must be an integer >= 0, got {value!r}")
         if self.workers < 1:
             raise ConfigurationError("Settings.workers must be at least 1")
+        if self.security is not None:
+            from labwire.transport.security import Security
+
+            if not isinstance(self.security, Security):
+                raise ConfigurationError(
+                    "Settings.security must be a labwire.transport.security.Security or None, "
+                    f"got {type(self.security).__name__}"
+                )
 
     def replace(self, **changes: Any) -> Settings:
         """Return a copy with some fields changed."""
@@ -94,7 +118,10 @@ class Settings:
 
         Raises:
             ConfigurationError: A variable holds a value of the wrong form.
+            SecurityConfigError: A security variable names a missing or unsafe key file.
         """
+        from labwire.transport.security import Security
+
         env = os.environ if environ is None else environ
         changes: dict[str, Any] = {}
         for name in (
@@ -115,6 +142,7 @@ class Settings:
         registry = env.get("LABWIRE_REGISTRY")
         if registry:
             changes["registry_url"] = registry
+        changes["security"] = Security.from_env(env)
         return cls(**changes)
 
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 import time
 
 from labwire.errors import ProtocolError, RegistryError, Unavailable
 from labwire.transport import Poller, Socket, SocketType, Transport
 from labwire.wire.registry import RegistryReply, RegistryRequest, decode_reply, encode_request
 
-__all__ = ["Interrupted", "RequestChannel"]
+__all__ = ["Interrupted", "RequestChannel", "Waker"]
 
 _log = logging.getLogger(__name__)
 
@@ -58,12 +59,15 @@ class RequestChannel:
         """Close the socket."""
         self.reset()
 
-    def request(self, request: RegistryRequest, timeout: float) -> RegistryReply:
+    def request(
+        self, request: RegistryRequest, timeout: float, *, interruptible: bool = True
+    ) -> RegistryReply:
         """Send ``request`` and wait for its reply.
 
         Args:
             request: The request.
             timeout: Seconds to wait in all.
+            interruptible: Whether the wake-up socket (if any) may interrupt the wait.
 
         Returns:
             The reply.
@@ -82,10 +86,11 @@ class RequestChannel:
         ):
             self.reset()
             raise Unavailable(f"registry at {self.url} is not reachable")
+        wake = self._wake if interruptible else None
         poller = Poller()
         poller.register(socket)
-        if self._wake is not None:
-            poller.register(self._wake)
+        if wake is not None:
+            poller.register(wake)
         limits = self.transport.settings.limits
         while True:
             remaining = deadline - time.monotonic()
@@ -93,7 +98,7 @@ class RequestChannel:
                 self.reset()
                 raise Unavailable(f"registry at {self.url} did not answer within {timeout:g} s")
             ready = poller.poll(max(1, int(remaining * 1000)))
-            if self._wake is not None and self._wake in ready:
+            if wake is not None and wake in ready:
                 raise Interrupted
             if socket not in ready:
                 continue
@@ -111,3 +116,39 @@ class RequestChannel:
                 _log.debug("dropping a late registry reply (request %s)", reply_id)
                 continue
             return reply
+
+
+class Waker:
+    """An inproc PAIR pair: :meth:`wake` from any thread makes :attr:`socket` readable.
+
+    The owner thread polls :attr:`socket` alongside its other sockets; it is the only user of
+    it. :meth:`wake` may be called from any thread.
+
+    Args:
+        transport: The socket factory (its context hosts the inproc pair).
+    """
+
+    def __init__(self, transport: Transport) -> None:
+        url = Transport.unique_inproc("wake")
+        self.socket = transport.bind(SocketType.PAIR, url)
+        self._sender: Socket | None = transport.connect(SocketType.PAIR, url)
+        self._lock = threading.Lock()
+
+    def wake(self) -> None:
+        """Make :attr:`socket` readable (a no-op after :meth:`close`)."""
+        with self._lock:
+            if self._sender is not None:
+                self._sender.send([b""], nowait=True)
+
+    def drain(self) -> None:
+        """Consume pending wake-ups (owner thread only)."""
+        while self.socket.recv(0) is not None:
+            pass
+
+    def close(self) -> None:
+        """Close both ends."""
+        with self._lock:
+            if self._sender is not None:
+                self._sender.close(linger_ms=0)
+                self._sender = None
+        self.socket.close(linger_ms=0)

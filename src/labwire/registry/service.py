@@ -12,7 +12,8 @@ One thread owns three sockets:
   HEARTBEAT every ``heartbeat_interval`` seconds. XPUB also tells us when a watcher
   subscribes: we answer with an immediate heartbeat, so a watcher knows its subscription is
   live before it asks for a snapshot, and misses nothing between the two;
-* an inproc PAIR that :meth:`DeviceRegistry.stop` uses to wake the loop.
+* an inproc PAIR (a :class:`~labwire.registry._channel.Waker`) that
+  :meth:`DeviceRegistry.stop` uses to wake the loop.
 
 The loop sleeps in ``poll`` until a message arrives, the next lease expires, or the next
 heartbeat is due. All lease logic is the sans-IO :class:`~labwire.wire.registry.LeaseTable`,
@@ -35,6 +36,7 @@ from typing import Any, Self
 
 from labwire.config import Settings
 from labwire.errors import LimitExceeded
+from labwire.registry._channel import Waker
 from labwire.transport import Context, Poller, Socket, SocketType, Transport, parse_endpoint
 from labwire.wire.registry import (
     ALIVE_TIMEOUT,
@@ -145,7 +147,6 @@ class DeviceRegistry(threading.Thread):
         self._stop_flag = False
         self._serving = threading.Event()
         self._finished = threading.Event()
-        self._waker_lock = threading.Lock()
 
         self._router = self.transport.bind(SocketType.ROUTER, _bind_url(addr, port))
         sockets: list[Socket] = [self._router]
@@ -154,10 +155,7 @@ class DeviceRegistry(threading.Thread):
                 SocketType.XPUB, _bind_url(addr, 0), xpub_verbose=1, sndhwm=100_000
             )
             sockets.append(self._publisher)
-            wake_url = Transport.unique_inproc("registry-wake")
-            self._wake = self.transport.bind(SocketType.PAIR, wake_url)
-            sockets.append(self._wake)
-            self._waker: Socket | None = self.transport.connect(SocketType.PAIR, wake_url)
+            self._waker = Waker(self.transport)
         except BaseException:
             for socket in sockets:
                 socket.close(linger_ms=0)
@@ -200,9 +198,7 @@ class DeviceRegistry(threading.Thread):
     def stop(self) -> None:
         """Stop the registry: the loop ends, sockets close, threads are joined (within ~1 s)."""
         self._stop_flag = True
-        with self._waker_lock:
-            if self._waker is not None:
-                self._waker.send([b""], nowait=True)
+        self._waker.wake()
         if self._serving.is_set() or self.ident is not None:
             if threading.current_thread() is not self:
                 self._finished.wait(_STOP_TIMEOUT)
@@ -211,10 +207,8 @@ class DeviceRegistry(threading.Thread):
         else:
             self._close_sockets()
             self._finished.set()
-        with self._waker_lock:
-            if self._waker is not None and self._finished.is_set():
-                self._waker.close(linger_ms=0)
-                self._waker = None
+        if self._finished.is_set():
+            self._waker.close()
 
     def close(self) -> None:
         """Same as :meth:`stop`."""
@@ -276,7 +270,8 @@ class DeviceRegistry(threading.Thread):
 
     def _serve(self) -> None:
         poller = Poller()
-        for socket in (self._router, self._publisher, self._wake):
+        wake = self._waker.socket
+        for socket in (self._router, self._publisher, wake):
             poller.register(socket)
         next_heartbeat = time.monotonic()
         heartbeat_now = False
@@ -287,9 +282,8 @@ class DeviceRegistry(threading.Thread):
             wake_at = next_heartbeat if expiry is None else min(next_heartbeat, expiry)
             wait_ms = max(0, math.ceil((wake_at - now) * 1000))
             ready = poller.poll(wait_ms)
-            if self._wake in ready:
-                while self._wake.recv(0) is not None:
-                    pass
+            if wake in ready:
+                self._waker.drain()
             if self._router in ready:
                 self._handle_requests()
             if self._publisher in ready:
@@ -427,5 +421,5 @@ class DeviceRegistry(threading.Thread):
                     _log.exception("registry %s callback %r failed", kind.value, callback)
 
     def _close_sockets(self) -> None:
-        for socket in (self._router, self._publisher, self._wake):
-            socket.close()
+        self._router.close()
+        self._publisher.close()

@@ -40,11 +40,14 @@ class RemoteMethod:
     def signature(self) -> str:
         """The call signature without ``self``, e.g. ``"(x, y, z=0)"``."""
         try:
-            sig = inspect.signature(self.function)
-        except (TypeError, ValueError):
-            return "(...)"
+            sig = inspect.signature(self.function, eval_str=True)
+        except (NameError, TypeError, ValueError, SyntaxError):
+            try:
+                sig = inspect.signature(self.function)
+            except (TypeError, ValueError):
+                return "(...)"
         params = list(sig.parameters.values())[1:]
-        return str(sig.replace(parameters=params, return_annotation=inspect.Signature.empty))
+        return str(sig.replace(parameters=params))
 
     @property
     def doc(self) -> str:

@@ -71,7 +71,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import zmq
 from zmq.utils import z85
@@ -109,6 +109,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 PUBLIC_KEY_SUFFIX: Final = ".key"
 SECRET_KEY_SUFFIX: Final = ".key_secret"
@@ -293,7 +295,8 @@ def _parse_key_file(text: str) -> tuple[str | None, str | None]:
     return public_key, secret_key
 
 
-def _read_key_file(path: Path, *, secret: bool) -> str:
+def _read_key_file(path: Path) -> tuple[str, int]:
+    """The text of a key file and its permission bits."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as exc:
@@ -302,12 +305,6 @@ def _read_key_file(path: Path, *, secret: bool) -> str:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise SecurityConfigError(f"key file {path} is not a regular file")
-        if secret and os.name != "nt" and info.st_mode & 0o077:
-            raise SecurityConfigError(
-                f"secret key file {path} can be read or changed by group or others "
-                f"(mode {stat.S_IMODE(info.st_mode):04o}); labwire refuses to use it. "
-                f"Fix it with: chmod 600 {path}"
-            )
         if info.st_size > 65536:
             raise SecurityConfigError(f"key file {path} is too large to be a key file")
         with os.fdopen(os.dup(fd), "rb") as stream:
@@ -317,7 +314,7 @@ def _read_key_file(path: Path, *, secret: bool) -> str:
     finally:
         os.close(fd)
     try:
-        return data.decode("ascii")
+        return data.decode("ascii"), stat.S_IMODE(info.st_mode)
     except UnicodeDecodeError:
         raise SecurityConfigError(f"{path} is not a key file (not ASCII text)") from None
 
@@ -332,7 +329,7 @@ def load_public_key(path: str | os.PathLike[str]) -> str:
         SecurityConfigError: The file cannot be read or holds no valid public key.
     """
     file = Path(path).expanduser()
-    public_key, _ = _parse_key_file(_read_key_file(file, secret=False))
+    public_key, _ = _parse_key_file(_read_key_file(file)[0])
     if public_key is None:
         raise SecurityConfigError(f"{file} holds no public-key line; is it a key file?")
     return _check_key(public_key, f"the public key in {file}")
@@ -353,11 +350,17 @@ def load_secret_key(path: str | os.PathLike[str]) -> str:
             message names the file and the ``chmod 600`` that fixes it).
     """
     file = Path(path).expanduser()
-    public_key, secret_key = _parse_key_file(_read_key_file(file, secret=True))
+    text, mode = _read_key_file(file)
+    public_key, secret_key = _parse_key_file(text)
     if secret_key is None:
         raise SecurityConfigError(
             f"{file} holds no secret-key line (use the {SECRET_KEY_SUFFIX} file, not the "
             f"public {PUBLIC_KEY_SUFFIX} file)"
+        )
+    if os.name != "nt" and mode & 0o077:
+        raise SecurityConfigError(
+            f"secret key file {file} can be read or changed by group or others "
+            f"(mode {mode:04o}); labwire refuses to use it. Fix it with: chmod 600 {file}"
         )
     secret_key = _check_key(secret_key, f"the secret key in {file}")
     if public_key is not None and public_key != public_key_from_secret(secret_key):
@@ -374,7 +377,7 @@ def public_key_of(path: str | os.PathLike[str]) -> str:
         SecurityConfigError: The file cannot be read or holds no key.
     """
     file = Path(path).expanduser()
-    public_key, secret_key = _parse_key_file(_read_key_file(file, secret=False))
+    public_key, secret_key = _parse_key_file(_read_key_file(file)[0])
     if public_key is not None:
         return _check_key(public_key, f"the public key in {file}")
     if secret_key is not None:
@@ -554,61 +557,45 @@ class Security:
         values = {name: env.get(name, "").strip() for name in names}
         if not any(values.values()):
             return None
-        try:
-            secret_key = _secret_from_text(values[ENV_SECRET_KEY])
-            client_secret_key = _secret_from_text(values[ENV_CLIENT_SECRET_KEY])
-        except SecurityConfigError as exc:
-            raise SecurityConfigError(f"{_variable_of(exc, values)}: {exc}") from None
-        server_key = (
-            _public_from_text(values[ENV_SERVER_KEY], ENV_SERVER_KEY)
-            if values[ENV_SERVER_KEY]
-            else None
-        )
-        allowed, allowed_dirs, allow_any = _parse_key_list(
-            values[ENV_ALLOWED_KEYS], ENV_ALLOWED_KEYS
-        )
-        admin, admin_dirs, admin_any = _parse_key_list(values[ENV_ADMIN_KEYS], ENV_ADMIN_KEYS)
+        allowed, allowed_dirs, allow_any = _from_env(values, ENV_ALLOWED_KEYS, _key_list)
+        admin, admin_dirs, admin_any = _from_env(values, ENV_ADMIN_KEYS, _key_list)
         if admin_any:
             raise SecurityConfigError(f"{ENV_ADMIN_KEYS} cannot be '*': list the admin keys")
         for folder in admin_dirs:
-            admin |= load_public_keys(folder)
+            admin |= _from_env({ENV_ADMIN_KEYS: str(folder)}, ENV_ADMIN_KEYS, load_public_keys)
         return cls(
-            secret_key=secret_key,
-            server_key=server_key,
+            secret_key=_from_env(values, ENV_SECRET_KEY, _secret_key_from_text),
+            server_key=_from_env(values, ENV_SERVER_KEY, _public_key_from_text),
             allowed_keys=frozenset(allowed),
             allowed_keys_dirs=tuple(allowed_dirs),
             admin_keys=frozenset(admin),
-            client_secret_key=client_secret_key,
+            client_secret_key=_from_env(values, ENV_CLIENT_SECRET_KEY, _secret_key_from_text),
             allow_any_client=allow_any,
         )
 
 
-def _variable_of(exc: SecurityConfigError, values: Mapping[str, str]) -> str:
-    text = str(exc)
-    for name in (ENV_CLIENT_SECRET_KEY, ENV_SECRET_KEY):
-        if values[name] and values[name] in text:
-            return name
-    return ENV_SECRET_KEY if values[ENV_SECRET_KEY] else ENV_CLIENT_SECRET_KEY
+def _from_env(values: Mapping[str, str], name: str, parse: Callable[[str], _T]) -> _T:
+    """Parse one variable; errors name the variable."""
+    try:
+        return parse(values[name])
+    except SecurityConfigError as exc:
+        raise SecurityConfigError(f"{name}: {exc}") from None
 
 
-def _secret_from_text(text: str) -> str | None:
+def _secret_key_from_text(text: str) -> str | None:
     if not text:
         return None
-    if is_key_text(text):
-        return text
-    return load_secret_key(text)
+    return text if is_key_text(text) else load_secret_key(text)
 
 
-def _public_from_text(text: str, variable: str) -> str:
-    if is_key_text(text):
-        return text
-    try:
-        return public_key_of(text)
-    except SecurityConfigError as exc:
-        raise SecurityConfigError(f"{variable}: {exc}") from None
+def _public_key_from_text(text: str) -> str | None:
+    if not text:
+        return None
+    return text if is_key_text(text) else public_key_of(text)
 
 
-def _parse_key_list(text: str, variable: str) -> tuple[set[str], list[Path], bool]:
+def _key_list(text: str) -> tuple[set[str], list[Path], bool]:
+    """Keys, folders and ``*`` from a comma-separated list (Z85 has no commas)."""
     keys: set[str] = set()
     folders: list[Path] = []
     allow_any = False
@@ -623,7 +610,7 @@ def _parse_key_list(text: str, variable: str) -> tuple[set[str], list[Path], boo
         elif Path(entry).expanduser().is_dir():
             folders.append(Path(entry).expanduser())
         else:
-            keys.add(_public_from_text(entry, variable))
+            keys.add(public_key_of(entry))
     return keys, folders, allow_any
 
 
@@ -732,7 +719,7 @@ class Authenticator:
             if self._thread is not None and self._thread.is_alive():
                 return
             self._close_control()
-            zap = self.context.socket(zmq.REP)
+            zap = _sync_socket(self.context, zmq.REP)
             zap.setsockopt(zmq.LINGER, 0)
             try:
                 zap.bind(_ZAP_ENDPOINT)
@@ -745,10 +732,10 @@ class Authenticator:
                     ) from exc
                 raise SecurityConfigError(f"cannot start the authenticator: {exc}") from exc
             endpoint = f"inproc://labwire-authenticator-{next(_ids)}"
-            control = self.context.socket(zmq.PAIR)
+            control = _sync_socket(self.context, zmq.PAIR)
             control.setsockopt(zmq.LINGER, 0)
             control.bind(endpoint)
-            peer = self.context.socket(zmq.PAIR)
+            peer = _sync_socket(self.context, zmq.PAIR)
             peer.setsockopt(zmq.LINGER, 0)
             peer.connect(endpoint)
             thread = threading.Thread(
@@ -909,15 +896,27 @@ class AuthenticatorLease:
                 return
             self._released = True
             if self.authenticator._drop(self.domain) == 0:
-                if _shared.get(id(self.authenticator.context)) is self.authenticator:
-                    del _shared[id(self.authenticator.context)]
+                key = _context_key(self.authenticator.context)
+                if _shared.get(key) is self.authenticator:
+                    del _shared[key]
                 self.authenticator.stop()
 
 
 # ZeroMQ has one ZAP endpoint per context, so authenticators are shared per context: an entry
-# exists only while a lease is held (the entry keeps the context alive, nothing longer).
+# exists only while a lease is held (the entry keeps the context alive, nothing longer). Keyed
+# by the libzmq context, so that shadows of one context (zmq.asyncio) share one authenticator.
 _shared: dict[int, Authenticator] = {}
 _shared_lock = threading.Lock()
+
+
+def _context_key(context: zmq.Context[Any]) -> int:
+    return int(context.underlying)
+
+
+def _sync_socket(context: zmq.Context[Any], kind: int) -> zmq.Socket[Any]:
+    """A plain (blocking) socket, even when ``context`` is a ``zmq.asyncio`` shadow."""
+    sock: zmq.Socket[Any] = context.socket(kind, socket_class=zmq.Socket)
+    return sock
 
 
 def lease_authenticator(
@@ -930,17 +929,18 @@ def lease_authenticator(
     Raises:
         SecurityConfigError: Another ZAP handler is bound on this context.
     """
+    key = _context_key(context)
     with _shared_lock:
-        authenticator = _shared.get(id(context))
-        if authenticator is None or authenticator.context is not context:
+        authenticator = _shared.get(key)
+        if authenticator is None or authenticator.context.closed:
             authenticator = Authenticator(context)
-            _shared[id(context)] = authenticator
+            _shared[key] = authenticator
         authenticator._hold(domain, policy)
         try:
             authenticator.start()
         except BaseException:
             if authenticator._drop(domain) == 0:
-                del _shared[id(context)]
+                del _shared[key]
             raise
     return AuthenticatorLease(authenticator, domain)
 
@@ -948,8 +948,10 @@ def lease_authenticator(
 def shared_authenticator(context: zmq.Context[Any]) -> Authenticator | None:
     """The authenticator currently serving ``context`` (None when no secured server exists)."""
     with _shared_lock:
-        authenticator = _shared.get(id(context))
-    return authenticator if authenticator is not None and authenticator.context is context else None
+        authenticator = _shared.get(_context_key(context))
+    if authenticator is None or authenticator.context.closed:
+        return None
+    return authenticator
 
 
 # ---------------------------------------------------------------------------- handshake watch
@@ -974,7 +976,7 @@ class HandshakeWatcher:
         self._retry_interval = retry_interval_ms / 1000
         address = f"inproc://labwire-handshakes-{next(_ids)}"
         raw.monitor(address, _HANDSHAKE_EVENTS)
-        events = raw.context.socket(zmq.PAIR)
+        events = _sync_socket(raw.context, zmq.PAIR)
         try:
             events.setsockopt(zmq.LINGER, 0)
             # Unbounded: libzmq blocks the monitored socket when the event pipe is full.
@@ -990,16 +992,21 @@ class HandshakeWatcher:
         self._server_keys: dict[str, str] = {}
         self._failures: dict[str, tuple[AuthenticationError, float]] = {}
         self._succeeded: set[str] = set()
+        self._forgotten: set[str] = set()
 
     def watch(self, url: str, server_key: str) -> None:
         """Record that the socket connects to ``url`` expecting ``server_key``."""
+        self.drain(0)  # events of an earlier connection to ``url`` are not about this one
         self._server_keys[url] = server_key
         self._failures.pop(url, None)
         self._succeeded.discard(url)
+        self._forgotten.discard(url)
 
     def forget(self, url: str) -> None:
         """Stop following ``url`` (the socket disconnected from it)."""
-        self._server_keys.pop(url, None)
+        self.drain(0)
+        if self._server_keys.pop(url, None) is not None:
+            self._forgotten.add(url)
         self._failures.pop(url, None)
         self._succeeded.discard(url)
 
@@ -1023,6 +1030,8 @@ class HandshakeWatcher:
         text = endpoint.decode("utf-8", "replace") if isinstance(endpoint, bytes) else endpoint
         if text in self._server_keys:
             return text
+        if text in self._forgotten:
+            return None  # a late event from an endpoint the socket left
         if len(self._server_keys) == 1:
             return next(iter(self._server_keys))
         # A hostname is reported by its resolved address; match on the port.

@@ -5,6 +5,34 @@ heartbeats on TCP (so a vanished peer is noticed in seconds, not kernel minutes)
 ``MAXMSGSIZE`` from the limits, and short reconnection delays. Security settings, when present,
 are applied here too, so that no part of labwire can open an unprotected TCP socket by
 accident. ZeroMQ errors are translated into :mod:`labwire.errors` before they leave this module.
+
+Security (``Settings.security`` set; see :mod:`labwire.transport.security`): every socket that
+is not ``inproc://`` runs CurveZMQ. ``bind()`` makes CURVE servers that only let in allowed
+client keys (fail closed); ``connect()`` / ``unconnected()`` make CURVE clients.
+
+How a client uses it (the RPC client, the registry client, subscribers)::
+
+    sock = transport.connect(SocketType.DEALER, url, server_key=key_from_registry_or_None)
+    poller.register(sock)
+    if sock.handshake_events is not None:
+        poller.register(sock.handshake_events)   # wakes the loop when a handshake ends
+    ...
+    # before sending a request:
+    error = sock.handshake_error()               # latest failure, None when fine
+    if error is not None and not sock.retry_handshake():
+        raise error                              # refused recently: fail fast, no new attempt
+    sock.send(frames)
+    # in the wait loop, when sock.handshake_events is readable:
+    error = sock.handshake_error()
+    if error is not None:
+        ...fail the pending calls on this socket with `error` (an AuthenticationError)
+
+A handshake that failed is never retried by libzmq; ``retry_handshake()`` starts one new
+attempt at most once per ``Settings.reconnect_ivl_max_ms``. How a server tells who called::
+
+    frames = sock.recv_frames()
+    client_key = Socket.peer_key(frames[-1])     # Z85 public key, None without security
+    if security is not None and not security.is_admin(client_key): refuse
 """
 
 from __future__ import annotations
@@ -20,13 +48,28 @@ import zmq
 
 from labwire.config import Settings, default_settings
 from labwire.errors import (
+    AuthenticationError,
     ClosedError,
     EndpointError,
     LabwireError,
+    SecurityConfigError,
     TransportError,
     Unavailable,
 )
 from labwire.transport.endpoints import Endpoint, parse_endpoint
+from labwire.transport.security import (
+    AccessPolicy,
+    Authenticator,
+    AuthenticatorLease,
+    HandshakeWatcher,
+    Security,
+    ephemeral_secret_key,
+    is_key_text,
+    new_zap_domain,
+    secure_client_socket,
+    secure_server_socket,
+    shared_authenticator,
+)
 
 __all__ = [
     "Context",
@@ -96,12 +139,30 @@ class Socket:
             resolved to the real port); for a connected socket, the address it connects to.
     """
 
-    __slots__ = ("_raw", "endpoint", "kind")
+    __slots__ = ("_events", "_lease", "_raw", "_server_key", "_watcher", "endpoint", "kind")
 
-    def __init__(self, raw: zmq.Socket[Any], kind: SocketType, endpoint: str) -> None:
+    def __init__(
+        self,
+        raw: zmq.Socket[Any],
+        kind: SocketType,
+        endpoint: str,
+        *,
+        watcher: HandshakeWatcher | None = None,
+        lease: AuthenticatorLease | None = None,
+        server_key: str | None = None,
+    ) -> None:
         self._raw = raw
         self.kind = kind
         self.endpoint = endpoint
+        self._watcher = watcher
+        self._lease = lease
+        self._server_key = server_key
+        self._events = None if watcher is None else Socket(watcher.events, SocketType.PAIR, "")
+
+    @property
+    def is_secure(self) -> bool:
+        """Whether the socket runs CurveZMQ (as a server or as a client)."""
+        return self._watcher is not None or self._lease is not None
 
     @property
     def closed(self) -> bool:
@@ -172,20 +233,121 @@ class Socket:
         """Undo one :meth:`subscribe` of ``prefix``."""
         self._raw.setsockopt(zmq.UNSUBSCRIBE, prefix)
 
-    def connect(self, url: str) -> None:
-        """Connect to one more endpoint."""
+    def connect(self, url: str, *, server_key: str | None = None) -> None:
+        """Connect to one more endpoint.
+
+        Args:
+            url: The peer's endpoint.
+            server_key: For a secured client socket: the public key of that peer (Z85 text),
+                instead of the one the socket was made with.
+
+        Raises:
+            SecurityConfigError: A secured socket has no server key for ``url``.
+        """
+        endpoint = parse_endpoint(url)
         with translate_errors(f"connect to {url}"):
-            self._raw.connect(str(parse_endpoint(url)))
+            if self._watcher is not None and endpoint.scheme != "inproc":
+                key = _server_key_for(url, server_key or self._server_key)
+                self._raw.setsockopt(zmq.CURVE_SERVERKEY, key.encode("ascii"))
+                self._watcher.watch(str(endpoint), key)
+            self._raw.connect(str(endpoint))
 
     def disconnect(self, url: str) -> None:
         """Disconnect from an endpoint given to :meth:`connect`."""
+        endpoint = str(parse_endpoint(url))
+        if self._watcher is not None:
+            self._watcher.forget(endpoint)
         with contextlib.suppress(zmq.ZMQError):
-            self._raw.disconnect(str(parse_endpoint(url)))
+            self._raw.disconnect(endpoint)
 
     def close(self, linger_ms: int | None = None) -> None:
-        """Close the socket; pending output is kept at most ``linger_ms`` (default: settings)."""
+        """Close the socket; pending output is kept at most ``linger_ms`` (default: settings).
+
+        A secured server socket also gives back its hold on the authenticator.
+        """
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
         if not self._raw.closed:
             self._raw.close(linger=linger_ms)
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
+
+    @property
+    def handshake_events(self) -> Socket | None:
+        """For a secured client socket: a socket that becomes readable when a handshake ends.
+
+        Register it in a :class:`Poller` next to this socket and call :meth:`handshake_error`
+        when it is readable. Do not read or close it yourself. None for other sockets.
+        """
+        return self._events
+
+    def handshake_error(self, timeout_ms: int | None = 0) -> AuthenticationError | None:
+        """The latest security handshake failure of this client socket, if unresolved.
+
+        It stays reported until :meth:`retry_handshake` starts a new attempt or a later
+        handshake with that endpoint succeeds.
+
+        Args:
+            timeout_ms: How long to wait for handshake news when there is none yet.
+
+        Returns:
+            The error to raise (wrong server key, key refused, server not secured, or the
+            server's authenticator not running), or None (also for unsecured sockets).
+        """
+        if self._watcher is None:
+            return None
+        with translate_errors("read handshake events"):
+            self._watcher.drain(0)
+            if self._watcher.error() is None and timeout_ms != 0:
+                self._watcher.drain(timeout_ms)
+        return self._watcher.error()
+
+    def wait_handshake(self, timeout_ms: int) -> bool:
+        """Wait until this client socket completed the handshake with every endpoint.
+
+        Returns:
+            True when done (always at once for unsecured sockets); False after ``timeout_ms``
+            (e.g. the server is not running).
+
+        Raises:
+            AuthenticationError: A handshake failed.
+        """
+        if self._watcher is None:
+            return True
+        with translate_errors("wait for the handshake"):
+            return self._watcher.wait(timeout_ms)
+
+    def retry_handshake(self) -> bool:
+        """Start one new handshake with each endpoint whose handshake failed.
+
+        Does nothing for an endpoint that failed less than ``Settings.reconnect_ivl_max_ms``
+        ago, so a caller that retries on every request cannot make a tight loop.
+
+        Returns:
+            True when a new attempt started (the failure is no longer reported).
+        """
+        if self._watcher is None:
+            return False
+        with translate_errors("retry the handshake"):
+            return self._watcher.retry()
+
+    @staticmethod
+    def peer_key(frame: zmq.Frame) -> str | None:
+        """The CurveZMQ public key (Z85 text) of the client that sent ``frame``.
+
+        Use a frame the peer sent (not the routing-id frame a ROUTER adds). The key comes from
+        the authenticator that let the client in, so it cannot be forged by the client.
+
+        Returns:
+            The key, or None when the message did not come through a secured connection.
+        """
+        try:
+            user_id = frame.get("User-Id")
+        except (zmq.ZMQError, UnicodeDecodeError):
+            return None
+        return user_id if isinstance(user_id, str) and is_key_text(user_id) else None
 
     @staticmethod
     def peer_address(frame: zmq.Frame) -> str:
@@ -240,6 +402,40 @@ class Transport:
     def __init__(self, context: zmq.Context[Any] | None = None, settings: Settings | None = None):
         self.context: zmq.Context[Any] = context if context is not None else default_context()
         self.settings = settings if settings is not None else default_settings()
+        security = self.settings.security
+        self._zap_domain = new_zap_domain()
+        self._policy = None if security is None else AccessPolicy(security)
+        self._client_secret_key = (
+            None
+            if security is None
+            else security.client_secret_key or security.secret_key or ephemeral_secret_key()
+        )
+
+    @property
+    def security(self) -> Security | None:
+        """The security settings applied to this transport's sockets (None: plain sockets)."""
+        return self.settings.security
+
+    @property
+    def authenticator(self) -> Authenticator | None:
+        """The authenticator serving this transport's context while a secured server is bound."""
+        return shared_authenticator(self.context)
+
+    def _server_key(self, override: str | None) -> str | None:
+        security = self.settings.security
+        if override is not None or security is None:
+            return override
+        return security.server_key
+
+    def _secures(self, endpoint: Endpoint) -> bool:
+        return self.settings.security is not None and endpoint.scheme != "inproc"
+
+    def _secure_client(self, raw: zmq.Socket[Any], kind: SocketType) -> HandshakeWatcher:
+        assert self._client_secret_key is not None
+        with translate_errors(f"configure CurveZMQ client on {kind.name} socket"):
+            return secure_client_socket(
+                raw, self._client_secret_key, self.settings.reconnect_ivl_max_ms
+            )
 
     @classmethod
     def unique_inproc(cls, label: str) -> str:
@@ -285,47 +481,80 @@ class Transport:
         """
         endpoint = parse_endpoint(url, for_bind=True)
         raw = self._make(kind, endpoint)
+        lease = None
         try:
             self._apply(raw, options)
+            if self._secures(endpoint):
+                assert self.settings.security is not None and self._policy is not None
+                with translate_errors(f"configure CurveZMQ server on {kind.name} socket"):
+                    lease = secure_server_socket(
+                        raw, self.settings.security, self._zap_domain, self._policy
+                    )
             with translate_errors(f"bind {url}"):
                 raw.bind(str(endpoint))
             last = raw.getsockopt(zmq.LAST_ENDPOINT)
             real = last.decode() if isinstance(last, bytes) else str(last)
         except LabwireError:
             raw.close(linger=0)
+            if lease is not None:
+                lease.release()
             raise
-        return Socket(raw, kind, real)
+        return Socket(raw, kind, real, lease=lease)
 
-    def connect(self, kind: SocketType, url: str, **options: Any) -> Socket:
+    def connect(
+        self, kind: SocketType, url: str, *, server_key: str | None = None, **options: Any
+    ) -> Socket:
         """Create a socket of ``kind`` connected to ``url``.
 
         Args:
             kind: Socket pattern.
             url: The peer's endpoint.
+            server_key: With security on: the server's public key (Z85 text), e.g. learnt from
+                the registry; default ``Settings.security.server_key``. Ignored without
+                security.
             **options: Extra ZeroMQ socket options by name (e.g. ``immediate=1``).
 
         Raises:
             EndpointError: ``url`` is invalid.
+            SecurityConfigError: Security is on and no server key is known.
         """
         endpoint = parse_endpoint(url)
         raw = self._make(kind, endpoint)
+        watcher = None
         try:
             self._apply(raw, options)
-            with translate_errors(f"connect to {url}"):
-                raw.connect(str(endpoint))
+            if self._secures(endpoint):
+                watcher = self._secure_client(raw, kind)
+            sock = Socket(
+                raw, kind, str(endpoint), watcher=watcher, server_key=self._server_key(server_key)
+            )
+            sock.connect(str(endpoint))
+        except LabwireError:
+            if watcher is not None:
+                watcher.close()
+            raw.close(linger=0)
+            raise
+        return sock
+
+    def unconnected(
+        self, kind: SocketType, *, server_key: str | None = None, **options: Any
+    ) -> Socket:
+        """Create a socket of ``kind`` that is neither bound nor connected yet.
+
+        It gets the TCP options (heartbeats, reconnection delays) in case it connects over TCP,
+        and, with security on, the CurveZMQ client settings (see :meth:`connect` for
+        ``server_key``).
+        """
+        raw = self._make(kind, Endpoint("tcp", "*", 0))
+        watcher = None
+        try:
+            self._apply(raw, options)
+            if self.settings.security is not None:
+                watcher = self._secure_client(raw, kind)
         except LabwireError:
             raw.close(linger=0)
             raise
-        return Socket(raw, kind, str(endpoint))
-
-    def unconnected(self, kind: SocketType, **options: Any) -> Socket:
-        """Create a socket of ``kind`` that is neither bound nor connected yet.
-
-        It gets the TCP options (heartbeats, reconnection delays) in case it connects over TCP.
-        """
-        raw = self._make(kind, Endpoint("tcp", "*", 0))
-        self._apply(raw, options)
-        return Socket(raw, kind, "")
+        return Socket(raw, kind, "", watcher=watcher, server_key=self._server_key(server_key))
 
     @staticmethod
     def _apply(raw: zmq.Socket[Any], options: dict[str, Any]) -> None:
@@ -335,3 +564,14 @@ class Transport:
                 raise EndpointError(f"unknown socket option {name!r}")
             with translate_errors(f"set socket option {name}"):
                 raw.setsockopt(option, value)
+
+
+def _server_key_for(url: str, server_key: str | None) -> str:
+    if server_key is None:
+        raise SecurityConfigError(
+            f"security is on but no server public key is known for {url}: pass server_key=, "
+            "or set Security.server_key (LABWIRE_SERVER_KEY)"
+        )
+    if not is_key_text(server_key):
+        raise SecurityConfigError(f"server key for {url} is not a CurveZMQ key: {server_key!r}")
+    return server_key

@@ -1,0 +1,168 @@
+"""A sample device used by the RPC tests, in-process or as a subprocess.
+
+Run ``python -m tests.rpc.devices URL [--serialize]`` to serve it from a separate process; the
+first line printed is the real bound endpoint.
+"""
+
+from __future__ import annotations
+
+import abc
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from labwire.rpc import RPCClient, RPCProperty, RPCServer, RPCSignal
+
+
+class BaseInterface(abc.ABC):
+    """Two-level interface hierarchy: methods declared here and in the subclass."""
+
+    @abc.abstractmethod
+    def add(self, a: int, b: int = 1) -> int: ...
+
+    def echo(self, value: Any) -> Any: ...
+
+
+class CameraInterface(BaseInterface):
+    modeChanged = RPCSignal(str)
+    counterChanged = RPCSignal(int)
+    pointsChanged = RPCSignal(list[int])
+    blobReady = RPCSignal(str)
+
+    def get_image(self, lores: bool = False) -> Any: ...
+
+    def sum_buffer(self, data: Any) -> Any: ...
+
+    def make_array(self, rows: int, cols: int) -> Any: ...
+
+    def sleep(self, seconds: float) -> float: ...
+
+    def fail(self, message: str) -> None: ...
+
+    def executed(self) -> int: ...
+
+    def emit_many(self, count: int) -> int: ...
+
+    def emit_blobs(self, count: int, size: int) -> int: ...
+
+    def unserialisable(self) -> Any: ...
+
+    @property
+    def mode(self) -> str: ...
+
+    @property
+    def counter(self) -> int: ...
+
+
+class Camera(CameraInterface, RPCServer):
+    """The server side of :class:`CameraInterface`."""
+
+    secret = "not reachable"
+
+    def __init__(self, context: Any, url: str, **options: Any) -> None:
+        self._mode = "STILL"
+        self._counter = 0
+        self._executed = 0
+        self._executed_lock = threading.Lock()
+        super().__init__(context, url, **options)
+
+    def _count(self) -> None:
+        with self._executed_lock:
+            self._executed += 1
+
+    @RPCServer.register_method_json(timeout=2000)
+    def add(self, a: int, b: int = 1) -> int:
+        self._count()
+        return a + b
+
+    @RPCServer.register_method_json()
+    def echo(self, value: Any) -> Any:
+        self._count()
+        return value
+
+    @RPCServer.register_method_buffer(timeout=5000)
+    def get_image(self, lores: bool = False) -> Any:
+        self._count()
+        size = 16 if lores else 64
+        data = bytes(range(256)) * size
+        return data, {"format": "raw", "size": len(data), "lores": lores}
+
+    @RPCServer.register_method_json()
+    def sum_buffer(self, data: Any) -> Any:
+        self._count()
+        return int(np.frombuffer(memoryview(data), dtype=np.uint8).sum())
+
+    @RPCServer.register_method_json()
+    def make_array(self, rows: int, cols: int) -> Any:
+        self._count()
+        return np.arange(rows * cols, dtype=np.float32).reshape(rows, cols)
+
+    @RPCServer.register_method_json(timeout=500)
+    def sleep(self, seconds: float) -> float:
+        self._count()
+        time.sleep(seconds)
+        return seconds
+
+    @RPCServer.register_method_json()
+    def fail(self, message: str) -> None:
+        self._count()
+        raise ValueError(message)
+
+    @RPCServer.register_method_json()
+    def executed(self) -> int:
+        return self._executed
+
+    @RPCServer.register_method_json()
+    def emit_many(self, count: int) -> int:
+        for _ in range(count):
+            self._counter += 1
+            self.counterChanged.emit(self._counter)
+        return self._counter
+
+    @RPCServer.register_method_json()
+    def emit_blobs(self, count: int, size: int) -> int:
+        blob = "x" * size
+        for _ in range(count):
+            self.blobReady.emit(blob)
+        return count
+
+    @RPCServer.register_method_json()
+    def unserialisable(self) -> Any:
+        return object()
+
+    def _mode_get(self) -> str:
+        return self._mode
+
+    def _mode_set(self, value: str) -> None:
+        if value not in ("STILL", "VIDEO"):
+            raise ValueError(f"unknown mode {value!r}")
+        self._mode = value
+
+    mode = RPCProperty(_mode_get, _mode_set, notify=CameraInterface.modeChanged, auto_notify=True)
+
+    @RPCProperty
+    def counter(self) -> int:
+        return self._counter
+
+
+@RPCClient.register_interface(CameraInterface)
+class CameraClient(CameraInterface, RPCClient):
+    """The client side of :class:`CameraInterface`."""
+
+
+def main() -> None:
+    """Serve a Camera on argv[1] until STOP_SERVER or SIGTERM."""
+    url = sys.argv[1]
+    options = {"serialize_calls": True} if "--serialize" in sys.argv else {}
+    server = Camera(None, url, **options)
+    signal.signal(signal.SIGTERM, lambda *_: server.stop_server())
+    print(server.endpoint, flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
