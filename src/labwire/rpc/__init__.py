@@ -3,6 +3,7 @@
 Code written for ``plantimager.commons.RPC`` runs here by changing only the import.
 """
 
+from labwire.rpc.aio import AsyncRPCClient
 from labwire.rpc.client import RPCClient
 from labwire.rpc.property import RPCProperty
 from labwire.rpc.receiver import RPCSignalReceiver
@@ -12,6 +13,7 @@ from labwire.rpc.signal import RPCSignal
 from labwire.wire.rpc import RPCEvents
 
 __all__ = [
+    "AsyncRPCClient",
     "NoResult",
     "RPCClient",
     "RPCEvents",

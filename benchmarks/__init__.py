@@ -1,0 +1,1 @@
+"""labwire benchmarks: every figure is a ratio against raw pyzmq measured in the same run."""

@@ -1,0 +1,245 @@
+"""RPC figures against raw pyzmq: small calls, big buffers, signals, many threads.
+
+Servers run in subprocesses (labwire's and raw pyzmq's, side by side); clients run here.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import zmq
+
+from labwire.rpc import RPCClient, RPCSignal
+
+
+@contextmanager
+def _peer(kind: str) -> Iterator[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.peers", kind], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        yield process.stdout.readline().strip()
+    finally:
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _latencies(call: Callable[[], Any], count: int) -> list[float]:
+    for _ in range(count // 10):
+        call()
+    samples = []
+    for _ in range(count):
+        start = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def _p99(samples: list[float]) -> float:
+    return sorted(samples)[int(len(samples) * 0.99) - 1]
+
+
+def _row(name: str, labwire: float, raw: float, unit: str, ratio: float, target: str) -> dict[str, Any]:
+    return {"name": name, "labwire": labwire, "raw": raw, "unit": unit, "ratio": ratio, "target": target}
+
+
+class _BenchClient(RPCClient):
+    tick = RPCSignal(int)
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    """Measure everything; ``quick`` uses fewer iterations (for a smoke run)."""
+    calls = 2000 if quick else 20000
+    rows: list[dict[str, Any]] = []
+    context = zmq.Context()
+    with _peer("labwire") as url, _peer("raw") as raw_ports:
+        rep_port, router_port, blob_port, pub_port = raw_ports.split()
+        client = _BenchClient(None, url)
+        req = context.socket(zmq.REQ)
+        req.connect(f"tcp://127.0.0.1:{rep_port}")
+        body = b'{"event":"METHOD_CALL","method":"add","params":{"args":[1],"kwargs":{}}}'
+
+        def raw_call() -> None:
+            req.send(body)
+            req.recv()
+
+        # Interleave rounds so both see the same machine load.
+        lw_samples: list[float] = []
+        raw_samples: list[float] = []
+        for _ in range(5):
+            raw_samples += _latencies(raw_call, calls // 5)
+            lw_samples += _latencies(lambda: client.call("add", 1), calls // 5)
+        lw_med, raw_med = statistics.median(lw_samples), statistics.median(raw_samples)
+        rows.append(_row("small call median", lw_med * 1e6, raw_med * 1e6, "us", lw_med / raw_med, "<= 1.3x"))
+        lw_p99, raw_p99 = _p99(lw_samples), _p99(raw_samples)
+        rows.append(_row("small call p99", lw_p99 * 1e6, raw_p99 * 1e6, "us", lw_p99 / raw_p99, "-"))
+
+        blob = context.socket(zmq.REQ)
+        blob.connect(f"tcp://127.0.0.1:{blob_port}")
+        for size, label, repeat in ((1 << 20, "1 MiB", 200), (64 << 20, "64 MiB", 10)):
+            repeat = max(3, repeat // (5 if quick else 1))
+
+            def raw_blob(size: int = size) -> None:
+                blob.send(str(size).encode())
+                frame = blob.recv(copy=False)
+                assert len(frame) == size
+
+            def lw_blob(size: int = size) -> None:
+                buffer, info = client.call("blob", size)
+                assert len(buffer) == size
+
+            raw_t = statistics.median(_latencies(raw_blob, repeat))
+            lw_t = statistics.median(_latencies(lw_blob, repeat))
+            mib = size / (1 << 20)
+            rows.append(_row(f"{label} buffer", mib / lw_t, mib / raw_t, "MiB/s", raw_t / lw_t, ">= 0.8x"))
+
+        for subscribers in (1, 4):
+            count = 20000 if quick else 100000
+            rows.append(_signals(context, client, url, req, pub_port, subscribers, count))
+
+        rows.append(_threads(context, client, router_port, 2000 if quick else 10000))
+        client.close()
+        for sock in (req, blob):
+            sock.close(0)
+    context.term()
+    return rows
+
+
+def _signals(
+    context: zmq.Context[Any], client: _BenchClient, url: str, req: zmq.Socket[Any],
+    pub_port: str, subscribers: int, count: int,
+) -> dict[str, Any]:
+    # labwire: N clients, each subscribed to "tick".
+    clients = [_BenchClient(None, url) for _ in range(subscribers)]
+    received = [0] * subscribers
+    first = [0.0] * subscribers
+    last = [0.0] * subscribers
+
+    def make_slot(index: int) -> Callable[[int], None]:
+        def slot(value: int) -> None:
+            now = time.perf_counter()
+            if received[index] == 0:
+                first[index] = now
+            received[index] += 1
+            last[index] = now
+        return slot
+
+    for index, sub in enumerate(clients):
+        sub.tick.connect(make_slot(index))
+    _settle(lambda: all(r > 0 for r in received), lambda: client.call("emit", 1))
+    for index in range(subscribers):
+        received[index] = 0
+    client.call("emit", count)
+    _settle_quiet(lambda: sum(received))
+    lw_rate = statistics.median(
+        received[i] / max(last[i] - first[i], 1e-9) for i in range(subscribers)
+    )
+    lw_received = sum(received) / subscribers
+    gaps = sum(sub.signal_stats()["gaps"] for sub in clients) / subscribers
+    for sub in clients:
+        sub.close()
+
+    # raw: N SUB sockets in threads, same message count and HWM.
+    raw_received = [0] * subscribers
+    raw_first = [0.0] * subscribers
+    raw_last = [0.0] * subscribers
+    stop = threading.Event()
+    ready = threading.Barrier(subscribers + 1)
+
+    def consume(index: int) -> None:
+        sub = context.socket(zmq.SUB)
+        sub.rcvhwm = 100_000
+        sub.connect(f"tcp://127.0.0.1:{pub_port}")
+        sub.subscribe(b'{"signal":"tick",')
+        ready.wait()
+        while not stop.is_set():
+            if sub.poll(50):
+                sub.recv()
+                now = time.perf_counter()
+                if raw_received[index] == 0:
+                    raw_first[index] = now
+                raw_received[index] += 1
+                raw_last[index] = now
+        sub.close(0)
+
+    threads = [threading.Thread(target=consume, args=(i,)) for i in range(subscribers)]
+    for thread in threads:
+        thread.start()
+    ready.wait()
+    _settle(lambda: all(r > 0 for r in raw_received), lambda: (req.send(b"PUB 1"), req.recv()))
+    for index in range(subscribers):
+        raw_received[index] = 0
+    req.send(b"PUB %d" % count)
+    req.recv()
+    _settle_quiet(lambda: sum(raw_received))
+    stop.set()
+    for thread in threads:
+        thread.join()
+    raw_rate = statistics.median(
+        raw_received[i] / max(raw_last[i] - raw_first[i], 1e-9) for i in range(subscribers)
+    )
+    return _row(
+        f"signals to {subscribers} sub ({lw_received:.0f}/{count} recv, {gaps:.0f} gaps reported)",
+        lw_rate, raw_rate, "msg/s", lw_rate / raw_rate, ">= 0.5x",
+    )
+
+
+def _settle(done: Callable[[], bool], poke: Callable[[], Any], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise RuntimeError("subscribers never received anything")
+        poke()
+        time.sleep(0.02)
+
+
+def _settle_quiet(total: Callable[[], int], quiet: float = 0.5, timeout: float = 60) -> None:
+    """Wait until the received count stops growing for ``quiet`` seconds."""
+    deadline = time.monotonic() + timeout
+    previous, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        current = total()
+        if current != previous:
+            previous, since = current, time.monotonic()
+        elif time.monotonic() - since > quiet:
+            return
+        time.sleep(0.02)
+
+
+def _threads(context: zmq.Context[Any], client: _BenchClient, router_port: str, per_thread: int) -> dict[str, Any]:
+    def measure(work: Callable[[int], None]) -> float:
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        start = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return 8 * per_thread / (time.perf_counter() - start)
+
+    def lw_work(index: int) -> None:
+        for i in range(per_thread):
+            client.call("add", i)
+
+    def raw_work(index: int) -> None:
+        dealer = context.socket(zmq.DEALER)
+        dealer.connect(f"tcp://127.0.0.1:{router_port}")
+        for i in range(per_thread):
+            dealer.send_multipart([b"", b"%d" % i])
+            dealer.recv_multipart()
+        dealer.close(0)
+
+    raw_rate = measure(raw_work)
+    lw_rate = measure(lw_work)
+    return _row("8 client threads", lw_rate, raw_rate, "calls/s", lw_rate / raw_rate, ">= 0.5x")
