@@ -253,7 +253,7 @@ class AsyncRPCClient(ClientBase):
                 reply = await self._exchange_serial(
                     event, fields, payload, timeout_ms, deadline, connect_wait
                 )
-        if self._restarted(reply):
+        if event != RPCEvents.GET_INVENTORY and self._restarted(reply):
             await self._on_restart()
         return reply
 

@@ -384,13 +384,20 @@ class ClientBase:
 
 def _method_proxy(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
     signature = inspect.signature(function)
+    params = list(signature.parameters.values())[1:]
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    simple = len(positional) == len(params)
+    least = sum(1 for p in positional if p.default is p.empty)
+    most = len(positional)
 
     @functools.wraps(function)
     def proxy(self: ClientBase, *args: Any, **kwargs: Any) -> Any:
-        try:
-            signature.bind(self, *args, **kwargs)
-        except TypeError as exc:
-            raise TypeError(f"{name}(): {exc}") from None
+        # Positional calls to plain signatures are checked by count; the rest by bind().
+        if kwargs or not simple or not least <= len(args) <= most:
+            try:
+                signature.bind(self, *args, **kwargs)
+            except TypeError as exc:
+                raise TypeError(f"{name}(): {exc}") from None
         return self._invoke(name, args, kwargs)
 
     proxy.__isabstractmethod__ = False  # type: ignore[attr-defined]
@@ -405,6 +412,19 @@ def _property_proxy(name: str, doc: str | None) -> property:
         self._set_property(name, value)
 
     return property(getter, setter, None, doc)
+
+
+#: How often a call on a secured connection looks for a failed security handshake.
+_HANDSHAKE_CHECK_SECONDS = 0.05
+
+
+def _check_handshake(socket: Socket, *, retry: bool) -> None:
+    """Raise the socket's security handshake failure, if any (retrying at a bounded rate)."""
+    if not socket.is_secure:
+        return
+    error = socket.handshake_error()
+    if error is not None and not (retry and socket.retry_handshake()):
+        raise error
 
 
 def _timeouts(value: Any) -> dict[str, int | None]:
@@ -696,7 +716,7 @@ class RPCClient(ClientBase):
             finally:
                 if self._closed:
                     channel.socket.close(0)
-        if self._restarted(reply):
+        if event != RPCEvents.GET_INVENTORY and self._restarted(reply):
             self._on_restart()
         return reply
 
@@ -728,8 +748,11 @@ class RPCClient(ClientBase):
                     )
             else:
                 wait = heartbeat
+            if channel.socket.is_secure:
+                wait = min(wait, _HANDSHAKE_CHECK_SECONDS)
             received = channel.socket.recv(max(1, int(wait * 1000)))
             if received is None:
+                _check_handshake(channel.socket, retry=False)
                 if deadline is None and self.is_labwire_server:
                     ping_rid, last_alive = self._keepalive(channel, ping_rid, last_alive)
                 continue
@@ -762,20 +785,26 @@ class RPCClient(ClientBase):
     def _send(
         self, channel: _Channel, frames: list[Any], deadline: float | None, connect_wait: bool
     ) -> None:
+        _check_handshake(channel.socket, retry=True)
         if channel.socket.send(frames, nowait=True):
             return
+        if not connect_wait:
+            # No connection. A fresh socket connects at once, where this one may be waiting out
+            # its reconnection backoff (up to reconnect_ivl_max) since the server went away.
+            self._renew(channel)
         grace = self._settings.connect_grace_ms / 1000.0
         now = time.monotonic()
         limit = deadline if connect_wait and deadline is not None else now + grace
         if deadline is not None:
             limit = min(limit, deadline)
-        while True:
-            remaining = limit - time.monotonic()
-            if remaining > 0 and channel.socket.poll(max(1, int(remaining * 1000)), writable=True):
+        slice_s = _HANDSHAKE_CHECK_SECONDS if channel.socket.is_secure else None
+        while (remaining := limit - time.monotonic()) > 0:
+            wait = remaining if slice_s is None else min(remaining, slice_s)
+            if channel.socket.poll(max(1, int(wait * 1000)), writable=True):
                 if channel.socket.send(frames, nowait=True):
                     return
-                continue
-            break
+            elif slice_s is not None:
+                _check_handshake(channel.socket, retry=False)
         if (
             self._resolve is not None
             and self._follow(channel)
@@ -789,6 +818,10 @@ class RPCClient(ClientBase):
         ):
             return
         raise Unavailable(f"cannot reach {self.url}: no connection (is the server running?)")
+
+    def _renew(self, channel: _Channel) -> None:
+        channel.socket.close(0)
+        channel.socket = self._transport.connect(SocketType.DEALER, channel.url, immediate=1)
 
     def _follow(self, channel: _Channel) -> bool:
         assert self._resolve is not None

@@ -196,11 +196,11 @@ class RPCSignalReceiver(threading.Thread):
     def _drain_messages(self) -> None:
         limits = self._transport.settings.limits
         for _ in range(1000):
-            frames = self.socket.recv(0)
-            if frames is None:
+            data = self.socket.recv_single()
+            if data is None:
                 return
             try:
-                message = decode_signal(frames[0], limits)
+                message = decode_signal(data, limits)
             except ProtocolError as exc:
                 self.malformed += 1
                 _log.warning("dropped malformed signal message: %s", exc)

@@ -33,11 +33,11 @@ import threading
 import time
 import traceback as tb
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 from labwire.config import Settings
-from labwire.errors import ClosedError, LabwireError, ProtocolError
+from labwire.errors import ClosedError, ConfigurationError, LabwireError, ProtocolError
 from labwire.rpc.interface import RemoteMethod, mark_method, scan_class
 from labwire.rpc.property import RPCProperty
 from labwire.rpc.signal import RPCSignal
@@ -125,6 +125,9 @@ class RPCServer:
         workers: Worker threads for method calls and property access (default: settings).
         serialize_calls: Run method calls and property sets one at a time (for hardware that
             must not be driven concurrently). Property reads stay concurrent.
+        admin_operations: With security on, the operations only admin keys may run:
+            ``"stop"`` (STOP_SERVER) and/or ``"set_property"``. Default: ``("stop",)``.
+            Refusals are answered with a permission error and logged with the client's key.
 
     Attributes:
         context: The ZeroMQ context.
@@ -135,7 +138,8 @@ class RPCServer:
         uuid: Registry-assigned id, or None when not registered.
         name: Name accepted by the registry ("" when not registered).
         registry_addr: URL of the registry this server is registered with, or "".
-        peer_addr: IP address of the last client that sent a request, or None.
+        peer_addr: IP address of the client whose inventory request (peer discovery) came
+            last, or None.
     """
 
     def __init__(
@@ -147,7 +151,12 @@ class RPCServer:
         settings: Settings | None = None,
         workers: int | None = None,
         serialize_calls: bool = False,
+        admin_operations: Collection[str] = ("stop",),
     ) -> None:
+        unknown = set(admin_operations) - {"stop", "set_property"}
+        if unknown:
+            raise ConfigurationError(f"unknown admin operations {sorted(unknown)}")
+        self._admin_operations = frozenset(admin_operations)
         self._transport = Transport(context, settings)
         self.context = self._transport.context
         self._settings = self._transport.settings
@@ -182,6 +191,8 @@ class RPCServer:
         self._keeper: Any = None
         self._dedup: OrderedDict[tuple[str, int], tuple[float, list[Any] | None]] = OrderedDict()
         self._replies: queue.SimpleQueue[_Reply] = queue.SimpleQueue()
+        self._peer_key: str | None = None
+        self._last_frame: Any = None
         self._max_runners = max(2, workers or self._settings.workers)
         self._lead = threading.Condition(threading.Lock())
         self._leader = _VACANT
@@ -372,7 +383,8 @@ class RPCServer:
         poller.register(self._wake_read)
         while not self._stop:
             ready = poller.poll(None)
-            self._drain_replies()
+            if self._wake_read in ready:
+                self._drain_replies()
             if self._socket in ready:
                 for _ in range(256):  # bounded, so queued replies are never starved
                     frames = self._socket.recv_frames(0)
@@ -381,6 +393,8 @@ class RPCServer:
                     self._on_message(frames)
                     if self._leader != me:
                         return True
+                    if not self._socket.has_message():
+                        break
         self._drain_replies()
         self._shutdown()
         return False
@@ -485,7 +499,8 @@ class RPCServer:
         else:  # no delimiter: a raw DEALER; answer without one
             envelope = [identity]
             body = [f.buffer for f in frames[1:]]
-        self.peer_addr = Socket.peer_address(frames[-1]) or self.peer_addr
+        self._last_frame = frames[-1]
+        self._peer_key = Socket.peer_key(frames[-1]) if self._transport.security else None
         request: Request | None = None
         header: dict[str, Any] | None = None
         try:
@@ -496,7 +511,7 @@ class RPCServer:
             self._dispatch(envelope, request, time.monotonic())
         except ProtocolError as exc:
             self.stats.bad_requests += 1
-            _log.debug("bad request from %s: %s", self.peer_addr, exc)
+            _log.debug("bad request from %s: %s", Socket.peer_address(frames[-1]), exc)
             self._send(envelope + self._error_frames(header, request, ErrorCode.BAD_REQUEST, exc))
         except _Failure as exc:
             self._send(envelope + self._error_frames(header, request, exc.code, exc))
@@ -504,6 +519,7 @@ class RPCServer:
     def _dispatch(self, envelope: list[Any], request: Request, received: float) -> None:
         event = request.event
         if event == RPCEvents.GET_INVENTORY:
+            self.peer_addr = Socket.peer_address(self._last_frame) or self.peer_addr
             details = self._inventory_details() if request.is_labwire else None
             self._send(envelope + self._reply(request, self._inventory(), extension=details))
         elif event == RPCEvents.INIT_SIGNALS_HANDLING:
@@ -513,13 +529,16 @@ class RPCServer:
         elif event == ExtensionEvents.PING:
             self._send(envelope + self._reply(request, {}, extension={"now": time.monotonic()}))
         elif event == RPCEvents.STOP_SERVER:
+            self._authorize("stop")
             self._send(envelope + self._reply(request, {}))
-            _log.info("STOP_SERVER received from %s", self.peer_addr)
+            _log.info("STOP_SERVER received from %s", Socket.peer_address(self._last_frame))
             self._stop = True
         elif event == RPCEvents.EMIT_SIGNAL:
             raise _Failure(ErrorCode.BAD_REQUEST, "EMIT_SIGNAL is published by servers")
         else:
             self._check_target(request)
+            if event == RPCEvents.PROPERTY_SET:
+                self._authorize("set_property")
             if self._is_expired(request, received):
                 self.stats.expired += 1
                 raise _Failure(ErrorCode.EXPIRED, "request expired before it could run")
@@ -534,6 +553,19 @@ class RPCServer:
             if key is not None:
                 self._dedup[key] = (received, None)
             self._run_handler(envelope, request, received, key)
+
+    def _authorize(self, operation: str) -> None:
+        security = self._transport.security
+        if security is None or operation not in self._admin_operations:
+            return
+        if not security.is_admin(self._peer_key):
+            _log.warning(
+                "refused %s from client key %s (%s): not an admin key",
+                operation,
+                self._peer_key,
+                Socket.peer_address(self._last_frame),
+            )
+            raise _Failure(ErrorCode.DENIED, f"{operation} is restricted to admin keys")
 
     def _check_target(self, request: Request) -> None:
         name = request.name

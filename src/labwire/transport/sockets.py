@@ -208,15 +208,49 @@ class Socket:
 
     def recv_frames(self, timeout_ms: int | None = 0) -> list[zmq.Frame] | None:
         """Receive one message as ZeroMQ frames (which also carry connection metadata)."""
-        if self._raw.closed:
+        raw = self._raw
+        if raw.closed:
             raise ClosedError("receive: the socket is closed")
-        with translate_errors("receive"):
-            if timeout_ms != 0 and not self._raw.poll(timeout_ms):
+        # Hot path of every call: plain try/except and zmq_poll, no per-call Poller.
+        try:
+            if timeout_ms != 0 and not zmq.zmq_poll(
+                [(raw, zmq.POLLIN)], -1 if timeout_ms is None else timeout_ms
+            ):
                 return None
-            try:
-                return self._raw.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return None
+            return raw.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return None
+        except zmq.ZMQError as exc:
+            with translate_errors("receive"):
+                raise exc
+        return None
+
+    def recv_single(self) -> bytes | None:
+        """Receive one message without waiting and return its first frame as bytes.
+
+        Extra frames of a multi-frame message are read and dropped. None when nothing is
+        waiting.
+        """
+        raw = self._raw
+        try:
+            data = raw.recv(zmq.NOBLOCK)
+            while raw.getsockopt(zmq.RCVMORE):
+                raw.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+        except zmq.ZMQError as exc:
+            with translate_errors("receive"):
+                raise exc
+        return data
+
+    def has_message(self) -> bool:
+        """Whether a message can be received right now (without receiving it)."""
+        try:
+            return bool(self._raw.getsockopt(zmq.EVENTS) & zmq.POLLIN)
+        except zmq.ZMQError as exc:
+            with translate_errors("poll"):
+                raise exc
+        return False
 
     def poll(self, timeout_ms: int | None, *, writable: bool = False) -> bool:
         """Wait until the socket can be read (or written, with ``writable``)."""

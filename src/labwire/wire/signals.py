@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+import msgspec
+
 from labwire.errors import ProtocolError
 from labwire.wire.codec import decode_json, encode_json
 from labwire.wire.limits import Limits
@@ -66,13 +68,36 @@ def encode_signal(signal: str, args: Any, epoch: str, seq: int) -> bytes:
     )
 
 
+class _SignalFrame(msgspec.Struct):
+    signal: str
+    args: list[Any] = msgspec.field(default_factory=list)
+    epoch: str = ""
+    seq: int = 0
+
+
+_SIGNAL_DECODER = msgspec.json.Decoder(_SignalFrame)
+#: A key seen twice sends the frame to the strict decoder, which rejects duplicate keys.
+_KEYS = (b'"signal"', b'"args"', b'"epoch"', b'"seq"')
+
+
 def decode_signal(data: bytes | memoryview, limits: Limits) -> SignalMessage:
     """Decode and validate one signal frame.
+
+    Well-formed frames are decoded in one typed pass; anything else goes through the strict
+    decoder so the error names the problem.
 
     Raises:
         ProtocolError: The frame is not a valid signal message.
     """
-    message = decode_json(data, limits)
+    raw = bytes(data)
+    if len(raw) <= limits.max_json_bytes and all(raw.count(key) <= 1 for key in _KEYS):
+        try:
+            frame = _SIGNAL_DECODER.decode(raw)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError):
+            pass
+        else:
+            return SignalMessage(frame.signal, frame.args, frame.epoch, frame.seq)
+    message = decode_json(raw, limits)
     if not isinstance(message, dict):
         raise ProtocolError("signal frame must be a JSON object")
     signal, args = message.get("signal"), message.get("args", [])
