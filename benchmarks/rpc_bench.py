@@ -51,8 +51,17 @@ def _p99(samples: list[float]) -> float:
     return sorted(samples)[int(len(samples) * 0.99) - 1]
 
 
-def _row(name: str, labwire: float, raw: float, unit: str, ratio: float, target: str) -> dict[str, Any]:
-    return {"name": name, "labwire": labwire, "raw": raw, "unit": unit, "ratio": ratio, "target": target}
+def _row(
+    name: str, labwire: float, raw: float, unit: str, ratio: float, target: str
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "labwire": labwire,
+        "raw": raw,
+        "unit": unit,
+        "ratio": ratio,
+        "target": target,
+    }
 
 
 class _BenchClient(RPCClient):
@@ -82,9 +91,15 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             raw_samples += _latencies(raw_call, calls // 5)
             lw_samples += _latencies(lambda: client.call("add", 1), calls // 5)
         lw_med, raw_med = statistics.median(lw_samples), statistics.median(raw_samples)
-        rows.append(_row("small call median", lw_med * 1e6, raw_med * 1e6, "us", lw_med / raw_med, "<= 1.3x"))
+        rows.append(
+            _row(
+                "small call median", lw_med * 1e6, raw_med * 1e6, "us", lw_med / raw_med, "<= 1.3x"
+            )
+        )
         lw_p99, raw_p99 = _p99(lw_samples), _p99(raw_samples)
-        rows.append(_row("small call p99", lw_p99 * 1e6, raw_p99 * 1e6, "us", lw_p99 / raw_p99, "-"))
+        rows.append(
+            _row("small call p99", lw_p99 * 1e6, raw_p99 * 1e6, "us", lw_p99 / raw_p99, "-")
+        )
 
         blob = context.socket(zmq.REQ)
         blob.connect(f"tcp://127.0.0.1:{blob_port}")
@@ -97,13 +112,15 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                 assert len(frame) == size
 
             def lw_blob(size: int = size) -> None:
-                buffer, info = client.call("blob", size)
+                buffer, _ = client.call("blob", size)
                 assert len(buffer) == size
 
             raw_t = statistics.median(_latencies(raw_blob, repeat))
             lw_t = statistics.median(_latencies(lw_blob, repeat))
             mib = size / (1 << 20)
-            rows.append(_row(f"{label} buffer", mib / lw_t, mib / raw_t, "MiB/s", raw_t / lw_t, ">= 0.8x"))
+            rows.append(
+                _row(f"{label} buffer", mib / lw_t, mib / raw_t, "MiB/s", raw_t / lw_t, ">= 0.8x")
+            )
 
         for subscribers in (1, 4):
             count = 20000 if quick else 100000
@@ -118,8 +135,13 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
 
 def _signals(
-    context: zmq.Context[Any], client: _BenchClient, url: str, req: zmq.Socket[Any],
-    pub_port: str, subscribers: int, count: int,
+    context: zmq.Context[Any],
+    client: _BenchClient,
+    url: str,
+    req: zmq.Socket[Any],
+    pub_port: str,
+    subscribers: int,
+    count: int,
 ) -> dict[str, Any]:
     # labwire: N clients, each subscribed to "tick".
     clients = [_BenchClient(None, url) for _ in range(subscribers)]
@@ -134,6 +156,7 @@ def _signals(
                 first[index] = now
             received[index] += 1
             last[index] = now
+
         return slot
 
     for index, sub in enumerate(clients):
@@ -192,7 +215,11 @@ def _signals(
     )
     return _row(
         f"signals to {subscribers} sub ({lw_received:.0f}/{count} recv, {gaps:.0f} gaps reported)",
-        lw_rate, raw_rate, "msg/s", lw_rate / raw_rate, ">= 0.5x",
+        lw_rate,
+        raw_rate,
+        "msg/s",
+        lw_rate / raw_rate,
+        ">= 0.5x",
     )
 
 
@@ -218,7 +245,9 @@ def _settle_quiet(total: Callable[[], int], quiet: float = 0.5, timeout: float =
         time.sleep(0.02)
 
 
-def _threads(context: zmq.Context[Any], client: _BenchClient, router_port: str, per_thread: int) -> dict[str, Any]:
+def _threads(
+    context: zmq.Context[Any], client: _BenchClient, router_port: str, per_thread: int
+) -> dict[str, Any]:
     def measure(work: Callable[[int], None]) -> float:
         threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
         start = time.perf_counter()

@@ -1,21 +1,23 @@
 """A sample device used by the RPC tests, in-process or as a subprocess.
 
-Run ``python -m tests.rpc.devices URL [--serialize]`` to serve it from a separate process; the
-first line printed is the real bound endpoint.
+Run ``python -m tests.rpc.devices URL [--serialize] [--limit NAME=VALUE]...`` to serve it from a
+separate process; the first line printed is the real bound endpoint.
 """
 
 from __future__ import annotations
 
 import abc
+import argparse
 import signal
-import sys
 import threading
 import time
 from typing import Any
 
 import numpy as np
 
+from labwire.config import default_settings
 from labwire.rpc import RPCClient, RPCProperty, RPCServer, RPCSignal
+from labwire.wire.limits import Limits
 
 
 class BaseInterface(abc.ABC):
@@ -24,6 +26,7 @@ class BaseInterface(abc.ABC):
     @abc.abstractmethod
     def add(self, a: int, b: int = 1) -> int: ...
 
+    @abc.abstractmethod
     def echo(self, value: Any) -> Any: ...
 
 
@@ -155,10 +158,21 @@ class CameraClient(CameraInterface, RPCClient):
 
 
 def main() -> None:
-    """Serve a Camera on argv[1] until STOP_SERVER or SIGTERM."""
-    url = sys.argv[1]
-    options = {"serialize_calls": True} if "--serialize" in sys.argv else {}
-    server = Camera(None, url, **options)
+    """Serve a Camera on URL until STOP_SERVER or SIGTERM.
+
+    Options: ``--serialize`` (one call at a time) and ``--limit NAME=VALUE`` (repeatable) to
+    change a field of :class:`~labwire.wire.limits.Limits`, e.g. ``--limit max_frames=16``.
+    """
+    parser = argparse.ArgumentParser(description="Serve the sample Camera device.")
+    parser.add_argument("url")
+    parser.add_argument("--serialize", action="store_true")
+    parser.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE")
+    arguments = parser.parse_args()
+    options: dict[str, Any] = {"serialize_calls": True} if arguments.serialize else {}
+    if arguments.limit:
+        limits = {name: int(value) for name, value in (a.split("=", 1) for a in arguments.limit)}
+        options["settings"] = default_settings().replace(limits=Limits(**limits))
+    server = Camera(None, arguments.url, **options)
     signal.signal(signal.SIGTERM, lambda *_: server.stop_server())
     print(server.endpoint, flush=True)
     server.serve_forever()

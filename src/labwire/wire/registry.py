@@ -222,6 +222,28 @@ class DeviceInfo:
         Raises:
             ProtocolError: ``value`` is not a device record.
         """
+        if type(value) is dict:  # fast path: a well-formed record from a labwire registry
+            name = value.get("name")
+            device_type = value.get("device_type")
+            address = value.get("address")
+            incarnation = value.get("incarnation", "")
+            registered = value.get("registered_since")
+            seen = value.get("last_seen")
+            ttl = value.get("alive_timeout")
+            if (
+                type(name) is str
+                and type(device_type) is str
+                and type(address) is str
+                and type(incarnation) is str
+                and type(registered) is float
+                and type(seen) is float
+                and type(ttl) is float
+                and len(name) <= MAX_NAME_CHARS
+                and len(device_type) <= MAX_NAME_CHARS
+                and len(address) <= MAX_ADDRESS_CHARS
+                and len(incarnation) <= MAX_INCARNATION_CHARS
+            ):
+                return cls(name, device_type, address, registered, seen, incarnation, ttl)
         if not isinstance(value, dict):
             raise ProtocolError("a device record must be a JSON object")
         return cls(
@@ -840,14 +862,14 @@ class Lease:
             ) from None
         return self.state
 
-    def info(self) -> DeviceInfo:
-        """The lease as a device record (monotonic times)."""
+    def info(self, offset: float = 0.0) -> DeviceInfo:
+        """The lease as a device record, times moved by ``offset`` (monotonic -> wall clock)."""
         return DeviceInfo(
             self.name,
             self.device_type,
             self.address,
-            self.registered_at,
-            self.last_seen,
+            self.registered_at + offset,
+            self.last_seen + offset,
             self.incarnation,
             self.alive_timeout,
         )
@@ -1066,6 +1088,11 @@ class LeaseTable:
             heapq.heappop(heap)
         return None
 
+    @property
+    def has_changes(self) -> bool:
+        """Whether changes are waiting for :meth:`pop_changes`."""
+        return bool(self._changes)
+
     def pop_changes(self) -> list[Change]:
         """Hand out (and forget) the changes made since the last call, in seq order."""
         changes, self._changes = self._changes, []
@@ -1073,16 +1100,26 @@ class LeaseTable:
 
     # ----------------------------------------------------------------- queries
 
-    def get(self, name: str) -> DeviceInfo | None:
-        """The device registered under ``name``, or None."""
-        uuid = self._by_name.get(name)
-        return None if uuid is None else self._leases[uuid].info()
+    def get(self, name: str, offset: float = 0.0) -> DeviceInfo | None:
+        """The device registered under ``name``, or None.
 
-    def devices(self, device_type: str | None = None) -> list[DeviceInfo]:
-        """All devices (of one type when ``device_type`` is given), sorted by name."""
+        Args:
+            name: The device name.
+            offset: Added to the record's times (e.g. to turn them into wall-clock times).
+        """
+        uuid = self._by_name.get(name)
+        return None if uuid is None else self._leases[uuid].info(offset)
+
+    def devices(self, device_type: str | None = None, offset: float = 0.0) -> list[DeviceInfo]:
+        """All devices (of one type when ``device_type`` is given), sorted by name.
+
+        Args:
+            device_type: Only devices of this type, when given.
+            offset: Added to the records' times (e.g. to turn them into wall-clock times).
+        """
         leases = sorted(self._leases.values(), key=lambda lease: lease.name)
         return [
-            lease.info()
+            lease.info(offset)
             for lease in leases
             if device_type is None or lease.device_type == device_type
         ]
