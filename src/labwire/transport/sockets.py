@@ -262,8 +262,7 @@ class Socket:
     def has_message(self) -> bool:
         """Whether a message can be received right now (without receiving it)."""
         try:
-            events: int = self._raw.getsockopt(zmq.EVENTS)  # type: ignore[assignment]
-            return bool(events & zmq.POLLIN)
+            return bool(int(self._raw.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
         except zmq.ZMQError as exc:
             with translate_errors("poll"):
                 raise exc
