@@ -17,7 +17,9 @@ TTL = 1.0  # lease length used by the tests, in seconds
 HEARTBEAT = 0.2  # registry event heartbeat used by the tests
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 5.0, what: str = "condition") -> None:
+def wait_for(
+    condition: Callable[[], object], timeout: float = 5.0, what: str = "condition"
+) -> None:
     """Wait until ``condition()`` is truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not condition():

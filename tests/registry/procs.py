@@ -154,9 +154,7 @@ class ProcessPool:
             "registry", "--addr", addr, "--port", str(port), "--heartbeat", "0.2", prefix=prefix
         )
 
-    def device(
-        self, registry_url: str, name: str, *extra: str, prefix: Sequence[str] = ()
-    ) -> Proc:
+    def device(self, registry_url: str, name: str, *extra: str, prefix: Sequence[str] = ()) -> Proc:
         return self.start(
             "device", "--registry", registry_url, "--name", name, *extra, prefix=prefix
         )

@@ -29,7 +29,9 @@ def test_list_lookup_find(registry):
     with RegistryClient(registry.url) as client:
         devices = client.list_devices()
         assert [(d.name, d.device_type, d.address) for d in devices] == [
-            ("cam", "camera", "tcp://h:1"), ("cnc", "stage", "tcp://h:2")]
+            ("cam", "camera", "tcp://h:1"),
+            ("cnc", "stage", "tcp://h:2"),
+        ]
         cam = client.lookup("cam")
         assert before - 1 <= cam.registered_since <= cam.last_seen <= time.time() + 1
         assert [d.name for d in client.find("stage")] == ["cnc"]
@@ -40,7 +42,7 @@ def test_list_lookup_find(registry):
 
 
 def test_last_seen_moves_with_renewals(registry):
-    name, uuid = register_device(None, "camera", "tcp://h:1", "cam", registry.url)
+    _name, uuid = register_device(None, "camera", "tcp://h:1", "cam", registry.url)
     with RegistryClient(registry.url) as client:
         first = client.lookup("cam")
         wait_for(lambda: time.time() > first.last_seen + 0.01)
@@ -55,12 +57,14 @@ def test_client_is_shared_by_threads(registry):
         register_device(None, "camera", f"tcp://h:{i}", f"cam{i}", registry.url)
     errors = []
     with RegistryClient(registry.url) as client:
+
         def worker():
             try:
                 for i in range(50):
                     assert client.lookup(f"cam{i % 5}").address == f"tcp://h:{i % 5}"
             except Exception as exc:  # reported below
                 errors.append(exc)
+
         threads = [threading.Thread(target=worker) for _ in range(4)]
         for thread in threads:
             thread.start()
@@ -132,12 +136,15 @@ def test_watch_starts_with_snapshot_then_numbered_changes(registry):
         (snapshot,) = kinds(watch, 1)
         assert snapshot.kind == WatchEventKind.SNAPSHOT
         assert [d.name for d in snapshot.devices] == ["cam"]
-        name, uuid = register_device(None, "stage", "tcp://h:2", "cnc", registry.url)
+        _name, uuid = register_device(None, "stage", "tcp://h:2", "cnc", registry.url)
         unregister_device(None, uuid, registry.url)
         added, removed = kinds(watch, 2)
         assert (added.kind, added.device.name) == (WatchEventKind.ADDED, "cnc")
         assert (removed.kind, removed.device.name, removed.reason) == (
-            WatchEventKind.REMOVED, "cnc", "unregistered")
+            WatchEventKind.REMOVED,
+            "cnc",
+            "unregistered",
+        )
         assert removed.seq == added.seq + 1 == snapshot.seq + 2
         assert set(watch.devices) == {"cam"}
         assert watch.next_event(0.3) is None  # heartbeats are not events
@@ -155,7 +162,7 @@ def test_watch_misses_nothing_registered_right_after_it_starts(registry):
 
 
 def test_watch_sees_expiry_within_ttl(registry):
-    name, uuid = register_device(None, "camera", "tcp://h:1", "cam", registry.url)
+    _name, uuid = register_device(None, "camera", "tcp://h:1", "cam", registry.url)
     with RegistryClient(registry.url) as client, client.watch() as watch:
         kinds(watch, 1)
         send_alive_check(None, uuid, registry.url, alive_timeout=TTL)
@@ -181,7 +188,7 @@ def test_watch_resyncs_after_registry_restart_and_reports_lost(registry):
             assert [d.name for d in event.devices] == ["new"]
             assert set(watch.devices) == {"new"}
             assert watch.resyncs >= 1
-            name, uuid = register_device(None, "camera", "tcp://h:3", "newer", second.url)
+            _name, _uuid = register_device(None, "camera", "tcp://h:3", "newer", second.url)
             assert kinds(watch, 1)[0].device.name == "newer"
 
 
@@ -227,8 +234,9 @@ def test_async_twin(registry):
                 snapshot = await watch.next_event(5)
                 assert snapshot.kind == WatchEventKind.SNAPSHOT
                 loop = asyncio.get_running_loop()
-                name, uuid = await loop.run_in_executor(
-                    None, register_device, None, "stage", "tcp://h:2", "cnc", registry.url)
+                _name, uuid = await loop.run_in_executor(
+                    None, register_device, None, "stage", "tcp://h:2", "cnc", registry.url
+                )
                 added = await watch.next_event(5)
                 assert (added.kind, added.device.name) == (WatchEventKind.ADDED, "cnc")
                 await loop.run_in_executor(None, unregister_device, None, uuid, registry.url)

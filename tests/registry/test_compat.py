@@ -41,7 +41,7 @@ def test_deployed_devices_follow_the_name_rule(registry):
 
 
 def test_deployed_device_expires_on_its_own_alive_timeout(registry):
-    name, uuid = legacy_register(registry.url, "camera", "tcp://h:1", "cam")
+    _name, uuid = legacy_register(registry.url, "camera", "tcp://h:1", "cam")
     assert legacy_check_alive(registry.url, uuid, alive_timeout=TTL) == "ok"
     wait_for(lambda: "cam" not in registry.get_devices(), timeout=TTL + 1)
     # and re-registers when it hears "unknown", as deployed devices do
@@ -51,7 +51,7 @@ def test_deployed_device_expires_on_its_own_alive_timeout(registry):
 
 def test_deployed_device_re_registers_after_labwire_registry_restart(registry):
     port = registry.port
-    name, uuid = legacy_register(registry.url, "camera", "tcp://h:1", "cam")
+    _name, uuid = legacy_register(registry.url, "camera", "tcp://h:1", "cam")
     registry.stop()
     assert legacy_check_alive(registry.url, uuid, timeout=0.3) == "unreachable"
     with restart_registry(port) as second:
@@ -81,12 +81,15 @@ def test_labwire_device_calls_against_a_deployed_registry():
 
 def test_keeper_against_a_deployed_registry_renews_and_re_registers():
     with LegacyRegistry(alive_timeout=TTL) as legacy:
-        kept = RegistrationKeeper(None, "camera", "cam", "tcp://h:1", legacy.endpoint,
-                                  alive_timeout=TTL)
+        kept = RegistrationKeeper(
+            None, "camera", "cam", "tcp://h:1", legacy.endpoint, alive_timeout=TTL
+        )
         try:
             assert kept.start() == "cam"
-            wait_for(lambda: sum(r and r.get("event") == "CHECK_ALIVE"
-                                 for r in legacy.requests) >= 3, timeout=3 * TTL)
+            wait_for(
+                lambda: sum(r and r.get("event") == "CHECK_ALIVE" for r in legacy.requests) >= 3,
+                timeout=3 * TTL,
+            )
             assert "cam" in legacy.devices
             # the deployed registry forgets the device (as after a restart)
             assert legacy_unregister(legacy.endpoint, kept.uuid)

@@ -31,16 +31,23 @@ def test_start_returns_the_accepted_name_and_keeps_the_lease(registry):
         with RegistryClient(registry.url) as client:
             registered = client.lookup("cam-1")
             # outlive several leases: still there, renewed all along
-            wait_for(lambda: client.lookup("cam-1").last_seen > registered.last_seen + 2 * TTL,
-                     timeout=4 * TTL)
+            wait_for(
+                lambda: client.lookup("cam-1").last_seen > registered.last_seen + 2 * TTL,
+                timeout=4 * TTL,
+            )
         assert registry.get_devices()["cam-1"] == ("camera", "tcp://127.0.0.1:5000")
     assert "cam-1" not in registry.get_devices()
 
 
 def test_keyword_construction_as_the_rpc_server_does_it(registry):
     kept = RegistrationKeeper(
-        None, device_type="stage", name="", address="tcp://127.0.0.1:5001",
-        registry_url=registry.url, overwrite=True, alive_timeout=TTL,
+        None,
+        device_type="stage",
+        name="",
+        address="tcp://127.0.0.1:5001",
+        registry_url=registry.url,
+        overwrite=True,
+        alive_timeout=TTL,
     )
     try:
         assert kept.start() == "stage-1"
@@ -109,14 +116,19 @@ def test_re_registers_by_itself_after_a_registry_restart(registry):
         registry.stop()
         with restart_registry(port) as second:
             # within 3 renewals + backoff, with nobody doing anything
-            wait_for(lambda: second.get_devices() == {"camera-1": ("camera", "tcp://127.0.0.1:5000")},
-                     timeout=3 * kept.renew_interval + 2.0)
+            wait_for(
+                lambda: second.get_devices() == {"camera-1": ("camera", "tcp://127.0.0.1:5000")},
+                timeout=3 * kept.renew_interval + 2.0,
+            )
             assert kept.name == "camera-1"
 
 
 def test_names_stay_stable_across_a_registry_restart(registry):
     port = registry.port
-    with keeper(registry.url) as first, keeper(registry.url, address="tcp://127.0.0.1:5001") as second:
+    with (
+        keeper(registry.url) as first,
+        keeper(registry.url, address="tcp://127.0.0.1:5001") as second,
+    ):
         assert (first.name, second.name) == ("cam", "cam-1")
         registry.stop()
         with restart_registry(port) as restarted:
@@ -156,19 +168,21 @@ def test_overwrite_takeover_then_the_displaced_one_yields(registry):
     renamed: list[str] = []
     with RegistryClient(registry.url) as client, client.watch() as watch:
         watch.next_event(5)
-        with keeper(registry.url, on_name_change=renamed.append) as first:
-            with keeper(registry.url, address="tcp://127.0.0.1:5001", overwrite=True) as second:
-                events = [watch.next_event(5) for _ in range(4)]
-                assert [(e.kind.value, e.device.name, e.device.address[-4:]) for e in events] == [
-                    ("added", "cam", "5000"),
-                    ("removed", "cam", "5000"),
-                    ("added", "cam", "5001"),
-                    ("added", "cam-1", "5000"),
-                ]
-                assert events[1].reason == "replaced"
-                assert (first.name, second.name) == ("cam-1", "cam")
-                assert renamed == ["cam-1"]
-                assert watch.next_event(3 * TTL) is None  # no flapping afterwards
+        with (
+            keeper(registry.url, on_name_change=renamed.append) as first,
+            keeper(registry.url, address="tcp://127.0.0.1:5001", overwrite=True) as second,
+        ):
+            events = [watch.next_event(5) for _ in range(4)]
+            assert [(e.kind.value, e.device.name, e.device.address[-4:]) for e in events] == [
+                ("added", "cam", "5000"),
+                ("removed", "cam", "5000"),
+                ("added", "cam", "5001"),
+                ("added", "cam-1", "5000"),
+            ]
+            assert events[1].reason == "replaced"
+            assert (first.name, second.name) == ("cam-1", "cam")
+            assert renamed == ["cam-1"]
+            assert watch.next_event(3 * TTL) is None  # no flapping afterwards
 
 
 def test_wildcard_address_is_replaced_by_the_route_to_the_registry(registry):

@@ -41,7 +41,10 @@ def test_h1_killed_device_is_removed_within_ttl(registry, watch, processes):
     removed = next_change(watch, TTL + 2)
     elapsed = time.monotonic() - killed
     assert (removed.kind, removed.device.name, removed.reason) == (
-        WatchEventKind.REMOVED, "cam", "expired")
+        WatchEventKind.REMOVED,
+        "cam",
+        "expired",
+    )
     assert elapsed <= TTL + RENEW + 0.25, elapsed
     assert registry.get_devices() == {}
 
@@ -66,8 +69,10 @@ def test_h2_registry_killed_and_restarted_devices_come_back_rpc_unaffected(proce
         assert restarted_url == url
         ready = time.monotonic()
         with RegistryClient(url, timeout=1.0) as client:
-            wait_for(lambda: {d.name for d in client.list_devices()} == {"cam", "cam-1"},
-                     timeout=3 * RENEW + 1.5)
+            wait_for(
+                lambda: {d.name for d in client.list_devices()} == {"cam", "cam-1"},
+                timeout=3 * RENEW + 1.5,
+            )
             back_after = time.monotonic() - ready
             assert client.lookup("cam").address == address  # same names, same devices
         assert rpc.whoami()["name"] == "cam"
@@ -82,7 +87,10 @@ def test_h3_hung_device_loop_is_removed_and_returns(registry, watch, processes):
     device.expect("HUNG")
     removed = next_change(watch, TTL + 2)
     assert (removed.kind, removed.device.name, removed.reason) == (
-        WatchEventKind.REMOVED, "cam", "expired")
+        WatchEventKind.REMOVED,
+        "cam",
+        "expired",
+    )
     assert device.process.poll() is None  # the process is alive all along
     device.send("release")
     device.expect("RELEASED")
@@ -101,7 +109,10 @@ def test_paused_device_is_removed_then_re_registers_under_its_name(registry, wat
     device.signal(signal.SIGCONT)
     added = next_change(watch, 2 * RENEW + 1.5)
     assert (added.kind, added.device.name, added.device.address) == (
-        WatchEventKind.ADDED, "cam", first.device.address)
+        WatchEventKind.ADDED,
+        "cam",
+        first.device.address,
+    )
     assert added.seq == removed.seq + 1  # removed, then added: never a silent swap
 
 

@@ -58,7 +58,13 @@ def test_seed_signature_and_attributes():
         assert registry.devices == {} and registry.get_devices() == {}
         assert ALIVE_TIMEOUT == 20
         assert [e.value for e in EventType] == [
-            "REGISTER", "REGISTER_ACK", "UNREGISTER", "CHECK_ALIVE", "ACK", "UNSUPPORTED"]
+            "REGISTER",
+            "REGISTER_ACK",
+            "UNREGISTER",
+            "CHECK_ALIVE",
+            "ACK",
+            "UNSUPPORTED",
+        ]
     finally:
         registry.stop()
 
@@ -108,7 +114,7 @@ def test_name_rules_end_to_end(registry):
 
 
 def test_lease_expires_after_alive_timeout_and_renewal_extends_it(registry):
-    name, uuid = register_device(None, "camera", "tcp://h:1", "cam", registry.url)
+    _name, uuid = register_device(None, "camera", "tcp://h:1", "cam", registry.url)
     assert send_alive_check(None, uuid, registry.url, alive_timeout=TTL) == "ok"
     renewed_until = time.monotonic() + TTL
     assert "cam" in registry.get_devices()
@@ -118,7 +124,7 @@ def test_lease_expires_after_alive_timeout_and_renewal_extends_it(registry):
 
 
 def test_wall_clock_jump_changes_nothing(registry, monkeypatch):
-    name, uuid = register_device(None, "camera", "tcp://h:1", "cam", registry.url)
+    _name, uuid = register_device(None, "camera", "tcp://h:1", "cam", registry.url)
     assert send_alive_check(None, uuid, registry.url, alive_timeout=30) == "ok"
     real_time = time.time
     monkeypatch.setattr(time, "time", lambda: real_time() + 7 * 24 * 3600)
@@ -141,7 +147,7 @@ def test_device_calls_are_bounded_when_registry_is_down():
 
 def test_device_calls_accept_a_transport(registry):
     transport = Transport()
-    name, uuid = register_device(transport, "camera", "tcp://h:1", "cam", registry.url)
+    _name, uuid = register_device(transport, "camera", "tcp://h:1", "cam", registry.url)
     assert send_alive_check(transport, uuid, registry.url) == "ok"
 
 
@@ -171,10 +177,13 @@ def test_callbacks_fire_in_order_and_a_failing_one_is_contained(registry, caplog
     registry.add_new_device_callback(added)
     registry.add_device_removed_callback(broken)
     registry.add_device_removed_callback(removed)
-    name, uuid = register_device(None, "camera", "tcp://h:1", "cam", registry.url)
+    _name, uuid = register_device(None, "camera", "tcp://h:1", "cam", registry.url)
     unregister_device(None, uuid, registry.url)
     assert done.wait(5)
-    assert seen == [("added", "cam", "camera", "tcp://h:1"), ("removed", "cam", "camera", "tcp://h:1")]
+    assert seen == [
+        ("added", "cam", "camera", "tcp://h:1"),
+        ("removed", "cam", "camera", "tcp://h:1"),
+    ]
     assert "callback bug" in caplog.text
     assert register_device(None, "camera", "tcp://h:2", "cam2", registry.url)[0] == "cam2"
 
@@ -190,7 +199,7 @@ def test_callbacks_do_not_run_under_the_lock_nor_stall_the_registry(registry):
         release.wait(5)
 
     registry.add_new_device_callback(slow)
-    name, uuid = register_device(None, "camera", "tcp://h:1", "cam", registry.url)
+    _name, uuid = register_device(None, "camera", "tcp://h:1", "cam", registry.url)
     assert inside.wait(5)
     # the callback is still blocked, yet the registry answers at once
     started = time.monotonic()
@@ -243,12 +252,20 @@ BAD_FRAMES = [
     pytest.param([b"", b"\xff\xfe"], id="invalid-utf8"),
     pytest.param([b"", b"[1, 2]"], id="not-an-object"),
     pytest.param([b"", b'{"event": "REGISTER", "payload": {"name": 3}}'], id="wrong-types"),
-    pytest.param([b"", b'{"event": "CHECK_ALIVE", "payload": {"uuid": "u", "alive_timeout": NaN}}'],
-                 id="nan"),
+    pytest.param(
+        [b"", b'{"event": "CHECK_ALIVE", "payload": {"uuid": "u", "alive_timeout": NaN}}'], id="nan"
+    ),
     pytest.param([b"", b'{"event": "UNREGISTER", "payload": {"uuid": "\\ud800"}}'], id="surrogate"),
     pytest.param([b"", b'{"a":' * 200 + b"1" + b"}" * 200], id="deep"),
-    pytest.param([b"", b'{"event": "CHECK_ALIVE", "payload": {"uuid": "u", "alive_timeout": '
-                  + b"9" * 400 + b"}}"], id="huge-int"),
+    pytest.param(
+        [
+            b"",
+            b'{"event": "CHECK_ALIVE", "payload": {"uuid": "u", "alive_timeout": '
+            + b"9" * 400
+            + b"}}",
+        ],
+        id="huge-int",
+    ),
     pytest.param([b"", b'{"event": "ACK", "event": "REGISTER", "payload": {}}'], id="dup-keys"),
     pytest.param([b"", b"{}", b"{}"], id="two-frames"),
     pytest.param([b""] + [b"x"] * 5000, id="thousands-of-frames"),
@@ -258,7 +275,7 @@ BAD_FRAMES = [
 
 @pytest.mark.parametrize("frames", BAD_FRAMES)
 def test_bad_input_gets_unsupported_and_registry_keeps_devices(registry, frames):
-    name, uuid = register_device(None, "camera", "tcp://h:1", "cam", registry.url)
+    _name, uuid = register_device(None, "camera", "tcp://h:1", "cam", registry.url)
     before = registry.rejected_requests
     reply = raw_request(registry.url, frames)
     assert reply is not None and reply[0] == b""
@@ -281,14 +298,23 @@ def test_dealer_without_delimiter_still_gets_an_answer(registry):
     reply = raw_request(registry.url, [b'{"event": "CHECK_ALIVE", "payload": {"uuid": "u"}}'])
     assert reply is not None
     assert json.loads(reply[0])["payload"] == {
-        "req_event": "CHECK_ALIVE", "success": False, "reason": "unknown"}
+        "req_event": "CHECK_ALIVE",
+        "success": False,
+        "reason": "unknown",
+    }
 
 
 def test_deployed_req_socket_gets_exactly_the_deployed_reply(registry):
     reply = raw_request(
         registry.url,
-        [json.dumps({"event": "REGISTER", "payload": {
-            "device_type": "camera", "addr": "tcp://h:1", "name": "cam"}}).encode()],
+        [
+            json.dumps(
+                {
+                    "event": "REGISTER",
+                    "payload": {"device_type": "camera", "addr": "tcp://h:1", "name": "cam"},
+                }
+            ).encode()
+        ],
         kind=zmq.REQ,
     )
     message = json.loads(reply[0])
@@ -311,8 +337,13 @@ def test_full_registry_refuses_with_a_reason():
     with DeviceRegistry(None, "127.0.0.1", "0", max_devices=1) as registry:
         assert register_device(None, "camera", "tcp://h:1", "a", registry.url)[0] == "a"
         assert register_device(None, "camera", "tcp://h:2", "b", registry.url) == ""
-        reply = ask(registry.url, {"event": "REGISTER", "payload": {
-            "device_type": "camera", "addr": "tcp://h:2", "name": "b"}})
+        reply = ask(
+            registry.url,
+            {
+                "event": "REGISTER",
+                "payload": {"device_type": "camera", "addr": "tcp://h:2", "name": "b"},
+            },
+        )
         assert reply["event"] == "UNSUPPORTED" and "full" in reply["payload"]["error"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -100,10 +101,21 @@ def test_reply_round_trip(reply, request_id):
     assert rid == request_id
 
 
-@given(st.one_of(st.builds(DeviceEvent, st.sampled_from(ChangeKind), devices, names,
-                           st.integers(0, 10**9), st.sampled_from(["", "expired"])),
-                 st.builds(RegistryHeartbeat, names, st.integers(0, 10**9),
-                           st.floats(min_value=0.01, max_value=10))))
+@given(
+    st.one_of(
+        st.builds(
+            DeviceEvent,
+            st.sampled_from(ChangeKind),
+            devices,
+            names,
+            st.integers(0, 10**9),
+            st.sampled_from(["", "expired"]),
+        ),
+        st.builds(
+            RegistryHeartbeat, names, st.integers(0, 10**9), st.floats(min_value=0.01, max_value=10)
+        ),
+    )
+)
 def test_event_round_trip(event):
     decoded = decode_event(encode_event(event), LIMITS)
     if isinstance(event, DeviceEvent) and event.kind == ChangeKind.ADDED:
@@ -121,20 +133,20 @@ def test_any_bytes_give_a_request_or_one_rejection(data):
 
 @given(st.binary(max_size=200))
 def test_any_bytes_give_a_reply_or_a_protocol_error(data):
-    try:
+    with contextlib.suppress(ProtocolError):
         decode_reply(data, LIMITS)
-    except ProtocolError:
-        pass
 
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
     max_leaves=10,
 )
 
 
-@given(st.sampled_from(list(EventType) + ["LIST_DEVICES", "NOPE"]), json_values, json_values)
+@given(st.sampled_from([*list(EventType), "LIST_DEVICES", "NOPE"]), json_values, json_values)
 def test_any_json_request_gives_a_request_or_one_rejection(event, payload, extension):
     data = json.dumps({"event": event, "payload": payload, "lw": extension}).encode()
     try:
@@ -145,8 +157,10 @@ def test_any_json_request_gives_a_request_or_one_rejection(event, payload, exten
 
 def test_deployed_register_is_understood():
     data = json.dumps(
-        {"event": "REGISTER", "payload": {"device_type": "camera", "addr": "tcp://10.0.0.2:5000",
-                                           "name": "cam"}}
+        {
+            "event": "REGISTER",
+            "payload": {"device_type": "camera", "addr": "tcp://10.0.0.2:5000", "name": "cam"},
+        }
     ).encode()
     request, meta = decode_request(data, LIMITS)
     assert request == RegisterRequest("camera", "tcp://10.0.0.2:5000", "cam", False)
@@ -155,11 +169,17 @@ def test_deployed_register_is_understood():
 
 def test_reply_to_deployed_request_has_exactly_the_deployed_fields():
     assert json.loads(encode_reply(RegisterAck("cam", "u-1"))) == {
-        "event": "REGISTER_ACK", "payload": {"name": "cam", "uuid": "u-1"}}
+        "event": "REGISTER_ACK",
+        "payload": {"name": "cam", "uuid": "u-1"},
+    }
     assert json.loads(encode_reply(Ack("CHECK_ALIVE", True))) == {
-        "event": "ACK", "payload": {"req_event": "CHECK_ALIVE", "success": True}}
+        "event": "ACK",
+        "payload": {"req_event": "CHECK_ALIVE", "success": True},
+    }
     assert json.loads(encode_reply(Unsupported("FOO"))) == {
-        "event": "UNSUPPORTED", "payload": {"req_event": "FOO"}}
+        "event": "UNSUPPORTED",
+        "payload": {"req_event": "FOO"},
+    }
 
 
 @pytest.mark.parametrize(
@@ -169,14 +189,32 @@ def test_reply_to_deployed_request_has_exactly_the_deployed_fields():
         (b"[1]", None, "JSON object"),
         (b'{"payload": {}}', None, "'event'"),
         (b'{"event": "FOO", "payload": {}}', "FOO", "unsupported"),
-        (b'{"event": "REGISTER", "payload": {"addr": "x", "name": "n"}}', "REGISTER", "device_type"),
-        (b'{"event": "REGISTER", "payload": {"device_type": 1, "addr": "x"}}', "REGISTER", "string"),
-        (b'{"event": "CHECK_ALIVE", "payload": {"uuid": "u", "alive_timeout": -1}}', "CHECK_ALIVE",
-         "alive_timeout"),
-        (b'{"event": "CHECK_ALIVE", "payload": {"uuid": "u", "alive_timeout": true}}', "CHECK_ALIVE",
-         "number"),
+        (
+            b'{"event": "REGISTER", "payload": {"addr": "x", "name": "n"}}',
+            "REGISTER",
+            "device_type",
+        ),
+        (
+            b'{"event": "REGISTER", "payload": {"device_type": 1, "addr": "x"}}',
+            "REGISTER",
+            "string",
+        ),
+        (
+            b'{"event": "CHECK_ALIVE", "payload": {"uuid": "u", "alive_timeout": -1}}',
+            "CHECK_ALIVE",
+            "alive_timeout",
+        ),
+        (
+            b'{"event": "CHECK_ALIVE", "payload": {"uuid": "u", "alive_timeout": true}}',
+            "CHECK_ALIVE",
+            "number",
+        ),
         (b'{"event": "UNREGISTER", "payload": []}', "UNREGISTER", "payload"),
-        (b'{"event": "UNREGISTER", "payload": {"uuid": "u"}, "lw": {"v": 0}}', "UNREGISTER", "lw.v"),
+        (
+            b'{"event": "UNREGISTER", "payload": {"uuid": "u"}, "lw": {"v": 0}}',
+            "UNREGISTER",
+            "lw.v",
+        ),
         (b'{"event": "UNREGISTER", "payload": {"uuid": "u", "uuid": "v"}}', None, "duplicate"),
         (b'{"event": "CHECK_ALIVE", "payload": {"uuid": "u", "alive_timeout": NaN}}', None, "NaN"),
     ],
@@ -196,8 +234,9 @@ def test_rejection_keeps_the_request_id():
 
 
 def test_over_long_name_is_a_limit():
-    data = json.dumps({"event": "REGISTER", "payload": {
-        "device_type": "t", "addr": "a", "name": "x" * 1000}}).encode()
+    data = json.dumps(
+        {"event": "REGISTER", "payload": {"device_type": "t", "addr": "a", "name": "x" * 1000}}
+    ).encode()
     with pytest.raises(RequestRejected, match="longer than"):
         decode_request(data, LIMITS)
 
@@ -205,9 +244,20 @@ def test_over_long_name_is_a_limit():
 # ----------------------------------------------------------------------------- leases
 
 
-def register(table, now, name, *, device_type="camera", addr="tcp://h:1", overwrite=False,
-             incarnation="", ttl=None):
-    return table.register(now, RegisterRequest(device_type, addr, name, overwrite, incarnation, ttl))
+def register(
+    table,
+    now,
+    name,
+    *,
+    device_type="camera",
+    addr="tcp://h:1",
+    overwrite=False,
+    incarnation="",
+    ttl=None,
+):
+    return table.register(
+        now, RegisterRequest(device_type, addr, name, overwrite, incarnation, ttl)
+    )
 
 
 def counter_uuids():
@@ -384,8 +434,15 @@ def test_table_invariants_hold_for_any_sequence(ops):
     view: dict[str, DeviceInfo] = {}
     for op, name, overwrite, incarnation, pick in ops:
         if op == "register":
-            result = register(table, now, name, overwrite=overwrite, incarnation=incarnation,
-                              addr=f"tcp://h:{pick}", ttl=3)
+            result = register(
+                table,
+                now,
+                name,
+                overwrite=overwrite,
+                incarnation=incarnation,
+                addr=f"tcp://h:{pick}",
+                ttl=3,
+            )
             uuids.append(result.uuid)
             assert result.name and not result.name.startswith("-")
         elif op == "renew" and uuids:
@@ -402,7 +459,9 @@ def test_table_invariants_hold_for_any_sequence(ops):
             else:
                 before = view.pop(change.device.name)
                 assert (before.address, before.registered_since) == (
-                    change.device.address, change.device.registered_since)
+                    change.device.address,
+                    change.device.registered_since,
+                )
         assert set(view) == set(table.addresses())
         assert len(table) == len(view)
 

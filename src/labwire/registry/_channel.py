@@ -80,16 +80,19 @@ class RequestChannel:
         deadline = time.monotonic() + timeout
         socket = self._open()
         request_id = next(self._ids)
-        grace_ms = min(self.transport.settings.connect_grace_ms, int(timeout * 1000))
-        if not socket.poll(max(grace_ms, 1), writable=True) or not socket.send(
-            [b"", encode_request(request, request_id)], nowait=True
-        ):
-            self.reset()
-            raise Unavailable(f"registry at {self.url} is not reachable")
+        frames_out = [b"", encode_request(request, request_id)]
+        if not socket.send(frames_out, nowait=True):  # IMMEDIATE: no connection (yet)
+            grace_ms = min(self.transport.settings.connect_grace_ms, int(timeout * 1000))
+            if not socket.poll(max(grace_ms, 1), writable=True) or not socket.send(
+                frames_out, nowait=True
+            ):
+                self.reset()
+                raise Unavailable(f"registry at {self.url} is not reachable")
         wake = self._wake if interruptible else None
-        poller = Poller()
-        poller.register(socket)
+        poller: Poller | None = None
         if wake is not None:
+            poller = Poller()
+            poller.register(socket)
             poller.register(wake)
         limits = self.transport.settings.limits
         while True:
@@ -97,12 +100,14 @@ class RequestChannel:
             if remaining <= 0:
                 self.reset()
                 raise Unavailable(f"registry at {self.url} did not answer within {timeout:g} s")
-            ready = poller.poll(max(1, int(remaining * 1000)))
-            if wake is not None and wake in ready:
-                raise Interrupted
-            if socket not in ready:
-                continue
-            frames = socket.recv(0)
+            wait_ms = max(1, int(remaining * 1000))
+            if poller is None:
+                frames = socket.recv(wait_ms)
+            else:
+                ready = poller.poll(wait_ms)
+                if wake in ready:
+                    raise Interrupted
+                frames = socket.recv(0) if socket in ready else None
             if frames is None:
                 continue
             body = frames[1:] if len(frames) > 1 and frames[0].nbytes == 0 else frames

@@ -58,7 +58,6 @@ from labwire.wire.registry import (
     RenewResult,
     RequestMeta,
     RequestRejected,
-    UnregisterRequest,
     Unsupported,
     decode_request,
     encode_event,
@@ -72,7 +71,6 @@ _log = logging.getLogger(__name__)
 #: ``callback(name, device_type, address)``, called when a device is added or removed.
 DeviceCallback = Callable[[str, str, str], object]
 
-_BATCH = 512
 _STOP_TIMEOUT = 1.0
 
 
@@ -237,8 +235,7 @@ class DeviceRegistry(threading.Thread):
         """
         offset = time.time() - time.monotonic()
         with self._table_lock:
-            devices = self._table.devices(device_type)
-        return [device.shifted(offset) for device in devices]
+            return self._table.devices(device_type, offset)
 
     def add_new_device_callback(self, callback: DeviceCallback) -> None:
         """Register a callback function to be executed when a new device is registered.
@@ -269,51 +266,55 @@ class DeviceRegistry(threading.Thread):
     # ----------------------------------------------------------------- the loop
 
     def _serve(self) -> None:
+        router, publisher, wake = self._router, self._publisher, self._waker.socket
+        table = self._table  # this thread is its only writer: it reads without the lock
         poller = Poller()
-        wake = self._waker.socket
-        for socket in (self._router, self._publisher, wake):
+        for socket in (router, publisher, wake):
             poller.register(socket)
         next_heartbeat = time.monotonic()
         heartbeat_now = False
         while not self._stop_flag:
-            now = time.monotonic()
-            with self._table_lock:
-                expiry = self._table.next_expiry()
+            expiry = table.next_expiry()
             wake_at = next_heartbeat if expiry is None else min(next_heartbeat, expiry)
-            wait_ms = max(0, math.ceil((wake_at - now) * 1000))
+            wait_ms = max(0, math.ceil((wake_at - time.monotonic()) * 1000))
             ready = poller.poll(wait_ms)
-            if wake in ready:
-                self._waker.drain()
-            if self._router in ready:
-                self._handle_requests()
-            if self._publisher in ready:
-                heartbeat_now = self._drain_subscriptions() or heartbeat_now
+            if ready:
+                if router in ready:
+                    self._handle_request()
+                if publisher in ready:
+                    heartbeat_now = self._drain_subscriptions() or heartbeat_now
+                if wake in ready:
+                    self._waker.drain()
             now = time.monotonic()
-            with self._table_lock:
-                self._table.expire(now)
-                changes = self._table.pop_changes()
-                seq = self._table.seq
-            if changes:
+            if expiry is not None and now >= expiry:
+                with self._table_lock:
+                    table.expire(now)
+            if table.has_changes:
+                with self._table_lock:
+                    changes = table.pop_changes()
                 self._publish_changes(changes)
             if heartbeat_now or now >= next_heartbeat:
-                heartbeat = RegistryHeartbeat(self.registry_id, seq, self.heartbeat_interval)
-                self._publisher.send([encode_event(heartbeat)], nowait=True)
+                heartbeat = RegistryHeartbeat(self.registry_id, table.seq, self.heartbeat_interval)
+                publisher.send([encode_event(heartbeat)], nowait=True)
                 next_heartbeat = now + self.heartbeat_interval
                 heartbeat_now = False
 
-    def _handle_requests(self) -> None:
-        for _ in range(_BATCH):
-            frames = self._router.recv(0)
-            if frames is None:
-                return
+    def _handle_request(self) -> None:
+        # One message per wake-up: the loop's poll finds the next one, which costs less than
+        # draining until a receive fails (a raised zmq.Again per batch).
+        frames = self._router.recv(0)
+        if frames is not None:
             self._handle(frames)
 
     def _handle(self, frames: list[memoryview]) -> None:
-        split = next((i for i in range(1, len(frames)) if frames[i].nbytes == 0), None)
-        if split is None:  # a DEALER that did not send the REQ envelope
-            envelope, body = frames[:1], frames[1:]
+        if len(frames) == 3 and frames[1].nbytes == 0:  # the usual REQ envelope
+            envelope, body = frames[:2], frames[2:]
         else:
-            envelope, body = frames[: split + 1], frames[split + 1 :]
+            split = next((i for i in range(1, len(frames)) if frames[i].nbytes == 0), None)
+            if split is None:  # a DEALER that did not send the REQ envelope
+                envelope, body = frames[:1], frames[1:]
+            else:
+                envelope, body = frames[: split + 1], frames[split + 1 :]
         meta: RequestMeta | None = None
         reply: RegistryReply
         if len(body) != 1:
@@ -338,6 +339,8 @@ class DeviceRegistry(threading.Thread):
 
     def _apply(self, request: RegistryRequest) -> RegistryReply:
         now = time.monotonic()
+        if isinstance(request, ListDevicesRequest):
+            return self._listing(request)
         if isinstance(request, CheckAliveRequest):
             with self._table_lock:
                 result = self._table.renew(now, request.uuid, request.alive_timeout)
@@ -351,29 +354,27 @@ class DeviceRegistry(threading.Thread):
             except LimitExceeded as exc:
                 return Unsupported(EventType.REGISTER, str(exc))
             return RegisterAck(granted.name, granted.uuid)
-        if isinstance(request, UnregisterRequest):
-            with self._table_lock:
-                removed = self._table.unregister(now, request.uuid)
-            return Ack(EventType.UNREGISTER, removed, "" if removed else RenewResult.UNKNOWN)
-        return self._listing(request)
+        with self._table_lock:
+            removed = self._table.unregister(now, request.uuid)
+        return Ack(EventType.UNREGISTER, removed, "" if removed else RenewResult.UNKNOWN)
 
     def _listing(self, request: ListDevicesRequest) -> DeviceListing:
-        offset = time.time() - time.monotonic()
-        with self._table_lock:
-            if request.name is not None:
-                found = self._table.get(request.name)
-                devices = [] if found is None else [found]
-                if request.device_type is not None:
-                    devices = [d for d in devices if d.device_type == request.device_type]
-            else:
-                devices = self._table.devices(request.device_type)
-            seq = self._table.seq
+        now = time.monotonic()
+        offset = time.time() - now
+        table = self._table  # read in the service thread, its only writer: no lock needed
+        expiry = table.next_expiry()
+        if expiry is not None and expiry <= now:  # never list a lease that has run out
+            with self._table_lock:
+                table.expire(now)
+        if request.name is not None:
+            found = table.get(request.name, offset)
+            devices = [] if found is None else [found]
+            if request.device_type is not None:
+                devices = [d for d in devices if d.device_type == request.device_type]
+        else:
+            devices = table.devices(request.device_type, offset)
         return DeviceListing(
-            tuple(device.shifted(offset) for device in devices),
-            self.registry_id,
-            seq,
-            self.event_port,
-            self.heartbeat_interval,
+            tuple(devices), self.registry_id, table.seq, self.event_port, self.heartbeat_interval
         )
 
     def _drain_subscriptions(self) -> bool:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from dataclasses import dataclass
 from enum import StrEnum
+
+import msgspec
 
 from labwire.errors import ProtocolError, RegistryError
 from labwire.wire.limits import Limits
@@ -47,8 +48,7 @@ class WatchEventKind(StrEnum):
     LOST = "lost"
 
 
-@dataclass(frozen=True, slots=True)
-class WatchEvent:
+class WatchEvent(msgspec.Struct, frozen=True):
     """One item of a registry watch.
 
     Attributes:

@@ -53,8 +53,13 @@ class AsyncSocket:
         Returns:
             False when the message cannot be queued now (no connection, or queue full).
         """
+        # zmq.asyncio's send methods return futures even with NOBLOCK; the synchronous base
+        # method reports "cannot queue now" at once, which is what this method promises.
+        last = len(frames) - 1
         try:
-            self._raw.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            for index, frame in enumerate(frames):
+                flags = zmq.NOBLOCK if index == last else zmq.NOBLOCK | zmq.SNDMORE
+                zmq.Socket.send(self._raw, frame, flags=flags, copy=False)
         except zmq.Again:
             return False
         except zmq.ZMQError as exc:

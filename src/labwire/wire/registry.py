@@ -60,9 +60,11 @@ import math
 import uuid as uuid_module
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import Any, TypeAlias
+
+import msgspec
 
 from labwire.errors import LimitExceeded, ProtocolError
 from labwire.wire.codec import decode_json, encode_json
@@ -172,8 +174,7 @@ class RenewResult(StrEnum):
 # --------------------------------------------------------------------------- messages
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceInfo:
+class DeviceInfo(msgspec.Struct, frozen=True):
     """One registered device, as listed and published by a registry.
 
     Attributes:
@@ -197,23 +198,15 @@ class DeviceInfo:
 
     def shifted(self, offset: float) -> DeviceInfo:
         """The same record with both times moved by ``offset`` (monotonic -> wall clock)."""
-        return replace(
+        return msgspec.structs.replace(
             self,
             registered_since=self.registered_since + offset,
             last_seen=self.last_seen + offset,
         )
 
     def to_json(self) -> dict[str, Any]:
-        """The record as a JSON object."""
-        return {
-            "name": self.name,
-            "device_type": self.device_type,
-            "address": self.address,
-            "registered_since": self.registered_since,
-            "last_seen": self.last_seen,
-            "incarnation": self.incarnation,
-            "alive_timeout": self.alive_timeout,
-        }
+        """The record as a JSON object (messages embed the struct, which encodes the same)."""
+        return msgspec.structs.asdict(self)
 
     @classmethod
     def from_json(cls, value: Any) -> DeviceInfo:
@@ -257,8 +250,7 @@ class DeviceInfo:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class RequestMeta:
+class RequestMeta(msgspec.Struct, frozen=True):
     """The labwire extension of a request (absent from deployed peers' requests).
 
     Attributes:
@@ -270,8 +262,7 @@ class RequestMeta:
     request_id: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class RegisterRequest:
+class RegisterRequest(msgspec.Struct, frozen=True):
     """``REGISTER``: ask for a lease under a proposed name.
 
     Attributes:
@@ -291,23 +282,20 @@ class RegisterRequest:
     alive_timeout: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class UnregisterRequest:
+class UnregisterRequest(msgspec.Struct, frozen=True):
     """``UNREGISTER``: end the lease identified by ``uuid``."""
 
     uuid: str
 
 
-@dataclass(frozen=True, slots=True)
-class CheckAliveRequest:
+class CheckAliveRequest(msgspec.Struct, frozen=True):
     """``CHECK_ALIVE``: renew a lease for ``alive_timeout`` seconds (None: its last length)."""
 
     uuid: str
     alive_timeout: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ListDevicesRequest:
+class ListDevicesRequest(msgspec.Struct, frozen=True):
     """``LIST_DEVICES`` (labwire): list devices, optionally only one name or one type."""
 
     name: str | None = None
@@ -319,16 +307,14 @@ RegistryRequest: TypeAlias = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class RegisterAck:
+class RegisterAck(msgspec.Struct, frozen=True):
     """``REGISTER_ACK``: the accepted name and the uuid that identifies the lease."""
 
     name: str
     uuid: str
 
 
-@dataclass(frozen=True, slots=True)
-class Ack:
+class Ack(msgspec.Struct, frozen=True):
     """``ACK`` to UNREGISTER or CHECK_ALIVE.
 
     Attributes:
@@ -342,8 +328,7 @@ class Ack:
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceListing:
+class DeviceListing(msgspec.Struct, frozen=True):
     """labwire ``ACK`` to LIST_DEVICES: a consistent snapshot of the registry.
 
     Attributes:
@@ -363,8 +348,7 @@ class DeviceListing:
     version: int = REGISTRY_PROTOCOL_VERSION
 
 
-@dataclass(frozen=True, slots=True)
-class Unsupported:
+class Unsupported(msgspec.Struct, frozen=True):
     """``UNSUPPORTED``: the request was not understood (``error`` says why, for labwire)."""
 
     req_event: str | None
@@ -374,8 +358,7 @@ class Unsupported:
 RegistryReply: TypeAlias = RegisterAck | Ack | DeviceListing | Unsupported
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceEvent:
+class DeviceEvent(msgspec.Struct, frozen=True):
     """A published change: a device was added or removed.
 
     Attributes:
@@ -393,8 +376,7 @@ class DeviceEvent:
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class RegistryHeartbeat:
+class RegistryHeartbeat(msgspec.Struct, frozen=True):
     """A published heartbeat: the registry is alive and its last change is ``seq``."""
 
     registry_id: str
@@ -645,7 +627,7 @@ def encode_reply(reply: RegistryReply, meta: RequestMeta | None = None) -> bytes
             "payload": {
                 "req_event": ExtensionEvent.LIST_DEVICES,
                 "success": True,
-                "devices": [device.to_json() for device in reply.devices],
+                "devices": reply.devices,
                 "registry_id": reply.registry_id,
                 "seq": reply.seq,
                 "event_port": reply.event_port,
@@ -712,7 +694,7 @@ def _parse_listing(payload: Mapping[str, Any]) -> DeviceListing:
     if not 0 <= event_port <= 65535:
         raise ProtocolError("field 'event_port' of a device listing is out of range")
     return DeviceListing(
-        devices=tuple(DeviceInfo.from_json(item) for item in devices),
+        devices=tuple([DeviceInfo.from_json(item) for item in devices]),
         registry_id=_text(payload, "registry_id", MAX_INCARNATION_CHARS, "a device listing"),
         seq=_integer(payload, "seq", "a device listing"),
         event_port=event_port,
@@ -740,7 +722,7 @@ def encode_event(event: DeviceEvent | RegistryHeartbeat) -> bytes:
     payload: dict[str, Any] = {
         "registry_id": event.registry_id,
         "seq": event.seq,
-        "device": event.device.to_json(),
+        "device": event.device,
     }
     if event.kind == ChangeKind.REMOVED:
         payload["reason"] = event.reason
@@ -875,8 +857,7 @@ class Lease:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
+class Change(msgspec.Struct, frozen=True):
     """One numbered change of a :class:`LeaseTable` (monotonic times in ``device``)."""
 
     kind: ChangeKind
@@ -891,8 +872,7 @@ class Change:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Registration:
+class Registration(msgspec.Struct, frozen=True):
     """Result of :meth:`LeaseTable.register`.
 
     Attributes:
