@@ -62,6 +62,8 @@ class AsyncRPCClient(ClientBase):
         resolve: Called to find the server's current URL when it cannot be reached.
         raise_errors: Raise :class:`~labwire.errors.RemoteError` instead of returning
             :class:`~labwire.rpc.NoResult` for remote failures.
+        server_key: With security on: the server's public key, when it differs from
+            ``settings.security.server_key``.
     """
 
     def __init__(
@@ -73,8 +75,9 @@ class AsyncRPCClient(ClientBase):
         settings: Settings | None = None,
         resolve: Callable[[], str] | None = None,
         raise_errors: bool = False,
+        server_key: str | None = None,
     ) -> None:
-        self._init_base(context, url, timeout, settings, resolve, raise_errors)
+        self._init_base(context, url, timeout, settings, resolve, raise_errors, server_key)
         self._async_transport = AsyncTransport(context, settings)
         self._socket: AsyncSocket | None = None
         self._pending: dict[int, asyncio.Future[Reply]] = {}
@@ -219,7 +222,9 @@ class AsyncRPCClient(ClientBase):
 
     def _ensure_socket(self) -> AsyncSocket:
         if self._socket is None or self._socket.closed:
-            self._socket = self._async_transport.connect(SocketType.DEALER, self.url, immediate=1)
+            self._socket = self._async_transport.connect(
+                SocketType.DEALER, self.url, server_key=self.server_key, immediate=1
+            )
         return self._socket
 
     def _reset_socket(self) -> None:
@@ -429,6 +434,7 @@ class AsyncRPCClient(ClientBase):
                     {name: _LoopSignal(loop, local) for name, local in self._signals.items()},
                     settings=self._settings,
                     selective=True,
+                    server_key=self.server_key,
                 )
                 receiver.start()
                 self._signal_receiver = receiver

@@ -107,8 +107,10 @@ class ClientBase:
         settings: Settings | None,
         resolve: Callable[[], str] | None,
         raise_errors: bool,
+        server_key: str | None = None,
     ) -> None:
         parse_endpoint(url)
+        self.server_key = server_key
         self._transport = Transport(context, settings)
         self.context = self._transport.context
         self._settings = self._transport.settings
@@ -183,10 +185,12 @@ class ClientBase:
         override = getattr(self._overrides, "value", _DEFAULT)
         if override is not _DEFAULT:
             return int(override) if override is not None else None
-        if name in self._buffer_methods:
-            return self._buffer_methods[name]
-        if name in self._json_methods:
-            return self._json_methods[name]
+        declared = self._buffer_methods.get(name, self._json_methods.get(name))
+        if declared is None and not self.is_labwire_server:
+            # A deployed server cannot be pinged while we wait: never wait for it forever.
+            return self.timeout
+        if name in self._buffer_methods or name in self._json_methods:
+            return declared
         return self.timeout
 
     def _plain_timeout(self) -> int | None:
@@ -416,6 +420,8 @@ def _property_proxy(name: str, doc: str | None) -> property:
 
 #: How often a call on a secured connection looks for a failed security handshake.
 _HANDSHAKE_CHECK_SECONDS = 0.05
+#: How often a pending call checks that the connection its request went out on still exists.
+_CONNECTION_CHECK_SECONDS = 0.1
 
 
 def _check_handshake(socket: Socket, *, retry: bool) -> None:
@@ -472,9 +478,12 @@ class RPCClient(ClientBase):
             registry lookup), so the client follows a device that moved.
         raise_errors: Raise :class:`~labwire.errors.RemoteError` for remote failures instead
             of returning :class:`~labwire.rpc.NoResult`.
+        server_key: With security on: the server's public key (e.g. from the registry), when
+            it differs from ``settings.security.server_key``.
 
     Raises:
         Unavailable: Nobody answers at ``url``.
+        AuthenticationError: The security handshake failed (wrong key, or not allowed).
         CallTimeout: The server did not send its inventory in time.
     """
 
@@ -487,8 +496,9 @@ class RPCClient(ClientBase):
         settings: Settings | None = None,
         resolve: Callable[[], str] | None = None,
         raise_errors: bool = False,
+        server_key: str | None = None,
     ) -> None:
-        self._init_base(context, url, timeout, settings, resolve, raise_errors)
+        self._init_base(context, url, timeout, settings, resolve, raise_errors, server_key)
         self._local = threading.local()
         self._channels: dict[int, _Channel] = {}
         self._channels_lock = threading.Lock()
@@ -584,11 +594,25 @@ class RPCClient(ClientBase):
             True when the server acknowledged; False when it did not answer in time or refused
             (the outcome is logged).
         """
+        self._check_open()
+        timeout_ms = self._plain_timeout()
+        start = time.monotonic()
+        deadline = None if timeout_ms is None else start + timeout_ms / 1000.0
+        # A one-off socket without ZMQ_IMMEDIATE: with it, libzmq discards a reply that arrived
+        # just before the peer closed the connection, which is when this reply arrives.
+        channel = _Channel(
+            self._transport.connect(SocketType.DEALER, self.url, server_key=self.server_key),
+            self.url,
+        )
         try:
-            reply = self._request(RPCEvents.STOP_SERVER, {}, None, self._plain_timeout())
+            reply = self._exchange(
+                channel, RPCEvents.STOP_SERVER, {}, None, timeout_ms, start, deadline, False
+            )
         except (CallTimeout, Unavailable) as exc:
             _log.warning("STOP_SERVER to %s: %s", self.url, exc)
             return False
+        finally:
+            channel.socket.close(0)
         failure = self._failure(reply)
         if failure is not None:
             _log.warning("STOP_SERVER to %s refused: %s", self.url, failure.error)
@@ -674,7 +698,9 @@ class RPCClient(ClientBase):
             return channel
         if channel is not None:
             self._drop_channel(channel)
-        socket = self._transport.connect(SocketType.DEALER, self.url, immediate=1)
+        socket = self._transport.connect(
+            SocketType.DEALER, self.url, server_key=self.server_key, immediate=1
+        )
         channel = _Channel(socket, self.url)
         self._local.channel = channel
         with self._channels_lock:
@@ -746,6 +772,7 @@ class RPCClient(ClientBase):
                         f"{event} {fields.get('method') or fields.get('property') or ''} "
                         f"to {self.url}: no reply within {timeout_ms} ms (outcome unknown)"
                     )
+                wait = min(wait, _CONNECTION_CHECK_SECONDS)
             else:
                 wait = heartbeat
             if channel.socket.is_secure:
@@ -753,6 +780,11 @@ class RPCClient(ClientBase):
             received = channel.socket.recv(max(1, int(wait * 1000)))
             if received is None:
                 _check_handshake(channel.socket, retry=False)
+                if not channel.socket.poll(0, writable=True):
+                    # With ZMQ_IMMEDIATE a socket is writable only while connected: the
+                    # connection carrying the request is gone, and its reply with it.
+                    self._timed_out(channel)
+                    raise Unavailable(f"{self.url} went away while a call was pending")
                 if deadline is None and self.is_labwire_server:
                     ping_rid, last_alive = self._keepalive(channel, ping_rid, last_alive)
                 continue
@@ -836,7 +868,9 @@ class RPCClient(ClientBase):
         self.url = url
         self.peer_address = _host_of(url)
         channel.socket.close(0)
-        channel.socket = self._transport.connect(SocketType.DEALER, url, immediate=1)
+        channel.socket = self._transport.connect(
+            SocketType.DEALER, url, server_key=self.server_key, immediate=1
+        )
         channel.url = url
         return True
 
@@ -891,7 +925,9 @@ class RPCClient(ClientBase):
                 url,
                 self._signals,
                 settings=self._settings,
-                selective=True,
+                # A deployed publisher's frames do not start with the signal name.
+                selective=self.is_labwire_server,
+                server_key=self.server_key,
                 refresh=self._current_signal_url if self.is_labwire_server else None,
             )
             receiver.start()

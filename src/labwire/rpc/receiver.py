@@ -43,6 +43,8 @@ class RPCSignalReceiver(threading.Thread):
         refresh: Called from the receiver thread about every ``refresh_interval_ms``; returns
             the current signal endpoint (or None when unknown) so a moved publisher is followed.
         refresh_interval_ms: See ``refresh``.
+        server_key: With security on: the publisher's public key, when it differs from
+            ``settings.security.server_key``.
 
     Attributes:
         context: The ZeroMQ context.
@@ -67,6 +69,7 @@ class RPCSignalReceiver(threading.Thread):
         selective: bool = False,
         refresh: Callable[[], str | None] | None = None,
         refresh_interval_ms: int = 1000,
+        server_key: str | None = None,
     ) -> None:
         if not isinstance(signals, dict) or not all(
             isinstance(s, RPCSignal) for s in signals.values()
@@ -85,6 +88,7 @@ class RPCSignalReceiver(threading.Thread):
         self._subscribed: set[str] = set()
         self._refresh = refresh
         self._refresh_interval = refresh_interval_ms / 1000.0
+        self._server_key = server_key
         self._commands: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
@@ -95,7 +99,7 @@ class RPCSignalReceiver(threading.Thread):
             SocketType.SUB, rcvhwm=self._transport.settings.signal_hwm
         )
         if url:
-            self.socket.connect(url)
+            self.socket.connect(url, server_key=server_key)
         if not selective:
             self.socket.subscribe(b"")
 
@@ -146,7 +150,7 @@ class RPCSignalReceiver(threading.Thread):
                 self.socket.disconnect(self.url)
             _log.info("signal receiver follows publisher from %s to %s", self.url, argument)
             self.url = argument
-            self.socket.connect(argument)
+            self.socket.connect(argument, server_key=self._server_key)
 
     # ------------------------------------------------------------------ thread
 
