@@ -456,11 +456,29 @@ class RPCServer:
             registry_url=registry_url,
             overwrite=overwrite,
             alive_timeout=self.alive_timeout,
+            health_check=self.is_responsive,
+            on_name_change=self._renamed,
         )
         accepted: str = keeper.start()
         self._keeper = keeper
         self.name, self.uuid, self.registry_addr = accepted, keeper.uuid, registry_url
         return accepted
+
+    def _renamed(self, name: str) -> None:
+        self.name = name
+
+    def is_responsive(self) -> bool:
+        """Whether a new request would be served now.
+
+        False when the server is not serving, or when every runner is stuck in a handler for
+        longer than half the ``alive_timeout`` (at least one second). The registration keeper
+        renews the lease only while this holds, so a device whose loop hangs drops out of the
+        registry and comes back when it frees.
+        """
+        if not self._serving.is_set() or self._stop:
+            return False
+        started = self._job_started
+        return started is None or time.monotonic() - started < max(1.0, self.alive_timeout / 2)
 
     def advertised_endpoint(self) -> str:
         """The endpoint other hosts should connect to (a wildcard host replaced by this host)."""
@@ -520,8 +538,11 @@ class RPCServer:
         event = request.event
         if event == RPCEvents.GET_INVENTORY:
             self.peer_addr = Socket.peer_address(self._last_frame) or self.peer_addr
-            details = self._inventory_details() if request.is_labwire else None
-            self._send(envelope + self._reply(request, self._inventory(), extension=details))
+            if request.is_labwire:
+                details = self._inventory_details()
+                self._send(envelope + self._reply(request, self._inventory(), extension=details))
+            else:  # exactly the deployed inventory, which has no "success" field
+                self._send([*envelope, encode_json(self._inventory())])
         elif event == RPCEvents.INIT_SIGNALS_HANDLING:
             fields = {"signal_port": parse_endpoint(self.signal_endpoint, for_bind=True).port}
             lw = {"signal_endpoint": self.signal_endpoint}
