@@ -6,6 +6,13 @@ against a labwire registry (ROUTER) and a deployed one (REP) alike. It is create
 instead of after the full timeout. After a timeout the socket is thrown away (LINGER 0): a
 late reply can never be taken for the answer to a later request, and nothing queued while the
 registry was unreachable is delivered after the caller gave up.
+
+With security on the socket is a CurveZMQ client (the registry's key is
+``Settings.security.server_key``). A refused handshake is reported as
+:class:`~labwire.errors.AuthenticationError` as soon as the socket's handshake watcher sees it,
+not after the timeout; a channel that failed asks for a new handshake at most once per
+``Settings.reconnect_ivl_max_ms`` (:meth:`~labwire.transport.Socket.retry_handshake`), so a
+caller that retries cannot make a tight reconnect loop.
 """
 
 from __future__ import annotations
@@ -19,9 +26,29 @@ from labwire.errors import ProtocolError, RegistryError, Unavailable
 from labwire.transport import Poller, Socket, SocketType, Transport
 from labwire.wire.registry import RegistryReply, RegistryRequest, decode_reply, encode_request
 
-__all__ = ["Interrupted", "RequestChannel", "Waker"]
+__all__ = ["Interrupted", "RequestChannel", "Waker", "check_handshake"]
 
 _log = logging.getLogger(__name__)
+
+#: Longest wait between two looks at a secured socket's handshake news while connecting.
+_HANDSHAKE_CHECK_SECONDS = 0.05
+
+
+def check_handshake(socket: Socket, *, retry: bool) -> None:
+    """Raise the socket's security handshake failure, if any.
+
+    Args:
+        socket: A socket made by the transport (unsecured sockets never fail).
+        retry: Start a new handshake instead of raising, when the retry interval allows.
+
+    Raises:
+        AuthenticationError: The handshake failed (and no new attempt was started).
+    """
+    if not socket.is_secure:
+        return
+    error = socket.handshake_error()
+    if error is not None and not (retry and socket.retry_handshake()):
+        raise error
 
 
 class Interrupted(Exception):
@@ -74,26 +101,30 @@ class RequestChannel:
 
         Raises:
             Unavailable: No connection within the connect grace period, or no reply in time.
+            AuthenticationError: The security handshake with the registry failed (its key is
+                wrong, or it does not accept this client's key).
             RegistryError: The registry answered with something that is not a registry reply.
             Interrupted: The wake-up socket fired.
         """
         deadline = time.monotonic() + timeout
         socket = self._open()
+        check_handshake(socket, retry=True)
         request_id = next(self._ids)
         frames_out = [b"", encode_request(request, request_id)]
         if not socket.send(frames_out, nowait=True):  # IMMEDIATE: no connection (yet)
             grace_ms = min(self.transport.settings.connect_grace_ms, int(timeout * 1000))
-            if not socket.poll(max(grace_ms, 1), writable=True) or not socket.send(
-                frames_out, nowait=True
-            ):
+            if not self._send_when_connected(socket, frames_out, max(grace_ms, 1)):
                 self.reset()
                 raise Unavailable(f"registry at {self.url} is not reachable")
         wake = self._wake if interruptible else None
+        events = socket.handshake_events
         poller: Poller | None = None
-        if wake is not None:
+        if wake is not None or events is not None:
             poller = Poller()
             poller.register(socket)
-            poller.register(wake)
+            for source in (wake, events):
+                if source is not None:
+                    poller.register(source)
         limits = self.transport.settings.limits
         while True:
             remaining = deadline - time.monotonic()
@@ -105,8 +136,10 @@ class RequestChannel:
                 frames = socket.recv(wait_ms)
             else:
                 ready = poller.poll(wait_ms)
-                if wake in ready:
+                if wake is not None and wake in ready:
                     raise Interrupted
+                if events is not None and events in ready:
+                    check_handshake(socket, retry=False)  # e.g. a reconnection was refused
                 frames = socket.recv(0) if socket in ready else None
             if frames is None:
                 continue
@@ -121,6 +154,26 @@ class RequestChannel:
                 _log.debug("dropping a late registry reply (request %s)", reply_id)
                 continue
             return reply
+
+    @staticmethod
+    def _send_when_connected(socket: Socket, frames: list[bytes], timeout_ms: int) -> bool:
+        """Send once the socket has a connection, within ``timeout_ms``.
+
+        Returns:
+            True when sent; False when no connection came in time.
+
+        Raises:
+            AuthenticationError: The security handshake failed meanwhile.
+        """
+        if not socket.is_secure:
+            return socket.poll(timeout_ms, writable=True) and socket.send(frames, nowait=True)
+        deadline = time.monotonic() + timeout_ms / 1000
+        while (remaining := deadline - time.monotonic()) > 0:
+            wait_ms = max(1, int(min(remaining, _HANDSHAKE_CHECK_SECONDS) * 1000))
+            if socket.poll(wait_ms, writable=True) and socket.send(frames, nowait=True):
+                return True
+            check_handshake(socket, retry=False)
+        return False
 
 
 class Waker:

@@ -10,6 +10,12 @@ A watch subscribes to the registry's event publisher first and asks for the snap
 its subscription is live (the registry answers each new subscription with a heartbeat), so no
 change can fall between the snapshot and the stream. The asyncio twin lives in
 :mod:`labwire.registry.aio`.
+
+With security on (``Settings.security`` holding the registry's public key as ``server_key``,
+and this process's keypair), both connections run CurveZMQ. A handshake the registry refuses
+raises :class:`~labwire.errors.AuthenticationError` within a moment, not after the timeout; a
+watch that is already running logs it, reports LOST, and tries again with its usual backoff.
+Listings and events carry each device's public key (``DeviceInfo.public_key``).
 """
 
 from __future__ import annotations
@@ -20,8 +26,8 @@ import time
 from typing import Any, Self
 
 from labwire.config import Settings
-from labwire.errors import ClosedError, NotFound, RegistryError, Unavailable
-from labwire.registry._channel import Interrupted, RequestChannel, Waker
+from labwire.errors import AuthenticationError, ClosedError, NotFound, RegistryError, Unavailable
+from labwire.registry._channel import Interrupted, RequestChannel, Waker, check_handshake
 from labwire.registry.device_calls import as_transport
 from labwire.registry.watch import WatchCore, WatchEvent, listing_or_raise
 from labwire.transport import Context, Poller, Socket, SocketType, Transport, parse_endpoint
@@ -82,6 +88,7 @@ class RegistryClient:
 
         Raises:
             Unavailable: The registry cannot be reached or did not answer in time.
+            AuthenticationError: Security is on and the registry refused the handshake.
             RegistryError: The registry cannot list devices (e.g. a deployed registry).
             ClosedError: The client was closed.
         """
@@ -131,6 +138,7 @@ class RegistryClient:
 
         Raises:
             Unavailable: The registry cannot be reached.
+            AuthenticationError: Security is on and the registry refused the handshake.
             RegistryError: The registry cannot list devices (e.g. a deployed registry).
         """
         return RegistryWatch(self.registry_url, context=self.transport, timeout=self.timeout)
@@ -169,6 +177,7 @@ class RegistryWatch:
 
     Raises:
         Unavailable: The registry cannot be reached for the first snapshot.
+        AuthenticationError: Security is on and the registry refused the handshake.
         RegistryError: The registry cannot list devices (e.g. a deployed registry).
     """
 
@@ -285,13 +294,18 @@ class RegistryWatch:
         """Wait for published frames until ``until`` and feed them to the core."""
         poller = Poller()
         poller.register(self._waker.socket)
-        if self._subscriber is not None:
-            poller.register(self._subscriber)
+        subscriber = self._subscriber
+        events = None if subscriber is None else subscriber.handshake_events
+        if subscriber is not None:
+            poller.register(subscriber)
+        if events is not None:
+            poller.register(events)  # wakes a first-frame wait when the handshake fails
         timeout_ms = max(0, int((until - time.monotonic()) * 1000) + 1)
         ready = poller.poll(timeout_ms)
         if self._waker.socket in ready:
             raise Interrupted
-        subscriber = self._subscriber
+        if subscriber is not None and events is not None and events in ready:
+            subscriber.handshake_error()  # reads the news; the socket's watcher logs failures
         if subscriber is not None and subscriber in ready:
             while (frames := subscriber.recv(0)) is not None:
                 if len(frames) == 1:
@@ -318,7 +332,7 @@ class RegistryWatch:
                     break
             core.on_listing(listing, time.monotonic())
             self._retry_delay = 0.0
-        except (Unavailable, RegistryError) as exc:
+        except (Unavailable, RegistryError, AuthenticationError) as exc:
             if raise_errors:
                 raise
             _log.info("registry watch cannot resynchronise yet: %s", exc)
@@ -342,6 +356,8 @@ class RegistryWatch:
             limit = min(limit, deadline)
         while not self._core.is_live and time.monotonic() < limit:
             self._wait(limit)
+            if self._subscriber is not None and not self._core.is_live:
+                check_handshake(self._subscriber, retry=True)
 
     def _close_sockets(self) -> None:
         self._closing = True

@@ -5,6 +5,12 @@ hands the client a :class:`NameResolver` (its ``resolve=`` argument): whenever t
 reach the server it asks the resolver, which looks the name up again, so a device that restarted
 on another port or host is followed without recreating the client. The registry is consulted
 only then, never on every call.
+
+With security on, the registry also tells the device's public key (registered by the device
+itself, see :class:`~labwire.registry.RegistrationKeeper`): :func:`connect` gives it to the
+client as ``server_key``. A lab therefore configures keys once: every process knows the
+registry's public key (``Security.server_key``) and its own keypair, and learns each device's
+key from the registry, whose allow-list decides who may register and look names up.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ class NameResolver:
         name: The device name.
         registry_url: The registry endpoint.
         address: The address found by the last successful lookup ("" before the first).
+        public_key: The device's public key found by the last successful lookup ("" when the
+            device registered none).
     """
 
     def __init__(
@@ -57,6 +65,7 @@ class NameResolver:
         self.transport = as_transport(context)
         self.timeout = timeout
         self.address = ""
+        self.public_key = ""
         self._lock = threading.Lock()
 
     def __call__(self) -> str:
@@ -65,16 +74,20 @@ class NameResolver:
         Raises:
             NotFound: The registry has no device of that name (right now).
             Unavailable: The registry cannot be reached.
+            AuthenticationError: Security is on and the registry refused the handshake.
             RegistryError: The registry cannot look names up (e.g. a deployed registry).
         """
         with RegistryClient(
             self.registry_url, context=self.transport, timeout=self.timeout
         ) as registry:
-            address = registry.lookup(self.name).address
+            device = registry.lookup(self.name)
+        address = device.address
         with self._lock:
             if address != self.address and self.address:
                 _log.info("device %r moved from %s to %s", self.name, self.address, address)
-            self.address = address
+            if device.public_key != self.public_key and self.public_key:
+                _log.info("device %r now presents the public key %s", self.name, device.public_key)
+            self.address, self.public_key = address, device.public_key
         return address
 
 
@@ -100,7 +113,8 @@ def connect(
         timeout: The client's default call timeout in milliseconds, as for ``RPCClient``.
         settings: Settings for the lookup and, when given, passed on to the client.
         lookup_timeout: Seconds each registry lookup may take.
-        **client_options: Further keyword arguments for ``client_class``.
+        **client_options: Further keyword arguments for ``client_class``. With security on,
+            ``server_key`` defaults to the device's public key as the registry reports it.
 
     Returns:
         The client, connected to the device's current address. It re-resolves the name by
@@ -109,6 +123,7 @@ def connect(
     Raises:
         NotFound: The registry has no device called ``name``.
         Unavailable: The registry cannot be reached.
+        AuthenticationError: Security is on and the registry refused the handshake.
         RegistryError: The registry cannot look names up (e.g. a deployed registry).
     """
     transport = as_transport(context, settings)
@@ -117,4 +132,6 @@ def connect(
     address = resolver()
     if settings is not None:
         client_options.setdefault("settings", settings)
+    if resolver.public_key and transport.security is not None:
+        client_options.setdefault("server_key", resolver.public_key)
     return client_class(transport.context, address, timeout, resolve=resolver, **client_options)

@@ -5,6 +5,12 @@ time for the reply, so it never blocks for ever. They speak the deployed protoco
 against a labwire :class:`~labwire.registry.DeviceRegistry` and a deployed registry alike. A
 device that must stay registered should use :class:`~labwire.registry.RegistrationKeeper`,
 which renews its lease and re-registers by itself.
+
+With security on (``Settings.security`` of the transport, holding the registry's public key as
+``server_key``), the calls run over CurveZMQ: a refused handshake raises
+:class:`~labwire.errors.AuthenticationError` at once instead of looking like an unreachable
+registry, and :func:`register_device` publishes the device's public key (see
+:mod:`labwire.wire.registry`).
 """
 
 from __future__ import annotations
@@ -50,6 +56,20 @@ def as_transport(
     return Transport(context, settings)
 
 
+def own_public_key(transport: Transport, public_key: str | None) -> str:
+    """The public key a registration publishes: ``public_key``, or the transport's own.
+
+    Args:
+        transport: The registering process's socket factory.
+        public_key: An explicit key ("" publishes none), or None for the public key of the
+            transport's security settings (none without security).
+    """
+    if public_key is not None:
+        return public_key
+    security = transport.security
+    return "" if security is None else security.public_key or ""
+
+
 def exchange(
     transport: Transport, registry_url: str, request: RegistryRequest, timeout: float
 ) -> RegistryReply:
@@ -75,6 +95,7 @@ def register_device(
     overwrite: bool = False,
     *,
     timeout: float = CALL_TIMEOUT,
+    public_key: str | None = None,
 ) -> tuple[str, str] | str:
     """Register device of type ``device_type`` at address ``addr`` with the registry.
 
@@ -88,8 +109,12 @@ def register_device(
         addr: The device's full endpoint, e.g. ``"tcp://10.0.0.7:5000"``.
         name: The proposed name ("" asks for ``<device_type>-<n>``).
         registry_url: The registry endpoint, e.g. ``"tcp://10.0.0.1:5555"``.
-        overwrite: Take the name over when another device holds it.
+        overwrite: Take the name over when another device holds it. With security on, a
+            secured labwire registry allows it only for admin keys (and for the key that holds
+            the name); a refusal is logged and "" returned.
         timeout: Seconds to wait for the registry.
+        public_key: The device server's public key to publish ("" publishes none); None:
+            the public key of the transport's security settings, when security is on.
 
     Returns:
         ``(accepted name, uuid)`` on success; keep the uuid to renew and unregister. An empty
@@ -98,21 +123,21 @@ def register_device(
 
     Raises:
         EndpointError: ``registry_url`` is not a valid endpoint.
+        AuthenticationError: Security is on and the registry refused the handshake.
     """
     transport = as_transport(context)
+    request = RegisterRequest(
+        device_type, addr, name, overwrite, public_key=own_public_key(transport, public_key)
+    )
     try:
-        reply = exchange(
-            transport,
-            registry_url,
-            RegisterRequest(device_type, addr, name, overwrite),
-            timeout,
-        )
+        reply = exchange(transport, registry_url, request, timeout)
     except (Unavailable, RegistryError) as exc:
         _log.warning("registering %r with %s failed: %s", name, registry_url, exc)
         return ""
     if isinstance(reply, RegisterAck):
         return reply.name, reply.uuid
-    _log.warning("registry %s refused to register %r: %s", registry_url, name, reply)
+    detail = reply.reason if isinstance(reply, Ack) and reply.reason else reply
+    _log.warning("registry %s refused to register %r: %s", registry_url, name, detail)
     return ""
 
 
@@ -137,6 +162,7 @@ def unregister_device(
 
     Raises:
         EndpointError: ``registry_addr`` is not a valid endpoint.
+        AuthenticationError: Security is on and the registry refused the handshake.
     """
     transport = as_transport(context)
     try:
@@ -174,6 +200,7 @@ def send_alive_check(
 
     Raises:
         EndpointError: ``registry_url`` is not a valid endpoint.
+        AuthenticationError: Security is on and the registry refused the handshake.
     """
     transport = as_transport(context)
     try:

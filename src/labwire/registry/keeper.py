@@ -19,6 +19,16 @@ the connection to the registry. Every ``alive_timeout / 4`` seconds it sends CHE
 Every REGISTER carries this keeper's *incarnation* id: a registry that receives a retried
 REGISTER (its reply was lost) hands back the same lease instead of creating a second entry.
 
+With security on, REGISTER carries the device server's public key (the transport's
+``Security.public_key`` unless another is given), so clients that connect by name learn it
+from the registry. A secured registry refuses a takeover (``overwrite=True`` on a name held by
+another key) from a key that is not an admin key: :meth:`RegistrationKeeper.start` raises
+:class:`~labwire.errors.PermissionDenied`; a later re-registration that is refused that way
+registers again without overwrite (the device gets ``name-1``), like a replaced lease. A
+refused handshake raises :class:`~labwire.errors.AuthenticationError` from ``start()`` at once;
+in the background it is logged and retried with the usual backoff (the registry's allow-list
+may change).
+
 If a ``health_check`` is given, the keeper renews only while it returns True: a device whose
 own loop is hung stops renewing, is removed when its lease runs out, and registers again once
 the check passes.
@@ -40,9 +50,15 @@ from collections.abc import Callable
 from typing import Any, Self
 
 from labwire.config import Settings
-from labwire.errors import ClosedError, RegistryError, Unavailable
+from labwire.errors import (
+    AuthenticationError,
+    ClosedError,
+    PermissionDenied,
+    RegistryError,
+    Unavailable,
+)
 from labwire.registry._channel import Interrupted, RequestChannel, Waker
-from labwire.registry.device_calls import as_transport
+from labwire.registry.device_calls import as_transport, own_public_key
 from labwire.transport import Context, Poller, Transport, parse_endpoint
 from labwire.wire.registry import (
     ALIVE_TIMEOUT,
@@ -117,6 +133,9 @@ class RegistrationKeeper:
             True (so a device whose own loop hangs drops out of the registry).
         on_name_change: Called with the new name when a re-registration yields another name.
         register_timeout: Seconds :meth:`start` may spend registering.
+        public_key: The device server's public key to publish with the registration ("":
+            none); None: the public key of the transport's security settings, when security
+            is on.
 
     Attributes:
         name: The accepted name ("" until registered).
@@ -128,6 +147,7 @@ class RegistrationKeeper:
         alive_timeout: Lease length in seconds.
         incarnation: This keeper's incarnation id (sent with every REGISTER).
         renew_interval: Seconds between renewals.
+        public_key: The public key published with the registration ("" when none).
     """
 
     def __init__(
@@ -144,10 +164,12 @@ class RegistrationKeeper:
         health_check: Callable[[], bool] | None = None,
         on_name_change: Callable[[str], object] | None = None,
         register_timeout: float = 5.0,
+        public_key: str | None = None,
     ) -> None:
         if not alive_timeout > 0:
             raise ValueError("alive_timeout must be positive")
         self.transport = as_transport(context, settings)
+        self.public_key = own_public_key(self.transport, public_key)
         parse_endpoint(registry_url)
         self.device_type = device_type
         self.proposed_name = name
@@ -183,7 +205,10 @@ class RegistrationKeeper:
 
         Raises:
             Unavailable: The registry could not be reached within ``register_timeout``.
-            RegistryError: The registry refused the registration.
+            AuthenticationError: Security is on and the registry refused the handshake.
+            PermissionDenied: A secured registry refused to let this client's key take the
+                name over (``overwrite=True`` needs an admin key there); the message says so.
+            RegistryError: The registry refused the registration otherwise.
             ClosedError: The keeper was already started once (make a new one).
         """
         with self._lock:
@@ -252,9 +277,15 @@ class RegistrationKeeper:
                 overwrite,
                 self.incarnation,
                 self.alive_timeout,
+                self.public_key,
             ),
             timeout,
         )
+        if isinstance(reply, Ack) and reply.is_permission_denied:
+            raise PermissionDenied(
+                "PermissionDenied",
+                f"registry at {self.registry_url} refused {proposed!r}: {reply.reason}",
+            )
         if not isinstance(reply, RegisterAck):
             raise RegistryError(f"registry at {self.registry_url} refused {proposed!r}: {reply}")
         previous, self.name, self.uuid = self.name, reply.name, reply.uuid
@@ -284,7 +315,7 @@ class RegistrationKeeper:
                 try:
                     self._tick()
                     delay, backoff = self.renew_interval, 0.0
-                except (Unavailable, RegistryError) as exc:
+                except (Unavailable, RegistryError, AuthenticationError) as exc:
                     backoff = min(max(self.renew_interval / 2, backoff * 2), self._max_backoff)
                     delay = backoff * random.uniform(0.8, 1.2)
                     _log.info("registry %s: %s; retrying in %.2f s", self.registry_url, exc, delay)
@@ -305,7 +336,7 @@ class RegistrationKeeper:
         assert self._channel is not None
         timeout = min(self.renew_interval, 5.0)
         if not self.uuid:
-            self._register(timeout)
+            self._register_again(timeout)
             return
         reply = self._channel.request(CheckAliveRequest(self.uuid, self.alive_timeout), timeout)
         if isinstance(reply, Ack) and reply.success:
@@ -325,7 +356,16 @@ class RegistrationKeeper:
                 reason or "unknown",
             )
         self.uuid = ""
-        self._register(timeout)
+        self._register_again(timeout)
+
+    def _register_again(self, timeout: float) -> None:
+        """Register from the background thread; a refused takeover falls back to no overwrite."""
+        try:
+            self._register(timeout)
+        except PermissionDenied as exc:
+            self._yielded = True
+            _log.warning("%s; registering again without overwrite", exc.remote_message)
+            self._register(timeout)
 
     def _healthy(self) -> bool:
         if self._health_check is None:
@@ -351,7 +391,7 @@ class RegistrationKeeper:
             reply = channel.request(
                 UnregisterRequest(uuid), _UNREGISTER_TIMEOUT, interruptible=False
             )
-        except (Unavailable, RegistryError) as exc:
+        except (Unavailable, RegistryError, AuthenticationError) as exc:
             _log.info("could not unregister %r: %s", self.name, exc)
         else:
             if isinstance(reply, Ack) and reply.success:

@@ -21,6 +21,21 @@ fed with ``time.monotonic()`` so wall-clock jumps change nothing. The table is g
 lock only so that :meth:`DeviceRegistry.get_devices` can read it from other threads; user
 callbacks never run under that lock, nor in the service thread: a dispatcher thread calls them
 in order, logs any exception and goes on, so a slow or failing callback cannot delay renewals.
+
+Security
+--------
+With ``Settings.security`` set, both TCP sockets are CurveZMQ servers: only clients in the
+allow-list can register, renew, list or watch. Every request is read with the authenticated
+key of its sender (:meth:`~labwire.transport.Socket.peer_key`); a lease records the key that
+registered it. A REGISTER with ``overwrite=True`` that would take a name from a lease of
+another key is granted only to admin keys (:meth:`~labwire.transport.security.Security.is_admin`);
+otherwise the registry answers ``{"event": "ACK", "payload": {"req_event": "REGISTER",
+"success": false, "reason": "permission denied: overwriting a name needs an admin key"}}``
+(:data:`~labwire.wire.registry.REGISTER_DENIED`), which deployed devices treat as a failed
+registration and :func:`~labwire.registry.register_device` recognises, and logs a warning
+naming the client key. A device may always take back a name its own key holds (a restart).
+Devices that run with security publish their server's public key in REGISTER; it is stored in
+the lease and shown in listings and events, so clients learn device keys from the registry.
 """
 
 from __future__ import annotations
@@ -35,11 +50,12 @@ from collections.abc import Callable
 from typing import Any, Self
 
 from labwire.config import Settings
-from labwire.errors import LimitExceeded
+from labwire.errors import LimitExceeded, PermissionDenied
 from labwire.registry._channel import Waker
 from labwire.transport import Context, Poller, Socket, SocketType, Transport, parse_endpoint
 from labwire.wire.registry import (
     ALIVE_TIMEOUT,
+    REGISTER_DENIED,
     Ack,
     Change,
     ChangeKind,
@@ -302,11 +318,16 @@ class DeviceRegistry(threading.Thread):
     def _handle_request(self) -> None:
         # One message per wake-up: the loop's poll finds the next one, which costs less than
         # draining until a receive fails (a raised zmq.Again per batch).
-        frames = self._router.recv(0)
-        if frames is not None:
-            self._handle(frames)
+        if self.transport.security is None:
+            frames = self._router.recv(0)
+            if frames is not None:
+                self._handle(frames)
+            return
+        raw = self._router.recv_frames(0)
+        if raw is not None:
+            self._handle([frame.buffer for frame in raw], Socket.peer_key(raw[-1]))
 
-    def _handle(self, frames: list[memoryview]) -> None:
+    def _handle(self, frames: list[memoryview], peer_key: str | None = None) -> None:
         if len(frames) == 3 and frames[1].nbytes == 0:  # the usual REQ envelope
             envelope, body = frames[:2], frames[2:]
         else:
@@ -326,7 +347,7 @@ class DeviceRegistry(threading.Thread):
                 meta = exc.meta
                 reply = Unsupported(exc.req_event, str(exc))
             else:
-                reply = self._apply(request)
+                reply = self._apply(request, peer_key)
         if isinstance(reply, Unsupported):
             self.rejected_requests += 1
             _log.info("rejected a registry request: %s", reply.error or reply.req_event)
@@ -337,7 +358,7 @@ class DeviceRegistry(threading.Thread):
             return
         self._router.send([*envelope, data], nowait=True)
 
-    def _apply(self, request: RegistryRequest) -> RegistryReply:
+    def _apply(self, request: RegistryRequest, peer_key: str | None) -> RegistryReply:
         now = time.monotonic()
         if isinstance(request, ListDevicesRequest):
             return self._listing(request)
@@ -348,11 +369,25 @@ class DeviceRegistry(threading.Thread):
                 return Ack(EventType.CHECK_ALIVE, True)
             return Ack(EventType.CHECK_ALIVE, False, result.value)
         if isinstance(request, RegisterRequest):
+            security = self.transport.security
+            may_take_over = security is None or security.is_admin(peer_key)
             try:
                 with self._table_lock:
-                    granted = self._table.register(now, request)
+                    granted = self._table.register(
+                        now, request, owner=peer_key or "", may_take_over=may_take_over
+                    )
             except LimitExceeded as exc:
                 return Unsupported(EventType.REGISTER, str(exc))
+            except PermissionDenied:
+                _log.warning(
+                    "refused to let client key %s take the name %r over (%s at %s): "
+                    "overwriting a name held by another key needs an admin key",
+                    peer_key,
+                    request.name,
+                    request.device_type,
+                    request.addr,
+                )
+                return Ack(EventType.REGISTER, False, REGISTER_DENIED)
             return RegisterAck(granted.name, granted.uuid)
         with self._table_lock:
             removed = self._table.unregister(now, request.uuid)

@@ -853,7 +853,9 @@ class RPCClient(ClientBase):
 
     def _renew(self, channel: _Channel) -> None:
         channel.socket.close(0)
-        channel.socket = self._transport.connect(SocketType.DEALER, channel.url, immediate=1)
+        channel.socket = self._transport.connect(
+            SocketType.DEALER, channel.url, server_key=self.server_key, immediate=1
+        )
 
     def _follow(self, channel: _Channel) -> bool:
         assert self._resolve is not None
@@ -867,6 +869,8 @@ class RPCClient(ClientBase):
         _log.info("server moved from %s to %s", self.url, url)
         self.url = url
         self.peer_address = _host_of(url)
+        # A resolver that also learnt the server's key (the registry's) hands it over.
+        self.server_key = getattr(self._resolve, "public_key", None) or self.server_key
         channel.socket.close(0)
         channel.socket = self._transport.connect(
             SocketType.DEALER, url, server_key=self.server_key, immediate=1

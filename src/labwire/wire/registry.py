@@ -11,7 +11,9 @@ apart. Frame by frame, protocol version :data:`REGISTRY_PROTOCOL_VERSION`::
     requests (device or client -> registry)
       REGISTER       payload: device_type str, addr str, name str (proposed), overwrite bool
                      labwire: incarnation str (one per registering process/keeper),
-                              alive_timeout number (lease length in seconds)
+                              alive_timeout number (lease length in seconds),
+                              public_key str (the device server's CurveZMQ public key, 40
+                              Z85 characters; sent only when the device runs with security)
       UNREGISTER     payload: uuid str
       CHECK_ALIVE    payload: uuid str, alive_timeout number (optional)
       LIST_DEVICES   labwire only. payload: name str (optional), device_type str (optional)
@@ -22,6 +24,8 @@ apart. Frame by frame, protocol version :data:`REGISTRY_PROTOCOL_VERSION`::
       ACK            payload: req_event, success
                      labwire: reason ("unknown", "expired", "replaced", "unregistered") when
                               success is false: why the uuid has no lease
+      ACK to a refused REGISTER (labwire, security on): req_event "REGISTER", success false,
+                     reason :data:`REGISTER_DENIED` (see "Authorisation" below)
       ACK to LIST_DEVICES: req_event, success, devices [device...], registry_id, seq,
                      event_port, heartbeat_interval, version
       UNSUPPORTED    payload: req_event (the event sent, or null)
@@ -33,7 +37,8 @@ apart. Frame by frame, protocol version :data:`REGISTRY_PROTOCOL_VERSION`::
       HEARTBEAT      payload: registry_id, seq, interval
 
     device = {"name", "device_type", "address", "registered_since", "last_seen",
-              "incarnation", "alive_timeout"}   (times: UNIX seconds, for display only)
+              "incarnation", "alive_timeout", "public_key"}
+              (times: UNIX seconds, for display only; public_key "" when none was registered)
 
 Leases. :class:`LeaseTable` holds one :class:`Lease` per registered device. A lease is a small
 state machine (:data:`LEASE_TRANSITIONS`): it is ACTIVE until it is unregistered, expires (no
@@ -48,6 +53,17 @@ with reason "replaced"); an empty proposed name yields ``<device_type>-<n>`` wit
 REGISTER from an incarnation that already holds a lease for the same type and address gets
 that lease back (so a retried REGISTER never creates a second entry).
 
+Authorisation. With security on, the registry knows the authenticated public key of every
+requester; a lease remembers the key that registered it (its *owner*, never sent). Ending a
+lease owned by another key through REGISTER (``overwrite=True`` on a held name) is allowed
+only when the registry's policy says so (admin keys): :meth:`LeaseTable.register` is told with
+``may_take_over``. A refused REGISTER is answered with an ``ACK`` (req_event ``REGISTER``,
+success false, reason :data:`REGISTER_DENIED`): deployed devices treat every reply other than
+REGISTER_ACK as a failed registration, and labwire recognises the reason. The same owner may
+always take its own names back (a device restarting under the same key), and an incarnation
+id only hands back or replaces leases of the same owner. Without security every owner is ""
+and the seed's rule applies unchanged.
+
 Watching. :class:`WatchTracker` turns "snapshot + numbered events" into a consistent view: an
 event whose seq is not the next one, a registry id that changed, or a heartbeat that shows a
 seq the watcher never saw all mean "resynchronise from a new snapshot".
@@ -57,6 +73,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import re
 import uuid as uuid_module
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -66,7 +83,7 @@ from typing import Any, TypeAlias
 
 import msgspec
 
-from labwire.errors import LimitExceeded, ProtocolError
+from labwire.errors import LimitExceeded, PermissionDenied, ProtocolError
 from labwire.wire.codec import decode_json, encode_json
 from labwire.wire.limits import Limits
 
@@ -74,6 +91,7 @@ __all__ = [
     "ALIVE_TIMEOUT",
     "LEASE_TRANSITIONS",
     "MAX_ALIVE_TIMEOUT",
+    "REGISTER_DENIED",
     "REGISTRY_PROTOCOL_VERSION",
     "Ack",
     "Change",
@@ -124,6 +142,14 @@ MAX_NAME_CHARS = 256
 MAX_ADDRESS_CHARS = 1024
 MAX_INCARNATION_CHARS = 64
 MAX_UUID_CHARS = 128
+MAX_REASON_CHARS = 256
+PUBLIC_KEY_CHARS = 40
+
+#: ``reason`` of the ACK that refuses a REGISTER taking over a name held by another key.
+REGISTER_DENIED = "permission denied: overwriting a name needs an admin key"
+
+# A CurveZMQ public key in Z85 text (ZeroMQ's Z85 alphabet, 40 characters).
+_PUBLIC_KEY = re.compile(r"[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}")
 
 
 class EventType(StrEnum):
@@ -186,6 +212,9 @@ class DeviceInfo(msgspec.Struct, frozen=True):
         last_seen: Last registration or CHECK_ALIVE, on the same clock as ``registered_since``.
         incarnation: The registering process's incarnation id ("" for deployed devices).
         alive_timeout: The lease length in seconds.
+        public_key: The device server's CurveZMQ public key (Z85 text), "" when the device
+            registered none (security off, or a deployed device). Clients that connect by
+            name use it as the server key.
     """
 
     name: str
@@ -195,6 +224,7 @@ class DeviceInfo(msgspec.Struct, frozen=True):
     last_seen: float = 0.0
     incarnation: str = ""
     alive_timeout: float = float(ALIVE_TIMEOUT)
+    public_key: str = ""
 
     def shifted(self, offset: float) -> DeviceInfo:
         """The same record with both times moved by ``offset`` (monotonic -> wall clock)."""
@@ -223,6 +253,7 @@ class DeviceInfo(msgspec.Struct, frozen=True):
             registered = value.get("registered_since")
             seen = value.get("last_seen")
             ttl = value.get("alive_timeout")
+            public_key = value.get("public_key", "")
             if (
                 type(name) is str
                 and type(device_type) is str
@@ -231,12 +262,16 @@ class DeviceInfo(msgspec.Struct, frozen=True):
                 and type(registered) is float
                 and type(seen) is float
                 and type(ttl) is float
+                and type(public_key) is str
                 and len(name) <= MAX_NAME_CHARS
                 and len(device_type) <= MAX_NAME_CHARS
                 and len(address) <= MAX_ADDRESS_CHARS
                 and len(incarnation) <= MAX_INCARNATION_CHARS
+                and (not public_key or _PUBLIC_KEY.fullmatch(public_key) is not None)
             ):
-                return cls(name, device_type, address, registered, seen, incarnation, ttl)
+                return cls(
+                    name, device_type, address, registered, seen, incarnation, ttl, public_key
+                )
         if not isinstance(value, dict):
             raise ProtocolError("a device record must be a JSON object")
         return cls(
@@ -247,6 +282,7 @@ class DeviceInfo(msgspec.Struct, frozen=True):
             last_seen=_number(value, "last_seen", "device", default=0.0),
             incarnation=_text(value, "incarnation", MAX_INCARNATION_CHARS, "device", default=""),
             alive_timeout=_number(value, "alive_timeout", "device", default=float(ALIVE_TIMEOUT)),
+            public_key=_public_key(value, "device"),
         )
 
 
@@ -272,6 +308,7 @@ class RegisterRequest(msgspec.Struct, frozen=True):
         overwrite: Take the name over when another device holds it.
         incarnation: labwire: the registering process's incarnation id.
         alive_timeout: labwire: lease length in seconds (None: the registry's default).
+        public_key: labwire: the device server's CurveZMQ public key ("" when it has none).
     """
 
     device_type: str
@@ -280,6 +317,7 @@ class RegisterRequest(msgspec.Struct, frozen=True):
     overwrite: bool = False
     incarnation: str = ""
     alive_timeout: float | None = None
+    public_key: str = ""
 
 
 class UnregisterRequest(msgspec.Struct, frozen=True):
@@ -315,17 +353,27 @@ class RegisterAck(msgspec.Struct, frozen=True):
 
 
 class Ack(msgspec.Struct, frozen=True):
-    """``ACK`` to UNREGISTER or CHECK_ALIVE.
+    """``ACK`` to UNREGISTER or CHECK_ALIVE, or (labwire) the refusal of a REGISTER.
 
     Attributes:
         req_event: The event acknowledged.
         success: Whether it succeeded.
-        reason: labwire: why it failed ("" from deployed registries or on success).
+        reason: labwire: why it failed ("" from deployed registries or on success);
+            :data:`REGISTER_DENIED` for a REGISTER refused for lack of permission.
     """
 
     req_event: str
     success: bool
     reason: str = ""
+
+    @property
+    def is_permission_denied(self) -> bool:
+        """Whether this is a registry's refusal of a REGISTER for lack of permission."""
+        return (
+            self.req_event == EventType.REGISTER
+            and not self.success
+            and self.reason.startswith("permission denied")
+        )
 
 
 class DeviceListing(msgspec.Struct, frozen=True):
@@ -438,6 +486,18 @@ def _alive_timeout(obj: Mapping[str, Any], what: str) -> float | None:
     return seconds
 
 
+def _public_key(obj: Mapping[str, Any], what: str) -> str:
+    value = obj.get("public_key")
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str) or _PUBLIC_KEY.fullmatch(value) is None:
+        raise ProtocolError(
+            f"field 'public_key' of {what} must be a CurveZMQ public key "
+            f"({PUBLIC_KEY_CHARS} Z85 characters)"
+        )
+    return value
+
+
 def _flag(obj: Mapping[str, Any], key: str, what: str) -> bool:
     value = obj.get(key)
     if value is None:
@@ -514,6 +574,8 @@ def encode_request(request: RegistryRequest, request_id: int | None = None) -> b
             payload["incarnation"] = request.incarnation
         if request.alive_timeout is not None:
             payload["alive_timeout"] = request.alive_timeout
+        if request.public_key:
+            payload["public_key"] = request.public_key
     elif isinstance(request, UnregisterRequest):
         event, payload = EventType.UNREGISTER, {"uuid": request.uuid}
     elif isinstance(request, CheckAliveRequest):
@@ -575,6 +637,7 @@ def _parse_request(event: str, message: Mapping[str, Any]) -> RegistryRequest:
             overwrite=_flag(payload, "overwrite", event),
             incarnation=_text(payload, "incarnation", MAX_INCARNATION_CHARS, event, default=""),
             alive_timeout=_alive_timeout(payload, event),
+            public_key=_public_key(payload, event),
         )
     if event == EventType.UNREGISTER:
         payload = _payload(message, event)
@@ -674,7 +737,7 @@ def decode_reply(
         success = _flag(payload, "success", event)
         if req_event == ExtensionEvent.LIST_DEVICES and success:
             return _parse_listing(payload), request_id
-        reason = _text(payload, "reason", 64, event, default="")
+        reason = _text(payload, "reason", MAX_REASON_CHARS, event, default="")
         return Ack(req_event, success, reason), request_id
     if event == EventType.UNSUPPORTED:
         sent_event = payload.get("req_event")
@@ -816,6 +879,8 @@ class Lease:
         last_seen: Last registration or renewal.
         expires_at: When the lease ends unless renewed.
         state: Where the lease is in :data:`LEASE_TRANSITIONS`.
+        public_key: The device server's public key ("" when none was registered).
+        owner: The authenticated client key that registered the lease ("" without security).
     """
 
     uuid: str
@@ -829,6 +894,8 @@ class Lease:
     last_seen: float
     expires_at: float
     state: LeaseState = LeaseState.ACTIVE
+    public_key: str = ""
+    owner: str = ""
 
     def handle(self, event: LeaseEvent) -> LeaseState:
         """Apply ``event`` and return the new state.
@@ -854,6 +921,7 @@ class Lease:
             self.last_seen + offset,
             self.incarnation,
             self.alive_timeout,
+            self.public_key,
         )
 
 
@@ -940,23 +1008,37 @@ class LeaseTable:
 
     # ----------------------------------------------------------------- operations
 
-    def register(self, now: float, request: RegisterRequest) -> Registration:
+    def register(
+        self,
+        now: float,
+        request: RegisterRequest,
+        *,
+        owner: str = "",
+        may_take_over: bool = True,
+    ) -> Registration:
         """Grant a lease following the name rule (see the module docstring).
 
         Args:
             now: Monotonic time in seconds.
             request: The REGISTER request.
+            owner: The authenticated key of the requester ("" without security).
+            may_take_over: Whether the requester may end a lease owned by another key by
+                overwriting its name (with security on: whether it holds an admin key).
 
         Returns:
             The accepted name and the lease uuid.
 
         Raises:
             LimitExceeded: The table already holds ``max_devices`` leases.
+            PermissionDenied: ``overwrite`` would end a lease owned by another key and
+                ``may_take_over`` is false; nothing changed.
         """
         now = self._advance(now)
         self.expire(now)
         ttl = request.alive_timeout or self.default_alive_timeout
         held = self._leases.get(self._by_incarnation.get(request.incarnation, ""))
+        if held is not None and held.owner != owner:
+            held = None  # an incarnation id speaks only for leases of the same key
         if held is not None and request.incarnation:
             same_device = (
                 held.address == request.addr
@@ -967,6 +1049,14 @@ class LeaseTable:
                 self._renew(held, now, ttl)
                 return Registration(held.name, held.uuid, is_new=False)
         holder = self._leases.get(self._by_name.get(request.name, "")) if request.name else None
+        if (
+            request.overwrite
+            and holder is not None
+            and holder is not held
+            and holder.owner != owner
+            and not may_take_over
+        ):
+            raise PermissionDenied("PermissionDenied", f"{REGISTER_DENIED} ({holder.name!r})")
         frees_one = held is not None or (holder is not None and request.overwrite)
         if len(self._leases) >= self.max_devices and not frees_one:
             raise LimitExceeded(f"the registry is full ({self.max_devices} devices)")
@@ -997,11 +1087,13 @@ class LeaseTable:
             registered_at=now,
             last_seen=now,
             expires_at=now + ttl,
+            public_key=request.public_key,
+            owner=owner,
         )
         self._leases[uuid] = lease
         self._by_name[name] = uuid
         if lease.incarnation:
-            self._by_incarnation[lease.incarnation] = uuid
+            self._by_incarnation.setdefault(lease.incarnation, uuid)
         heapq.heappush(self._expiries, (lease.expires_at, uuid))
         self._record(ChangeKind.ADDED, lease)
         return Registration(name, uuid)
