@@ -430,24 +430,31 @@ class RPCServer:
         The name may be changed by the registry to avoid a duplicate. From then on a
         background thread renews the lease well within ``alive_timeout``, registers again by
         itself if the registry forgot the device (e.g. it restarted), and unregisters when the
-        server stops.
+        server stops. With security on, the registration publishes this server's public key,
+        so clients that connect by name learn it from the registry.
 
         Args:
             type_: Device type (e.g. ``"camera"``).
             name: Proposed device name.
             registry_url: The registry's URL, ``tcp://HOST:PORT``.
-            overwrite: Take the name over if another device holds it.
+            overwrite: Take the name over if another device holds it (a secured registry
+                allows that only for admin keys, or for the key already holding the name).
 
         Returns:
             The name accepted by the registry.
 
         Raises:
-            RegistryError: The registry refused or could not be reached in time.
+            RegistryError: The registry refused the registration.
+            Unavailable: The registry could not be reached in time.
+            AuthenticationError: Security is on and the registry refused the handshake.
+            PermissionDenied: A secured registry refused to let this server's key take the
+                name over.
         """
         from labwire.registry import RegistrationKeeper
 
         if self._keeper is not None:
             self._keeper.stop()
+        security = self._transport.security
         keeper = RegistrationKeeper(
             self._transport,
             device_type=type_,
@@ -458,6 +465,7 @@ class RPCServer:
             alive_timeout=self.alive_timeout,
             health_check=self.is_responsive,
             on_name_change=self._renamed,
+            public_key=None if security is None else security.public_key,
         )
         accepted: str = keeper.start()
         self._keeper = keeper
