@@ -111,3 +111,28 @@ def test_stop_and_property_set_need_an_admin_key(secured: tuple[Camera, Keys, di
         assert server.wait_stopped(2)
     finally:
         context.term()
+
+
+def test_async_client_over_curve_and_refused_quickly(secured: tuple[Camera, Keys, dict]) -> None:
+    import asyncio
+
+    from labwire.rpc import AsyncRPCClient
+
+    server, _, pairs = secured
+
+    async def main() -> None:
+        context = zmq.Context()
+        try:
+            good = _client_settings(pairs, "user")
+            async with AsyncRPCClient(context, server.endpoint, settings=good) as client:
+                assert await client.call("add", 1, 2) == 3
+            start = time.monotonic()
+            with pytest.raises(AuthenticationError):
+                await AsyncRPCClient.open(
+                    context, server.endpoint, 5000, settings=_client_settings(pairs, "stranger")
+                )
+            assert time.monotonic() - start < 1.5
+        finally:
+            context.term()
+
+    asyncio.run(main())

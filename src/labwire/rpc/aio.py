@@ -34,7 +34,7 @@ from labwire.errors import (
     ServerRestarted,
     Unavailable,
 )
-from labwire.rpc.client import _DEFAULT, ClientBase, Reply
+from labwire.rpc.client import _DEFAULT, _HANDSHAKE_CHECK_SECONDS, ClientBase, Reply
 from labwire.rpc.receiver import RPCSignalReceiver
 from labwire.rpc.results import NoResult
 from labwire.rpc.signal import RPCSignal
@@ -264,6 +264,7 @@ class AsyncRPCClient(ClientBase):
 
     async def _send(self, frames: list[Any], deadline: float | None, connect_wait: bool) -> None:
         socket = self._ensure_socket()
+        _check_handshake(socket, retry=True)
         if socket.send_nowait(frames):
             return
         grace = self._settings.connect_grace_ms / 1000.0
@@ -271,10 +272,13 @@ class AsyncRPCClient(ClientBase):
         if deadline is not None:
             limit = min(limit, deadline)
         while (remaining := limit - time.monotonic()) > 0:
+            if socket.is_secure:
+                remaining = min(remaining, _HANDSHAKE_CHECK_SECONDS)
             if await socket.poll(max(1, int(remaining * 1000)), writable=True) and (
                 socket.send_nowait(frames)
             ):
                 return
+            _check_handshake(socket, retry=False)
         if self._resolve is not None:
             with contextlib.suppress(LabwireError):
                 url = self._resolve()
@@ -470,6 +474,15 @@ class _LoopSignal(RPCSignal):
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens any more
             self._loop.call_soon_threadsafe(self._target.dispatch, *args)
         return 0
+
+
+def _check_handshake(socket: AsyncSocket, *, retry: bool) -> None:
+    """Raise the socket's security handshake failure, if any (retrying at a bounded rate)."""
+    if not socket.is_secure:
+        return
+    error = socket.handshake_error()
+    if error is not None and not (retry and socket.retry_handshake()):
+        raise error
 
 
 def _log_task_failure(task: asyncio.Task[None]) -> None:

@@ -15,7 +15,8 @@ import zmq
 import zmq.asyncio
 
 from labwire.config import Settings
-from labwire.transport.sockets import SocketType, Transport, translate_errors
+from labwire.errors import AuthenticationError
+from labwire.transport.sockets import Socket, SocketType, Transport, translate_errors
 
 __all__ = ["AsyncSocket", "AsyncTransport"]
 
@@ -30,12 +31,30 @@ class AsyncSocket:
         endpoint: The real bound address, or the address connected to.
     """
 
-    __slots__ = ("_raw", "endpoint", "kind")
+    __slots__ = ("_raw", "_socket", "endpoint", "kind")
 
-    def __init__(self, raw: zmq.asyncio.Socket, kind: SocketType, endpoint: str) -> None:
+    def __init__(self, socket: Socket) -> None:
+        raw = socket.fileno()
+        assert isinstance(raw, zmq.asyncio.Socket)
+        # The synchronous wrapper keeps the security state (handshake watcher, authenticator
+        # lease) and releases it on close; the asyncio socket is the same ZeroMQ socket.
+        self._socket = socket
         self._raw = raw
-        self.kind = kind
-        self.endpoint = endpoint
+        self.kind = socket.kind
+        self.endpoint = socket.endpoint
+
+    @property
+    def is_secure(self) -> bool:
+        """Whether the socket runs CurveZMQ."""
+        return self._socket.is_secure
+
+    def handshake_error(self) -> AuthenticationError | None:
+        """The latest security handshake failure (see :meth:`Socket.handshake_error`)."""
+        return self._socket.handshake_error()
+
+    def retry_handshake(self) -> bool:
+        """Start a new handshake after a failure, at a bounded rate (see :class:`Socket`)."""
+        return self._socket.retry_handshake()
 
     @property
     def closed(self) -> bool:
@@ -96,8 +115,7 @@ class AsyncSocket:
 
     def close(self, linger_ms: int | None = None) -> None:
         """Close the socket; pending output is kept at most ``linger_ms`` (default: settings)."""
-        if not self._raw.closed:
-            self._raw.close(linger=linger_ms)
+        self._socket.close(linger_ms)
 
 
 class AsyncTransport:
@@ -139,10 +157,7 @@ class AsyncTransport:
         Raises:
             EndpointError: ``url`` is invalid.
         """
-        socket = self._factory.connect(kind, url, **options)
-        raw = socket.fileno()
-        assert isinstance(raw, zmq.asyncio.Socket)
-        return AsyncSocket(raw, kind, socket.endpoint)
+        return AsyncSocket(self._factory.connect(kind, url, **options))
 
     def bind(self, kind: SocketType, url: str, **options: Any) -> AsyncSocket:
         """Create an asyncio socket of ``kind`` bound to ``url`` (port 0: any free port).
@@ -150,7 +165,4 @@ class AsyncTransport:
         Raises:
             EndpointError: ``url`` is invalid or cannot be bound.
         """
-        socket = self._factory.bind(kind, url, **options)
-        raw = socket.fileno()
-        assert isinstance(raw, zmq.asyncio.Socket)
-        return AsyncSocket(raw, kind, socket.endpoint)
+        return AsyncSocket(self._factory.bind(kind, url, **options))
