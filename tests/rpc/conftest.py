@@ -30,6 +30,16 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+def process_fds(pid: int) -> int:
+    """Number of open file descriptors of process ``pid``."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def process_threads(pid: int) -> int:
+    """Number of threads of process ``pid``."""
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
 class DeviceProcess:
     """A Camera served by a real subprocess, killed by its own PID."""
 

@@ -174,8 +174,13 @@ def main() -> None:
         options["settings"] = default_settings().replace(limits=Limits(**limits))
     server = Camera(None, arguments.url, **options)
     signal.signal(signal.SIGTERM, lambda *_: server.stop_server())
+    server.start()
     print(server.endpoint, flush=True)
-    server.serve_forever()
+    # Python runs signal handlers in the main thread only, between bytecodes, and the kernel
+    # may hand SIGTERM to one of the server's threads: wake up often enough to run it.
+    while not server.wait_stopped(0.1):
+        pass
+    server.close()
 
 
 if __name__ == "__main__":

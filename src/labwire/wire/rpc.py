@@ -175,6 +175,34 @@ def _restore(value: Any, buffers: Sequence[memoryview]) -> Any:
     return value
 
 
+def _find_placeholder(value: Any) -> dict[str, Any] | None:
+    """The first buffer placeholder inside decoded JSON ``value``, or None."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is dict:
+            if BUFFER_KEY in item:
+                return item
+            stack.extend(item.values())
+        elif type(item) is list:
+            stack.extend(item)
+    return None
+
+
+def _restore_request_field(value: Any, buffers: Sequence[memoryview]) -> Any:
+    """:func:`restore_buffers` for a request field, which must not point at absent frames.
+
+    Without buffer frames, :func:`restore_buffers` returns its input untouched; a request's
+    placeholders would then reach the handler as plain objects, so they are looked for here.
+    """
+    if not buffers:
+        placeholder = _find_placeholder(value)
+        if placeholder is not None:
+            index = placeholder[BUFFER_KEY]
+            raise ProtocolError(f"buffer placeholder refers to missing frame {index!r}")
+    return restore_buffers(value, buffers)
+
+
 def _buffer_from_placeholder(placeholder: dict[str, Any], buffers: Sequence[memoryview]) -> Any:
     index = placeholder[BUFFER_KEY]
     if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(buffers):
@@ -410,14 +438,14 @@ def parse_request(header: dict[str, Any], buffers: Sequence[memoryview] = ()) ->
             raise ProtocolError("field 'params.args' must be a list")
         if not isinstance(kwargs, dict):
             raise ProtocolError("field 'params.kwargs' must be an object")
-        request.args = restore_buffers(args, buffers)
-        request.kwargs = restore_buffers(kwargs, buffers)
+        request.args = _restore_request_field(args, buffers)
+        request.kwargs = _restore_request_field(kwargs, buffers)
     elif event in (RPCEvents.PROPERTY_GET, RPCEvents.PROPERTY_SET):
         request.name = _expect(header, "property", str, event)
         if event == RPCEvents.PROPERTY_SET:
             if "value" not in header:
                 raise ProtocolError("PROPERTY_SET needs a 'value' field")
-            request.value = restore_buffers(header["value"], buffers)
+            request.value = _restore_request_field(header["value"], buffers)
     return request
 
 
