@@ -667,6 +667,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: service._stop.set())
     print(service.endpoint, flush=True)
     service.serve_forever()
+    zmq.Context.instance().term()  # flush the last reply (e.g. to STOP_SERVER) before exiting
     return 0
 
 

@@ -61,6 +61,8 @@ class Settings:
         reconnect_ivl_max_ms: Largest reconnection delay (exponential backoff up to it).
         connect_grace_ms: How long a call waits for a connection to a server that is down
             before failing with :class:`~labwire.errors.Unavailable`.
+        handshake_timeout_ms: A connection that has not completed the ZeroMQ (and CurveZMQ)
+            handshake by then is dropped (e.g. a port scanner or a stray HTTP client).
         workers: Worker threads per RPC server (slow methods run here, off the I/O loop).
         signal_hwm: Messages queued per signal subscriber before new ones are dropped.
         limits: Limits on incoming messages.
@@ -74,6 +76,7 @@ class Settings:
     reconnect_ivl_ms: int = 100
     reconnect_ivl_max_ms: int = 1000
     connect_grace_ms: int = 500
+    handshake_timeout_ms: int = 5000
     workers: int = 8
     signal_hwm: int = 10_000
     limits: Limits = field(default_factory=Limits)
@@ -88,6 +91,7 @@ class Settings:
             "reconnect_ivl_ms",
             "reconnect_ivl_max_ms",
             "connect_grace_ms",
+            "handshake_timeout_ms",
             "workers",
             "signal_hwm",
         ):

@@ -73,6 +73,8 @@ _Reply = tuple[tuple[str, int] | None, list[Any], list[Any]]
 _TAKEOVER_SECONDS = 0.002
 #: How often the watchdog looks at the leader.
 _WATCHDOG_SECONDS = 0.002
+#: Longest the leader waits in one poll when idle.
+_IDLE_POLL_MS = 500
 #: Leadership is up for grabs (the next runner to look takes it).
 _VACANT = -1
 
@@ -382,7 +384,9 @@ class RPCServer:
         poller.register(self._socket)
         poller.register(self._wake_read)
         while not self._stop:
-            ready = poller.poll(None)
+            # A finite wait lets Python run signal handlers (e.g. SIGTERM -> stop_server)
+            # even when the kernel delivered the signal to another thread.
+            ready = poller.poll(_IDLE_POLL_MS)
             if self._wake_read in ready:
                 self._drain_replies()
             if self._socket in ready:

@@ -506,6 +506,7 @@ class Transport:
                 raw.setsockopt(zmq.HEARTBEAT_IVL, settings.heartbeat_ivl_ms)
                 raw.setsockopt(zmq.HEARTBEAT_TIMEOUT, settings.heartbeat_timeout_ms)
                 raw.setsockopt(zmq.HEARTBEAT_TTL, settings.heartbeat_timeout_ms)
+                raw.setsockopt(zmq.HANDSHAKE_IVL, settings.handshake_timeout_ms)
                 raw.setsockopt(zmq.RECONNECT_IVL, settings.reconnect_ivl_ms)
                 raw.setsockopt(zmq.RECONNECT_IVL_MAX, settings.reconnect_ivl_max_ms)
                 if endpoint.is_ipv6:
