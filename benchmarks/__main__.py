@@ -28,7 +28,14 @@ def main() -> None:
         rows.extend(module.run(quick=options.quick))
     headers = ("benchmark", "labwire", "raw pyzmq", "unit", "ratio", "target")
     table = [
-        (r["name"], _format(r["labwire"]), _format(r["raw"]), r["unit"], f"{r['ratio']:.2f}x", r["target"])
+        (
+            r["name"],
+            _format(r["labwire"]),
+            _format(r["raw"]),
+            r["unit"],
+            f"{r['ratio']:.2f}x",
+            r["target"],
+        )
         for r in rows
     ]
     widths = [max(len(h), *(len(line[i]) for line in table)) for i, h in enumerate(headers)]
