@@ -9,14 +9,17 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import zmq
 
 from labwire.config import Settings
-from labwire.rpc import RPCServer, RPCSignal
+from labwire.rpc import RPCClient, RPCServer, RPCSignal
 
 BLOBS = {size: memoryview(bytearray(size)) for size in (1 << 20, 64 << 20)}
+PROBE = b'{"signal":"tick","args":[-1]}'
+QUIET_SECONDS = 1.0
 
 
 class BenchDevice(RPCServer):
@@ -35,6 +38,10 @@ class BenchDevice(RPCServer):
         for i in range(count):
             self.tick.emit(i)
         return count
+
+    @RPCServer.register_method_json()
+    def probe(self) -> None:
+        self.tick.emit(-1)
 
 
 def serve_labwire() -> None:
@@ -66,7 +73,10 @@ def serve_raw() -> None:
         for sock, _ in poller.poll(100):
             if sock is rep:
                 message = rep.recv()
-                if message.startswith(b"PUB"):
+                if message == b"PROBE":
+                    rep.send(b"ok")
+                    pub.send(PROBE)
+                elif message.startswith(b"PUB"):
                     count = int(message.split()[1])
                     rep.send(b"ok")
                     for i in range(count):
@@ -82,5 +92,74 @@ def serve_raw() -> None:
     context.destroy(linger=0)
 
 
+class _Counter:
+    """Counts a burst of ticks; a probe (-1) only announces that the subscriber is ready."""
+
+    def __init__(self) -> None:
+        self.ready = threading.Event()
+        self.received = 0
+        self.first = 0.0
+        self.last = 0.0
+
+    def on_tick(self, value: int) -> None:
+        if value < 0:
+            if not self.ready.is_set():
+                self.ready.set()
+                print("ready", flush=True)
+            return
+        now = time.perf_counter()
+        if not self.received:
+            self.first = now
+        self.received += 1
+        self.last = now
+
+    def report_when_quiet(self, gaps: Callable[[], int]) -> None:
+        self.ready.wait()
+        while not self.received or time.perf_counter() - self.last < QUIET_SECONDS:
+            time.sleep(0.05)
+        print(f"{self.received} {self.last - self.first} {gaps()}", flush=True)
+
+
+def subscribe_labwire(url: str) -> None:
+    """A labwire client whose slot counts ticks; prints "received seconds gaps" when quiet."""
+    counter = _Counter()
+
+    class Client(RPCClient):
+        tick = RPCSignal(int)
+
+    with Client(None, url, settings=Settings(signal_hwm=100_000)) as client:
+        client.tick.connect(counter.on_tick)
+        counter.report_when_quiet(lambda: client.signal_stats()["gaps"])
+
+
+def subscribe_raw(port: str) -> None:
+    """A raw SUB socket that counts messages; prints "received seconds 0" when quiet."""
+    counter = _Counter()
+    context = zmq.Context()
+    sub = context.socket(zmq.SUB)
+    sub.rcvhwm = 100_000
+    sub.connect(f"tcp://127.0.0.1:{port}")
+    sub.subscribe(b'{"signal":"tick",')
+    done = threading.Event()
+
+    def consume() -> None:
+        while not done.is_set():
+            if sub.poll(50):
+                counter.on_tick(-1 if sub.recv() == PROBE else 0)
+
+    thread = threading.Thread(target=consume)
+    thread.start()
+    counter.report_when_quiet(lambda: 0)
+    done.set()
+    thread.join()
+    context.destroy(linger=0)
+
+
 if __name__ == "__main__":
-    {"labwire": serve_labwire, "raw": serve_raw}[sys.argv[1]]()
+    role, *args = sys.argv[1:]
+    {
+        "labwire": serve_labwire,
+        "raw": serve_raw,
+        "sub-labwire": subscribe_labwire,
+        "sub-raw": subscribe_raw,
+    }[role](*args)

@@ -5,6 +5,7 @@ Servers run in subprocesses (labwire's and raw pyzmq's, side by side); clients r
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
@@ -124,7 +125,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
         for subscribers in (1, 4):
             count = 20000 if quick else 100000
-            rows.append(_signals(context, client, url, req, pub_port, subscribers, count))
+            rows.append(_signals(client, url, req, pub_port, subscribers, count))
 
         rows.append(_threads(context, client, router_port, 2000 if quick else 10000))
         client.close()
@@ -135,7 +136,6 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
 
 def _signals(
-    context: zmq.Context[Any],
     client: _BenchClient,
     url: str,
     req: zmq.Socket[Any],
@@ -143,106 +143,76 @@ def _signals(
     subscribers: int,
     count: int,
 ) -> dict[str, Any]:
-    # labwire: N clients, each subscribed to "tick".
-    clients = [_BenchClient(None, url) for _ in range(subscribers)]
-    received = [0] * subscribers
-    first = [0.0] * subscribers
-    last = [0.0] * subscribers
+    """Ticks to N subscriber processes: labwire clients vs raw SUB sockets."""
 
-    def make_slot(index: int) -> Callable[[int], None]:
-        def slot(value: int) -> None:
-            now = time.perf_counter()
-            if received[index] == 0:
-                first[index] = now
-            received[index] += 1
-            last[index] = now
+    def burst(role: str, target: str, probe: Callable[[], Any], fire: Callable[[], Any]) -> Any:
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.peers", role, target],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(subscribers)
+        ]
+        try:
+            for process in processes:
+                assert process.stdout is not None
+                os.set_blocking(process.stdout.fileno(), False)
+            ready = [False] * subscribers
+            deadline = time.monotonic() + 20
+            while not all(ready):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("subscribers never became ready")
+                probe()
+                time.sleep(0.05)
+                for index, process in enumerate(processes):
+                    assert process.stdout is not None
+                    if not ready[index] and process.stdout.readline().strip() == "ready":
+                        ready[index] = True
+            fire()
+            results = []
+            for process in processes:
+                assert process.stdout is not None
+                os.set_blocking(process.stdout.fileno(), True)
+                received, seconds, gaps = process.stdout.readline().split()
+                results.append((int(received), float(seconds), int(gaps)))
+                process.wait(10)
+            return results
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+                if process.stdout is not None:
+                    process.stdout.close()
 
-        return slot
+    def raw_command(command: bytes) -> None:
+        req.send(command)
+        req.recv()
 
-    for index, sub in enumerate(clients):
-        sub.tick.connect(make_slot(index))
-    _settle(lambda: all(r > 0 for r in received), lambda: client.call("emit", 1))
-    for index in range(subscribers):
-        received[index] = 0
-    client.call("emit", count)
-    _settle_quiet(lambda: sum(received))
-    lw_rate = statistics.median(
-        received[i] / max(last[i] - first[i], 1e-9) for i in range(subscribers)
+    labwire = burst(
+        "sub-labwire", url, lambda: client.call("probe"), lambda: client.call("emit", count)
     )
-    lw_received = sum(received) / subscribers
-    gaps = sum(sub.signal_stats()["gaps"] for sub in clients) / subscribers
-    for sub in clients:
-        sub.close()
-
-    # raw: N SUB sockets in threads, same message count and HWM.
-    raw_received = [0] * subscribers
-    raw_first = [0.0] * subscribers
-    raw_last = [0.0] * subscribers
-    stop = threading.Event()
-    ready = threading.Barrier(subscribers + 1)
-
-    def consume(index: int) -> None:
-        sub = context.socket(zmq.SUB)
-        sub.rcvhwm = 100_000
-        sub.connect(f"tcp://127.0.0.1:{pub_port}")
-        sub.subscribe(b'{"signal":"tick",')
-        ready.wait()
-        while not stop.is_set():
-            if sub.poll(50):
-                sub.recv()
-                now = time.perf_counter()
-                if raw_received[index] == 0:
-                    raw_first[index] = now
-                raw_received[index] += 1
-                raw_last[index] = now
-        sub.close(0)
-
-    threads = [threading.Thread(target=consume, args=(i,)) for i in range(subscribers)]
-    for thread in threads:
-        thread.start()
-    ready.wait()
-    _settle(lambda: all(r > 0 for r in raw_received), lambda: (req.send(b"PUB 1"), req.recv()))
-    for index in range(subscribers):
-        raw_received[index] = 0
-    req.send(b"PUB %d" % count)
-    req.recv()
-    _settle_quiet(lambda: sum(raw_received))
-    stop.set()
-    for thread in threads:
-        thread.join()
-    raw_rate = statistics.median(
-        raw_received[i] / max(raw_last[i] - raw_first[i], 1e-9) for i in range(subscribers)
+    raw = burst(
+        "sub-raw",
+        pub_port,
+        lambda: raw_command(b"PROBE"),
+        lambda: raw_command(b"PUB %d" % count),
     )
+    lw_rate = statistics.median(r / max(t, 1e-9) for r, t, _ in labwire)
+    raw_rate = statistics.median(r / max(t, 1e-9) for r, t, _ in raw)
+    received = sum(r for r, _, _ in labwire) / subscribers
+    gaps = sum(g for _, _, g in labwire) / subscribers
+    lost = count - received
     return _row(
-        f"signals to {subscribers} sub ({lw_received:.0f}/{count} recv, {gaps:.0f} gaps reported)",
+        f"signals to {subscribers} sub ({received:.0f}/{count} recv, "
+        f"{lost:.0f} lost, {gaps:.0f} reported as gaps)",
         lw_rate,
         raw_rate,
         "msg/s",
         lw_rate / raw_rate,
         ">= 0.5x",
     )
-
-
-def _settle(done: Callable[[], bool], poke: Callable[[], Any], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            raise RuntimeError("subscribers never received anything")
-        poke()
-        time.sleep(0.02)
-
-
-def _settle_quiet(total: Callable[[], int], quiet: float = 0.5, timeout: float = 60) -> None:
-    """Wait until the received count stops growing for ``quiet`` seconds."""
-    deadline = time.monotonic() + timeout
-    previous, since = -1, time.monotonic()
-    while time.monotonic() < deadline:
-        current = total()
-        if current != previous:
-            previous, since = current, time.monotonic()
-        elif time.monotonic() - since > quiet:
-            return
-        time.sleep(0.02)
 
 
 def _threads(

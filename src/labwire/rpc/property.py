@@ -44,6 +44,8 @@ class RPCProperty(property):
         auto_notify: bool = False,
     ) -> None:
         super().__init__(fget, fset, fdel, doc)
+        # A property subclass with a class docstring would otherwise show that docstring.
+        self.__doc__ = doc if doc is not None else getattr(fget, "__doc__", None)
         self._notifier = notify
         self._auto_notify = auto_notify
 
