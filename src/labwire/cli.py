@@ -829,7 +829,11 @@ def cmd_sim(args: argparse.Namespace, ctx: _Context) -> int:
         if not args.no_register:
             try:
                 name = server.register_to_registry(
-                    args.kind, name, ctx.registry_url, overwrite=args.overwrite
+                    args.kind,
+                    name,
+                    ctx.registry_url,
+                    overwrite=args.overwrite,
+                    timeout=ctx.timeout if ctx.timeout is not None else 5.0,
                 )
             except (Unavailable, CallTimeout) as exc:
                 raise _registry_unreachable(ctx, exc) from None

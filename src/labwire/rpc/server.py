@@ -427,7 +427,13 @@ class RPCServer:
     # ------------------------------------------------------------------ registry
 
     def register_to_registry(
-        self, type_: str, name: str, registry_url: str, overwrite: bool = True
+        self,
+        type_: str,
+        name: str,
+        registry_url: str,
+        overwrite: bool = True,
+        *,
+        timeout: float = 5.0,
     ) -> str:
         """Register this server with a device registry and keep the registration alive.
 
@@ -443,6 +449,7 @@ class RPCServer:
             registry_url: The registry's URL, ``tcp://HOST:PORT``.
             overwrite: Take the name over if another device holds it (a secured registry
                 allows that only for admin keys, or for the key already holding the name).
+            timeout: Seconds the first registration may take before giving up.
 
         Returns:
             The name accepted by the registry.
@@ -470,6 +477,7 @@ class RPCServer:
             health_check=self.is_responsive,
             on_name_change=self._renamed,
             public_key=None if security is None else security.public_key,
+            register_timeout=timeout,
         )
         accepted: str = keeper.start()
         self._keeper = keeper
