@@ -199,33 +199,35 @@ class RPCSignalReceiver(threading.Thread):
 
     def _drain_messages(self) -> None:
         limits = self._transport.settings.limits
-        for _ in range(1000):
-            data = self.socket.recv_single()
-            if data is None:
-                return
+        signals, tracker = self.signals, self.tracker
+        for data in self.socket.recv_frames_nowait(1000):
             try:
                 message = decode_signal(data, limits)
             except ProtocolError as exc:
                 self.malformed += 1
                 _log.warning("dropped malformed signal message: %s", exc)
                 continue
-            signal = self.signals.get(message.signal)
+            signal = signals.get(message.signal)
             if signal is None:
                 continue
-            verdict, missed = self.tracker.observe(message)
-            if verdict is Verdict.STALE:
-                continue
-            if verdict is Verdict.GAP:
-                _log.warning("signal %s: %d emission(s) lost", message.signal, missed)
-            elif verdict is Verdict.RESTART:
-                _log.info("signal publisher restarted (epoch %s)", message.epoch)
+            verdict, missed = tracker.observe(message)
+            if verdict is not Verdict.NEXT:
+                if verdict is Verdict.STALE:
+                    continue
+                if verdict is Verdict.GAP:
+                    _log.warning("signal %s: %d emission(s) lost", message.signal, missed)
+                elif verdict is Verdict.RESTART:
+                    _log.info("signal publisher restarted (epoch %s)", message.epoch)
             self._deliver(signal, message.args)
 
     def _deliver(self, signal: RPCSignal, args: list[Any]) -> None:
         values: tuple[Any, ...] = tuple(args)
-        if signal.arg_types and len(args) == len(signal.arg_types):
-            with contextlib.suppress(TypeError, RuntimeError):
-                values = signal.validate_args(*args, coerce=True)
+        types = signal.arg_types
+        if types and len(args) == len(types):
+            # Plain-class arguments that already match skip the generic check.
+            if not all(type(v) is t for v, t in zip(args, types, strict=True)):
+                with contextlib.suppress(TypeError, RuntimeError):
+                    values = signal.validate_args(*args, coerce=True)
         self.received += 1
         self.slot_errors += signal.dispatch(*values)
 

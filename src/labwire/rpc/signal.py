@@ -197,10 +197,9 @@ class RPCSignal:
             self._watcher(self)
 
     def _live_slots(self) -> list[Callable[..., Any]]:
-        with self._lock:
-            slots = list(self.connections)
+        # tuple() of a list is one atomic step for the interpreter: no lock needed to read.
         live: list[Callable[..., Any]] = []
-        for slot in slots:
+        for slot in tuple(self.connections):
             if isinstance(slot, weakref.WeakMethod):
                 target = slot()
                 if target is not None:

@@ -241,23 +241,23 @@ class Socket:
                 raise exc
         return None
 
-    def recv_single(self) -> bytes | None:
-        """Receive one message without waiting and return its first frame as bytes.
+    def recv_frames_nowait(self, limit: int) -> list[bytes]:
+        """Receive up to ``limit`` frames that are already waiting, as bytes, without waiting.
 
-        Extra frames of a multi-frame message are read and dropped. None when nothing is
-        waiting.
+        Meant for single-frame streams (signals): each frame counts as one message, so the
+        parts of a multi-frame message arrive as separate items.
         """
         raw = self._raw
+        received: list[bytes] = []
         try:
-            data = raw.recv(zmq.NOBLOCK)
-            while raw.getsockopt(zmq.RCVMORE):
-                raw.recv(zmq.NOBLOCK)
+            for _ in range(limit):
+                received.append(raw.recv(_NOBLOCK))
         except zmq.Again:
-            return None
+            pass
         except zmq.ZMQError as exc:
             with translate_errors("receive"):
                 raise exc
-        return data
+        return received
 
     def has_message(self) -> bool:
         """Whether a message can be received right now (without receiving it)."""

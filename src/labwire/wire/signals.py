@@ -8,7 +8,6 @@ restart (new epoch), and a stale or repeated message (which it drops: delivery i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -28,8 +27,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class SignalMessage:
+class SignalMessage(msgspec.Struct, frozen=True):
     """One signal emission as received.
 
     Attributes:
@@ -40,7 +38,7 @@ class SignalMessage:
     """
 
     signal: str
-    args: list[Any]
+    args: list[Any] = msgspec.field(default_factory=list)
     epoch: str = ""
     seq: int = 0
 
@@ -68,14 +66,7 @@ def encode_signal(signal: str, args: Any, epoch: str, seq: int) -> bytes:
     )
 
 
-class _SignalFrame(msgspec.Struct):
-    signal: str
-    args: list[Any] = msgspec.field(default_factory=list)
-    epoch: str = ""
-    seq: int = 0
-
-
-_SIGNAL_DECODER = msgspec.json.Decoder(_SignalFrame)
+_SIGNAL_DECODER = msgspec.json.Decoder(SignalMessage)
 #: A key seen twice sends the frame to the strict decoder, which rejects duplicate keys.
 _KEYS = (b'"signal"', b'"args"', b'"epoch"', b'"seq"')
 
@@ -92,11 +83,9 @@ def decode_signal(data: bytes | memoryview, limits: Limits) -> SignalMessage:
     raw = bytes(data)
     if len(raw) <= limits.max_json_bytes and all(raw.count(key) <= 1 for key in _KEYS):
         try:
-            frame = _SIGNAL_DECODER.decode(raw)
+            return _SIGNAL_DECODER.decode(raw)
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError):
             pass
-        else:
-            return SignalMessage(frame.signal, frame.args, frame.epoch, frame.seq)
     message = decode_json(raw, limits)
     if not isinstance(message, dict):
         raise ProtocolError("signal frame must be a JSON object")
