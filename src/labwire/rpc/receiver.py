@@ -223,11 +223,14 @@ class RPCSignalReceiver(threading.Thread):
     def _deliver(self, signal: RPCSignal, args: list[Any]) -> None:
         values: tuple[Any, ...] = tuple(args)
         types = signal.arg_types
-        if types and len(args) == len(types):
-            # Plain-class arguments that already match skip the generic check.
-            if not all(type(v) is t for v, t in zip(args, types, strict=True)):
-                with contextlib.suppress(TypeError, RuntimeError):
-                    values = signal.validate_args(*args, coerce=True)
+        # Plain-class arguments that already match skip the generic check.
+        if (
+            types
+            and len(args) == len(types)
+            and not all(type(v) is t for v, t in zip(args, types, strict=True))
+        ):
+            with contextlib.suppress(TypeError, RuntimeError):
+                values = signal.validate_args(*args, coerce=True)
         self.received += 1
         self.slot_errors += signal.dispatch(*values)
 
