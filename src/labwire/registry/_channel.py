@@ -26,29 +26,12 @@ from labwire.errors import ProtocolError, RegistryError, Unavailable
 from labwire.transport import Poller, Socket, SocketType, Transport
 from labwire.wire.registry import RegistryReply, RegistryRequest, decode_reply, encode_request
 
-__all__ = ["Interrupted", "RequestChannel", "Waker", "check_handshake"]
+__all__ = ["Interrupted", "RequestChannel", "Waker"]
 
 _log = logging.getLogger(__name__)
 
 #: Longest wait between two looks at a secured socket's handshake news while connecting.
 _HANDSHAKE_CHECK_SECONDS = 0.05
-
-
-def check_handshake(socket: Socket, *, retry: bool) -> None:
-    """Raise the socket's security handshake failure, if any.
-
-    Args:
-        socket: A socket made by the transport (unsecured sockets never fail).
-        retry: Start a new handshake instead of raising, when the retry interval allows.
-
-    Raises:
-        AuthenticationError: The handshake failed (and no new attempt was started).
-    """
-    if not socket.is_secure:
-        return
-    error = socket.handshake_error()
-    if error is not None and not (retry and socket.retry_handshake()):
-        raise error
 
 
 class Interrupted(Exception):
@@ -108,7 +91,7 @@ class RequestChannel:
         """
         deadline = time.monotonic() + timeout
         socket = self._open()
-        check_handshake(socket, retry=True)
+        socket.check_handshake(retry=True)
         request_id = next(self._ids)
         frames_out = [b"", encode_request(request, request_id)]
         if not socket.send(frames_out, nowait=True):  # IMMEDIATE: no connection (yet)
@@ -139,7 +122,7 @@ class RequestChannel:
                 if wake is not None and wake in ready:
                     raise Interrupted
                 if events is not None and events in ready:
-                    check_handshake(socket, retry=False)  # e.g. a reconnection was refused
+                    socket.check_handshake(retry=False)  # e.g. a reconnection was refused
                 frames = socket.recv(0) if socket in ready else None
             if frames is None:
                 continue
@@ -172,7 +155,7 @@ class RequestChannel:
             wait_ms = max(1, int(min(remaining, _HANDSHAKE_CHECK_SECONDS) * 1000))
             if socket.poll(wait_ms, writable=True) and socket.send(frames, nowait=True):
                 return True
-            check_handshake(socket, retry=False)
+            socket.check_handshake(retry=False)
         return False
 
 

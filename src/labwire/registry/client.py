@@ -27,7 +27,7 @@ from typing import Any, Self
 
 from labwire.config import Settings
 from labwire.errors import AuthenticationError, ClosedError, NotFound, RegistryError, Unavailable
-from labwire.registry._channel import Interrupted, RequestChannel, Waker, check_handshake
+from labwire.registry._channel import Interrupted, RequestChannel, Waker
 from labwire.registry.device_calls import as_transport
 from labwire.registry.watch import WatchCore, WatchEvent, listing_or_raise
 from labwire.transport import Context, Poller, Socket, SocketType, Transport, parse_endpoint
@@ -357,7 +357,7 @@ class RegistryWatch:
         while not self._core.is_live and time.monotonic() < limit:
             self._wait(limit)
             if self._subscriber is not None and not self._core.is_live:
-                check_handshake(self._subscriber, retry=True)
+                self._subscriber.check_handshake(retry=True)
 
     def _close_sockets(self) -> None:
         self._closing = True

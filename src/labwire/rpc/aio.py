@@ -264,7 +264,7 @@ class AsyncRPCClient(ClientBase):
 
     async def _send(self, frames: list[Any], deadline: float | None, connect_wait: bool) -> None:
         socket = self._ensure_socket()
-        _check_handshake(socket, retry=True)
+        socket.check_handshake(retry=True)
         if socket.send_nowait(frames):
             return
         grace = self._settings.connect_grace_ms / 1000.0
@@ -278,7 +278,7 @@ class AsyncRPCClient(ClientBase):
                 socket.send_nowait(frames)
             ):
                 return
-            _check_handshake(socket, retry=False)
+            socket.check_handshake(retry=False)
         if self._resolve is not None:
             with contextlib.suppress(LabwireError):
                 url = self._resolve()
@@ -474,15 +474,6 @@ class _LoopSignal(RPCSignal):
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens any more
             self._loop.call_soon_threadsafe(self._target.dispatch, *args)
         return 0
-
-
-def _check_handshake(socket: AsyncSocket, *, retry: bool) -> None:
-    """Raise the socket's security handshake failure, if any (retrying at a bounded rate)."""
-    if not socket.is_secure:
-        return
-    error = socket.handshake_error()
-    if error is not None and not (retry and socket.retry_handshake()):
-        raise error
 
 
 def _log_task_failure(task: asyncio.Task[None]) -> None:

@@ -424,15 +424,6 @@ _HANDSHAKE_CHECK_SECONDS = 0.05
 _CONNECTION_CHECK_SECONDS = 0.1
 
 
-def _check_handshake(socket: Socket, *, retry: bool) -> None:
-    """Raise the socket's security handshake failure, if any (retrying at a bounded rate)."""
-    if not socket.is_secure:
-        return
-    error = socket.handshake_error()
-    if error is not None and not (retry and socket.retry_handshake()):
-        raise error
-
-
 def _timeouts(value: Any) -> dict[str, int | None]:
     if not isinstance(value, dict):
         return {}
@@ -779,7 +770,7 @@ class RPCClient(ClientBase):
                 wait = min(wait, _HANDSHAKE_CHECK_SECONDS)
             received = channel.socket.recv(max(1, int(wait * 1000)))
             if received is None:
-                _check_handshake(channel.socket, retry=False)
+                channel.socket.check_handshake(retry=False)
                 if not channel.socket.poll(0, writable=True):
                     # With ZMQ_IMMEDIATE a socket is writable only while connected: the
                     # connection carrying the request is gone, and its reply with it.
@@ -817,7 +808,7 @@ class RPCClient(ClientBase):
     def _send(
         self, channel: _Channel, frames: list[Any], deadline: float | None, connect_wait: bool
     ) -> None:
-        _check_handshake(channel.socket, retry=True)
+        channel.socket.check_handshake(retry=True)
         if channel.socket.send(frames, nowait=True):
             return
         if not connect_wait:
@@ -836,7 +827,7 @@ class RPCClient(ClientBase):
                 if channel.socket.send(frames, nowait=True):
                     return
             elif slice_s is not None:
-                _check_handshake(channel.socket, retry=False)
+                channel.socket.check_handshake(retry=False)
         if (
             self._resolve is not None
             and self._follow(channel)

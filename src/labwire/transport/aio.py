@@ -52,6 +52,22 @@ class AsyncSocket:
         """The latest security handshake failure (see :meth:`Socket.handshake_error`)."""
         return self._socket.handshake_error()
 
+    def check_handshake(self, *, retry: bool) -> None:
+        """Raise this socket's security handshake failure, if any.
+
+        Args:
+            retry: Start a new handshake instead of raising, when the retry interval allows
+                (so callers that check before every request cannot make a tight loop).
+
+        Raises:
+            AuthenticationError: The handshake failed and no new attempt was started.
+        """
+        if not self._socket.is_secure:
+            return
+        error = self._socket.handshake_error()
+        if error is not None and not (retry and self._socket.retry_handshake()):
+            raise error
+
     def retry_handshake(self) -> bool:
         """Start a new handshake after a failure, at a bounded rate (see :class:`Socket`)."""
         return self._socket.retry_handshake()

@@ -369,6 +369,22 @@ class Socket:
         with translate_errors("wait for the handshake"):
             return self._watcher.wait(timeout_ms)
 
+    def check_handshake(self, *, retry: bool) -> None:
+        """Raise this socket's security handshake failure, if any.
+
+        Args:
+            retry: Start a new handshake instead of raising, when the retry interval allows
+                (so callers that check before every request cannot make a tight loop).
+
+        Raises:
+            AuthenticationError: The handshake failed and no new attempt was started.
+        """
+        if not self.is_secure:
+            return
+        error = self.handshake_error()
+        if error is not None and not (retry and self.retry_handshake()):
+            raise error
+
     def retry_handshake(self) -> bool:
         """Start one new handshake with each endpoint whose handshake failed.
 
