@@ -13,10 +13,17 @@ import time
 from typing import Any, Self
 
 from labwire.config import Settings
-from labwire.errors import ClosedError, NotFound, ProtocolError, RegistryError, Unavailable
-from labwire.registry.client import QUERY_TIMEOUT, events_url
+from labwire.errors import (
+    AuthenticationError,
+    ClosedError,
+    NotFound,
+    ProtocolError,
+    RegistryError,
+    Unavailable,
+)
+from labwire.registry.client import QUERY_TIMEOUT
 from labwire.registry.device_calls import as_transport
-from labwire.registry.watch import WatchCore, WatchEvent, listing_or_raise
+from labwire.registry.watch import WatchBase, WatchCore, WatchEvent, listing_or_raise
 from labwire.transport import Context, SocketType, Transport, parse_endpoint
 from labwire.transport.aio import AsyncSocket, AsyncTransport
 from labwire.wire.registry import (
@@ -32,8 +39,6 @@ from labwire.wire.registry import (
 __all__ = ["AsyncRegistryClient", "AsyncRegistryWatch"]
 
 _log = logging.getLogger(__name__)
-
-_MAX_RETRY_DELAY = 2.0
 
 
 class _AsyncChannel:
@@ -173,7 +178,7 @@ class AsyncRegistryClient:
         self.close()
 
 
-class AsyncRegistryWatch:
+class AsyncRegistryWatch(WatchBase):
     """The asyncio twin of :class:`~labwire.registry.RegistryWatch`; use ``async for``.
 
     Made by :meth:`AsyncRegistryClient.watch`.
@@ -191,24 +196,7 @@ class AsyncRegistryWatch:
         self._core = WatchCore(transport.settings.limits)
         self._channel = _AsyncChannel(transport, registry_url)
         self._subscriber: AsyncSocket | None = None
-        self._retry_at = 0.0
-        self._retry_delay = 0.0
         self._closed = False
-
-    @property
-    def devices(self) -> dict[str, DeviceInfo]:
-        """The current view, ``{name: device}`` (a copy)."""
-        return self._core.tracker.devices
-
-    @property
-    def is_synced(self) -> bool:
-        """Whether the view is known to be complete and current."""
-        return not self._core.needs_snapshot
-
-    @property
-    def resyncs(self) -> int:
-        """How many times the watch had to fetch a new snapshot after missing something."""
-        return self._core.tracker.resyncs
 
     async def next_event(self, timeout: float | None = None) -> WatchEvent | None:
         """The next event, waiting at most ``timeout`` seconds (None: until there is one).
@@ -226,11 +214,11 @@ class AsyncRegistryWatch:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 return None
-            if core.needs_snapshot and now >= self._retry_at:
+            if core.needs_snapshot and now >= self._core.retry_at:
                 await self.synchronise(raise_errors=False, deadline=deadline)
                 continue
             wake_at = (
-                self._retry_at if core.needs_snapshot else core.last_heard + core.silence_limit
+                self._core.retry_at if core.needs_snapshot else core.last_heard + core.silence_limit
             )
             if deadline is not None:
                 wake_at = min(wake_at, deadline)
@@ -281,32 +269,15 @@ class AsyncRegistryWatch:
                     ListDevicesRequest(), max(0.001, min(self.timeout, remaining))
                 )
                 listing = listing_or_raise(reply, self.registry_url)
-                if listing.event_port == 0:
-                    raise RegistryError(f"registry at {self.registry_url} publishes no events")
-                if self._subscriber is None or listing.event_port != core.event_port:
-                    self._subscribe(listing.event_port)
+                if self._needs_subscription(listing):
                     continue
                 if core.is_live or attempt == 2:
                     break
             core.on_listing(listing, time.monotonic())
-            self._retry_delay = 0.0
-        except (Unavailable, RegistryError) as exc:
+        except (Unavailable, RegistryError, AuthenticationError) as exc:
             if raise_errors:
                 raise
-            _log.info("registry watch cannot resynchronise yet: %s", exc)
-            core.on_lost()
-            self._retry_delay = min(max(0.1, self._retry_delay * 2), _MAX_RETRY_DELAY)
-            self._retry_at = time.monotonic() + self._retry_delay
-
-    def _subscribe(self, event_port: int) -> None:
-        if self._subscriber is not None:
-            self._subscriber.close(linger_ms=0)
-        self._subscriber = self.transport.connect(
-            SocketType.SUB, events_url(self.registry_url, event_port)
-        )
-        self._subscriber.subscribe(b"")
-        self._core.event_port = event_port
-        self._core.is_live = False
+            core.on_resync_failed(exc, time.monotonic())
 
     async def _wait(self, until: float) -> None:
         subscriber = self._subscriber

@@ -29,23 +29,16 @@ from labwire.config import Settings
 from labwire.errors import AuthenticationError, ClosedError, NotFound, RegistryError, Unavailable
 from labwire.registry._channel import Interrupted, RequestChannel, Waker
 from labwire.registry.device_calls import as_transport
-from labwire.registry.watch import WatchCore, WatchEvent, listing_or_raise
-from labwire.transport import Context, Poller, Socket, SocketType, Transport, parse_endpoint
+from labwire.registry.watch import WatchBase, WatchCore, WatchEvent, listing_or_raise
+from labwire.transport import Context, Poller, Socket, Transport, parse_endpoint
 from labwire.wire.registry import DeviceInfo, DeviceListing, ListDevicesRequest
 
-__all__ = ["RegistryClient", "RegistryWatch", "events_url"]
+__all__ = ["RegistryClient", "RegistryWatch"]
 
 _log = logging.getLogger(__name__)
 
 #: Default seconds a registry query may take.
 QUERY_TIMEOUT = 2.0
-
-_MAX_RETRY_DELAY = 2.0
-
-
-def events_url(registry_url: str, event_port: int) -> str:
-    """The registry's event publisher endpoint: the registry's host with ``event_port``."""
-    return str(parse_endpoint(registry_url).with_port(event_port))
 
 
 class RegistryClient:
@@ -157,7 +150,7 @@ class RegistryClient:
         self.close()
 
 
-class RegistryWatch:
+class RegistryWatch(WatchBase):
     """A registry's devices as a stream of :class:`~labwire.registry.watch.WatchEvent`.
 
     The first event is a SNAPSHOT; then ADDED/REMOVED in the registry's order. After any sign
@@ -196,8 +189,6 @@ class RegistryWatch:
         self._waker = Waker(self.transport)
         self._channel = RequestChannel(self.transport, registry_url, wake=self._waker.socket)
         self._subscriber: Socket | None = None
-        self._retry_at = 0.0
-        self._retry_delay = 0.0
         self._closing = False
         self._closed = threading.Event()
         self._busy = threading.Lock()
@@ -206,21 +197,6 @@ class RegistryWatch:
         except BaseException:
             self._close_sockets()
             raise
-
-    @property
-    def devices(self) -> dict[str, DeviceInfo]:
-        """The current view, ``{name: device}`` (a copy)."""
-        return self._core.tracker.devices
-
-    @property
-    def is_synced(self) -> bool:
-        """Whether the view is known to be complete and current."""
-        return not self._core.needs_snapshot
-
-    @property
-    def resyncs(self) -> int:
-        """How many times the watch had to fetch a new snapshot after missing something."""
-        return self._core.tracker.resyncs
 
     def next_event(self, timeout: float | None = None) -> WatchEvent | None:
         """The next event, waiting at most ``timeout`` seconds (None: until there is one).
@@ -277,11 +253,11 @@ class RegistryWatch:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 return None
-            if core.needs_snapshot and now >= self._retry_at:
+            if core.needs_snapshot and now >= self._core.retry_at:
                 self._synchronise(deadline, raise_errors=False)
                 continue
             wake_at = (
-                self._retry_at if core.needs_snapshot else core.last_heard + core.silence_limit
+                self._core.retry_at if core.needs_snapshot else core.last_heard + core.silence_limit
             )
             if deadline is not None:
                 wake_at = min(wake_at, deadline)
@@ -323,32 +299,15 @@ class RegistryWatch:
                     ListDevicesRequest(), max(0.001, min(self.timeout, remaining))
                 )
                 listing = listing_or_raise(reply, self.registry_url)
-                if listing.event_port == 0:
-                    raise RegistryError(f"registry at {self.registry_url} publishes no events")
-                if self._subscriber is None or listing.event_port != core.event_port:
-                    self._subscribe(listing.event_port)
+                if self._needs_subscription(listing):
                     continue
                 if core.is_live or _attempt == 2:
                     break
             core.on_listing(listing, time.monotonic())
-            self._retry_delay = 0.0
         except (Unavailable, RegistryError, AuthenticationError) as exc:
             if raise_errors:
                 raise
-            _log.info("registry watch cannot resynchronise yet: %s", exc)
-            core.on_lost()
-            self._retry_delay = min(max(0.1, self._retry_delay * 2), _MAX_RETRY_DELAY)
-            self._retry_at = time.monotonic() + self._retry_delay
-
-    def _subscribe(self, event_port: int) -> None:
-        if self._subscriber is not None:
-            self._subscriber.close(linger_ms=0)
-        self._subscriber = self.transport.connect(
-            SocketType.SUB, events_url(self.registry_url, event_port)
-        )
-        self._subscriber.subscribe(b"")
-        self._core.event_port = event_port
-        self._core.is_live = False
+            core.on_resync_failed(exc, time.monotonic())
 
     def _wait_first_frame(self, deadline: float | None) -> None:
         limit = time.monotonic() + max(self._core.silence_limit, 0.5)

@@ -14,10 +14,12 @@ import logging
 import math
 from collections import deque
 from enum import StrEnum
+from typing import Any
 
 import msgspec
 
 from labwire.errors import ProtocolError, RegistryError
+from labwire.transport import SocketType, parse_endpoint
 from labwire.wire.limits import Limits
 from labwire.wire.registry import (
     ChangeKind,
@@ -89,6 +91,63 @@ def listing_or_raise(reply: RegistryReply, url: str) -> DeviceListing:
     )
 
 
+#: Longest wait between two attempts to fetch a snapshot.
+_MAX_RETRY_DELAY = 2.0
+
+
+def events_url(registry_url: str, event_port: int) -> str:
+    """The registry's event publisher endpoint: the registry's host with ``event_port``."""
+    return str(parse_endpoint(registry_url).with_port(event_port))
+
+
+class WatchBase:
+    """What the sync and asyncio watches share: the view, and (re)subscribing to events.
+
+    Subclasses set ``registry_url``, ``transport`` (a sync or asyncio socket factory),
+    ``_core`` and ``_subscriber``.
+    """
+
+    registry_url: str
+    transport: Any
+    _core: WatchCore
+    _subscriber: Any
+
+    @property
+    def devices(self) -> dict[str, DeviceInfo]:
+        """The current view, ``{name: device}`` (a copy)."""
+        return self._core.tracker.devices
+
+    @property
+    def is_synced(self) -> bool:
+        """Whether the view is known to be complete and current."""
+        return not self._core.needs_snapshot
+
+    @property
+    def resyncs(self) -> int:
+        """How many times the watch had to fetch a new snapshot after missing something."""
+        return self._core.tracker.resyncs
+
+    def _needs_subscription(self, listing: DeviceListing) -> bool:
+        """Whether ``listing`` names an event publisher this watch is not subscribed to yet.
+
+        Raises:
+            RegistryError: The registry publishes no events.
+        """
+        if listing.event_port == 0:
+            raise RegistryError(f"registry at {self.registry_url} publishes no events")
+        if self._subscriber is None or listing.event_port != self._core.event_port:
+            if self._subscriber is not None:
+                self._subscriber.close(linger_ms=0)
+            self._subscriber = self.transport.connect(
+                SocketType.SUB, events_url(self.registry_url, listing.event_port)
+            )
+            self._subscriber.subscribe(b"")
+            self._core.event_port = listing.event_port
+            self._core.is_live = False
+            return True
+        return False
+
+
 class WatchCore:
     """The I/O-free half of a watch: decodes published frames and queues watch events.
 
@@ -103,6 +162,8 @@ class WatchCore:
         self.is_live = False
         self.last_heard = -math.inf
         self.silence_limit = float(SILENT_HEARTBEATS)
+        self.retry_at = 0.0
+        self._retry_delay = 0.0
         self._limits = limits
         self._lost_reported = False
 
@@ -147,6 +208,14 @@ class WatchCore:
         )
         self.pending.extend(_from_change(event) for event in replayed)
         self._lost_reported = False
+        self._retry_delay = 0.0
+
+    def on_resync_failed(self, reason: Exception, now: float) -> None:
+        """A snapshot could not be fetched: report LOST once and retry later, backing off."""
+        _log.info("registry watch cannot resynchronise yet: %s", reason)
+        self.on_lost()
+        self._retry_delay = min(max(0.1, self._retry_delay * 2), _MAX_RETRY_DELAY)
+        self.retry_at = now + self._retry_delay
 
     def is_silent(self, now: float) -> bool:
         """Whether the publisher has been quiet for longer than allowed."""

@@ -268,9 +268,7 @@ class AsyncRPCClient(ClientBase):
         if socket.send_nowait(frames):
             return
         grace = self._settings.connect_grace_ms / 1000.0
-        limit = deadline if connect_wait and deadline is not None else time.monotonic() + grace
-        if deadline is not None:
-            limit = min(limit, deadline)
+        limit = self._connect_limit(deadline, connect_wait)
         while (remaining := limit - time.monotonic()) > 0:
             if socket.is_secure:
                 remaining = min(remaining, _HANDSHAKE_CHECK_SECONDS)
@@ -279,18 +277,13 @@ class AsyncRPCClient(ClientBase):
             ):
                 return
             socket.check_handshake(retry=False)
-        if self._resolve is not None:
-            with contextlib.suppress(LabwireError):
-                url = self._resolve()
-                if url and url != self.url:
-                    _log.info("server moved from %s to %s", self.url, url)
-                    self.url = url
-                    self._reset_socket()
-                    socket = self._ensure_socket()
-                    if await socket.poll(max(1, int(grace * 1000)), writable=True) and (
-                        socket.send_nowait(frames)
-                    ):
-                        return
+        if self._moved():
+            self._reset_socket()
+            socket = self._ensure_socket()
+            if await socket.poll(max(1, int(grace * 1000)), writable=True) and (
+                socket.send_nowait(frames)
+            ):
+                return
         raise Unavailable(f"cannot reach {self.url}: no connection (is the server running?)")
 
     async def _exchange_serial(

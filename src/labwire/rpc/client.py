@@ -330,6 +330,33 @@ class ClientBase:
         if failure is not None:
             raise failure.exception()
 
+    def _connect_limit(self, deadline: float | None, connect_wait: bool) -> float:
+        """Until when a request may wait for a connection.
+
+        That is the grace period, or the whole deadline while connecting for the first time.
+        """
+        grace = self._settings.connect_grace_ms / 1000.0
+        limit = deadline if connect_wait and deadline is not None else time.monotonic() + grace
+        return limit if deadline is None else min(limit, deadline)
+
+    def _moved(self) -> bool:
+        """Ask the resolver where the server is now; True (and the URL updated) if it moved."""
+        if self._resolve is None:
+            return False
+        try:
+            url = self._resolve()
+        except LabwireError as exc:
+            _log.debug("re-resolving %s failed: %s", self.url, exc)
+            return False
+        if not url or url == self.url:
+            return False
+        _log.info("server moved from %s to %s", self.url, url)
+        self.url = url
+        self.peer_address = _host_of(url)
+        # A resolver that also learnt the server's key (the registry's) hands it over.
+        self.server_key = getattr(self._resolve, "public_key", None) or self.server_key
+        return True
+
     def _check_open(self) -> None:
         if self._closed:
             raise ClosedError(f"client for {self.url} is closed")
@@ -816,10 +843,7 @@ class RPCClient(ClientBase):
             # its reconnection backoff (up to reconnect_ivl_max) since the server went away.
             self._renew(channel)
         grace = self._settings.connect_grace_ms / 1000.0
-        now = time.monotonic()
-        limit = deadline if connect_wait and deadline is not None else now + grace
-        if deadline is not None:
-            limit = min(limit, deadline)
+        limit = self._connect_limit(deadline, connect_wait)
         slice_s = _HANDSHAKE_CHECK_SECONDS if channel.socket.is_secure else None
         while (remaining := limit - time.monotonic()) > 0:
             wait = remaining if slice_s is None else min(remaining, slice_s)
@@ -828,15 +852,11 @@ class RPCClient(ClientBase):
                     return
             elif slice_s is not None:
                 channel.socket.check_handshake(retry=False)
-        if (
-            self._resolve is not None
-            and self._follow(channel)
-            and (
-                channel.socket.send(frames, nowait=True)
-                or (
-                    channel.socket.poll(max(1, int(grace * 1000)), writable=True)
-                    and channel.socket.send(frames, nowait=True)
-                )
+        if self._follow(channel) and (
+            channel.socket.send(frames, nowait=True)
+            or (
+                channel.socket.poll(max(1, int(grace * 1000)), writable=True)
+                and channel.socket.send(frames, nowait=True)
             )
         ):
             return
@@ -849,24 +869,10 @@ class RPCClient(ClientBase):
         )
 
     def _follow(self, channel: _Channel) -> bool:
-        assert self._resolve is not None
-        try:
-            url = self._resolve()
-        except LabwireError as exc:
-            _log.debug("re-resolving %s failed: %s", self.url, exc)
+        if not self._moved():
             return False
-        if not url or url == self.url:
-            return False
-        _log.info("server moved from %s to %s", self.url, url)
-        self.url = url
-        self.peer_address = _host_of(url)
-        # A resolver that also learnt the server's key (the registry's) hands it over.
-        self.server_key = getattr(self._resolve, "public_key", None) or self.server_key
-        channel.socket.close(0)
-        channel.socket = self._transport.connect(
-            SocketType.DEALER, url, server_key=self.server_key, immediate=1
-        )
-        channel.url = url
+        channel.url = self.url
+        self._renew(channel)
         return True
 
     def _timed_out(self, channel: _Channel) -> None:
