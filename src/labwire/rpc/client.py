@@ -34,7 +34,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from labwire.config import Settings
@@ -56,6 +55,7 @@ from labwire.wire.rpc import (
     ExtensionEvents,
     RPCEvents,
     decode_frames,
+    encode_call,
     encode_frames,
     restore_buffers,
 )
@@ -70,18 +70,22 @@ C = TypeVar("C", bound=type)
 _DEFAULT: Any = object()
 
 
-@dataclass(frozen=True, slots=True)
 class Reply:
-    """A decoded reply: its JSON header and buffer frames."""
+    """A decoded reply: its JSON header and buffer frames.
 
-    header: dict[str, Any]
-    buffers: list[memoryview]
+    Attributes:
+        header: The JSON header.
+        buffers: The buffer frames that followed it.
+        extension: The labwire ``"lw"`` object ({} from a deployed server).
+    """
 
-    @property
-    def extension(self) -> dict[str, Any]:
-        """The labwire ``"lw"`` object ({} from a deployed server)."""
-        lw = self.header.get("lw")
-        return lw if isinstance(lw, dict) else {}
+    __slots__ = ("buffers", "extension", "header")
+
+    def __init__(self, header: dict[str, Any], buffers: list[memoryview]) -> None:
+        self.header = header
+        self.buffers = buffers
+        lw = header.get("lw")
+        self.extension: dict[str, Any] = lw if type(lw) is dict else {}
 
 
 class ClientBase:
@@ -208,10 +212,25 @@ class ClientBase:
         now: float,
     ) -> tuple[int, list[Any]]:
         rid = next(self._rids)
-        header: dict[str, Any] = {"event": str(event), **fields}
         expiry = None
         if timeout_ms is not None and self._server_id:
             expiry = now + timeout_ms / 1000.0 + self._clock_offset
+        labwire = self._protocol is not None
+        if labwire and event == RPCEvents.METHOD_CALL and payload is not None:
+            params = payload["params"]
+            frame = encode_call(
+                fields["method"],
+                params["args"],
+                params["kwargs"],
+                self._client_id,
+                rid,
+                timeout_ms,
+                expiry,
+                self._server_id,
+            )
+            if frame is not None:
+                return rid, [frame]
+        header: dict[str, Any] = {"event": str(event), **fields}
         header["lw"] = {
             "v": PROTOCOL_VERSION,
             "cid": self._client_id,
@@ -221,7 +240,9 @@ class ClientBase:
             "sid": self._server_id,
         }
         frames = encode_frames(header, payload)
-        if len(frames) > 1 and not self.is_labwire_server:
+        if labwire:  # a labwire server answers with the envelope it got: no delimiter
+            return rid, frames
+        if len(frames) > 1:
             raise TypeError("buffers can only be sent to labwire servers, not deployed ones")
         return rid, [b"", *frames]
 
@@ -235,12 +256,12 @@ class ClientBase:
     def _matches(self, reply: Reply, rid: int) -> bool:
         lw = reply.extension
         if not lw:
-            return not self.is_labwire_server
+            return self._protocol is None
         return bool(lw.get("rid") == rid)
 
     def _restarted(self, reply: Reply) -> bool:
         sid = reply.extension.get("sid")
-        return bool(self._server_id and sid and sid != self._server_id)
+        return bool(sid and self._server_id and sid != self._server_id)
 
     def _apply_inventory(self, reply: Reply, sent: float, received: float) -> None:
         header = reply.header

@@ -9,14 +9,17 @@ latency of a small call). A watchdog thread looks at the leader every couple of 
 when a handler has been running longer than ``_TAKEOVER_SECONDS`` (a slow ``run_scan()``),
 leadership, and so the socket, passes to another runner, which goes on serving other clients
 and property reads. The old leader finishes its handler without touching the socket again: it
-queues its reply and wakes the new leader through a pipe. Ownership changes only under a lock,
-which gives ZeroMQ the memory barrier it requires when a socket moves between threads. At most
-``workers`` runners exist, so at most ``workers - 1`` slow handlers run at once.
+queues its reply and wakes the new leader with an empty message that reaches the socket
+itself, through an ``inproc://`` connection from a private DEALER (the waker). So the leader
+waits in one blocking receive on one socket, with no poll of a second source. Ownership changes
+only under a lock, which gives ZeroMQ the memory barrier it requires when a socket moves
+between threads. At most ``workers`` runners exist, so at most ``workers - 1`` slow handlers
+run at once.
 
 Requests from labwire clients carry a client id, a request id and an expiry. The server never
-starts a request whose expiry has passed (checked on receipt and again when a worker picks it
-up), and answers a duplicate (same client id and request id, within a window) from a small
-cache instead of executing it twice. Signals are published on one PUB socket (guarded by a
+starts a request whose expiry has passed (checked on receipt), and answers a duplicate (same
+client id and request id, within a window) from a small cache instead of executing it twice.
+Signals are published on one PUB socket (guarded by a
 lock, since any thread may emit), once per emission whatever the number of clients, each
 message numbered per signal under a random epoch drawn at start.
 """
@@ -25,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import queue
 import secrets
 import socket as stdsocket
@@ -41,7 +43,7 @@ from labwire.errors import ClosedError, ConfigurationError, LabwireError, Protoc
 from labwire.rpc.interface import RemoteMethod, mark_method, scan_class
 from labwire.rpc.property import RPCProperty
 from labwire.rpc.signal import RPCSignal
-from labwire.transport import Poller, Socket, SocketType, Transport, parse_endpoint
+from labwire.transport import Socket, SocketType, Transport, parse_endpoint
 from labwire.wire.codec import encode_json
 from labwire.wire.rpc import (
     PROTOCOL_VERSION,
@@ -51,6 +53,8 @@ from labwire.wire.rpc import (
     RPCEvents,
     decode_frames,
     encode_frames,
+    encode_plain_reply,
+    fast_request,
     is_private_name,
     parse_request,
     reply_extension,
@@ -77,6 +81,15 @@ _WATCHDOG_SECONDS = 0.002
 _IDLE_POLL_MS = 500
 #: Leadership is up for grabs (the next runner to look takes it).
 _VACANT = -1
+#: Events that name a method or property, and run a handler.
+_TARGETED_EVENTS = frozenset(
+    {
+        RPCEvents.METHOD_CALL,
+        RPCEvents.PROPERTY_GET,
+        RPCEvents.PROPERTY_SET,
+        ExtensionEvents.GET_PROPERTIES,
+    }
+)
 
 
 class _Failure(Exception):
@@ -194,6 +207,7 @@ class RPCServer:
         self._dedup: OrderedDict[tuple[str, int], tuple[float, list[Any] | None]] = OrderedDict()
         self._replies: queue.SimpleQueue[_Reply] = queue.SimpleQueue()
         self._peer_key: str | None = None
+        self._secure = self._transport.security is not None
         self._last_frame: Any = None
         self._max_runners = max(2, workers or self._settings.workers)
         self._lead = threading.Condition(threading.Lock())
@@ -212,9 +226,17 @@ class RPCServer:
             self._socket.close(0)
             raise
         self.signal_endpoint = self._signal_socket.endpoint
-        self._wake_read, self._wake_write = os.pipe()
-        os.set_blocking(self._wake_read, False)
-        os.set_blocking(self._wake_write, False)
+        self._wake_id = b"labwire-wake-" + secrets.token_bytes(16)
+        self._waker_lock = threading.RLock()  # RLock: a signal handler may stop the server
+        try:
+            wake_url = self._socket.bind(f"inproc://labwire-wake-{self._server_id}")
+            self._waker: Socket | None = self._transport.connect(
+                SocketType.DEALER, wake_url, routing_id=self._wake_id
+            )
+        except LabwireError:
+            self._socket.close(0)
+            self._signal_socket.close(0)
+            raise
         for signal in self._signals.values():
             signal._publisher = self._publish
 
@@ -349,15 +371,18 @@ class RPCServer:
             signal_socket, self._signal_socket = self._signal_socket, None
         if signal_socket is not None:
             signal_socket.close()
-        for fd in (self._wake_read, self._wake_write):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        with self._waker_lock:
+            waker, self._waker = self._waker, None
+        if waker is not None:
+            waker.close(0)
         self._stopped.set()
         _log.info("RPC server on %s stopped", self.endpoint)
 
     def _wake(self) -> None:
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.write(self._wake_write, b"\0")
+        with self._waker_lock:
+            if self._waker is not None:
+                with contextlib.suppress(LabwireError):
+                    self._waker.send([b""], nowait=True)
 
     # ------------------------------------------------------------------ runners
 
@@ -380,25 +405,21 @@ class RPCServer:
 
     def _lead_loop(self, me: int) -> bool:
         """Serve as leader. Returns True when leadership was taken over, False on stop."""
-        poller = Poller()
-        poller.register(self._socket)
-        poller.register(self._wake_read)
+        receive = self._socket.recv_frames
+        wake_id = self._wake_id
         while not self._stop:
             # A finite wait lets Python run signal handlers (e.g. SIGTERM -> stop_server)
             # even when the kernel delivered the signal to another thread.
-            ready = poller.poll(_IDLE_POLL_MS)
-            if self._wake_read in ready:
+            frames = receive(_IDLE_POLL_MS)
+            if frames is None:
+                continue
+            identity = frames[0].bytes
+            if identity == wake_id:
                 self._drain_replies()
-            if self._socket in ready:
-                for _ in range(256):  # bounded, so queued replies are never starved
-                    frames = self._socket.recv_frames(0)
-                    if frames is None:
-                        break
-                    self._on_message(frames)
-                    if self._leader != me:
-                        return True
-                    if not self._socket.has_message():
-                        break
+                continue
+            self._on_message(identity, frames)
+            if self._leader != me:
+                return True
         self._drain_replies()
         self._shutdown()
         return False
@@ -510,8 +531,6 @@ class RPCServer:
     # ------------------------------------------------------------------ I/O thread
 
     def _drain_replies(self) -> None:
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.read(self._wake_read, 4096)
         while True:
             try:
                 key, envelope, body = self._replies.get_nowait()
@@ -519,33 +538,40 @@ class RPCServer:
                 return
             self._send(envelope + body)
             if key is not None:
-                self._remember(key, body)
+                self._remember(key, body, time.monotonic())
 
     def _send(self, frames: Sequence[Any]) -> None:
         if not self._socket.send(frames, nowait=True):
             self.stats.unroutable += 1
 
-    def _on_message(self, frames: list[Any]) -> None:
+    def _on_message(self, identity: bytes, frames: list[Any]) -> None:
         self.stats.requests += 1
-        identity = frames[0].bytes
-        body_start = 1
-        while body_start < len(frames) and len(frames[body_start]) != 0:
-            body_start += 1
-        if body_start < len(frames):
-            envelope: list[Any] = [identity, *(f.bytes for f in frames[1:body_start]), b""]
-            body = [f.buffer for f in frames[body_start + 1 :]]
-        else:  # no delimiter: a raw DEALER; answer without one
-            envelope = [identity]
-            body = [f.buffer for f in frames[1:]]
-        self._last_frame = frames[-1]
-        self._peer_key = Socket.peer_key(frames[-1]) if self._transport.security else None
         request: Request | None = None
         header: dict[str, Any] | None = None
+        if len(frames) == 2 and len(frames[1]):
+            # labwire's own clients send one frame and no delimiter once they know the server.
+            envelope: list[Any] = [identity]
+            request = fast_request(frames[1].bytes, self._settings.limits)
+            body = [frames[1].buffer] if request is None else []
+        else:
+            body_start = 1
+            while body_start < len(frames) and len(frames[body_start]) != 0:
+                body_start += 1
+            if body_start < len(frames):
+                envelope = [identity, *(f.bytes for f in frames[1:body_start]), b""]
+                body = [f.buffer for f in frames[body_start + 1 :]]
+            else:  # no delimiter: a raw DEALER; answer without one
+                envelope = [identity]
+                body = [f.buffer for f in frames[1:]]
+        self._last_frame = frames[-1]
+        if self._secure:
+            self._peer_key = Socket.peer_key(frames[-1])
         try:
-            if not body:
-                raise ProtocolError("empty request: no frame after the envelope")
-            header, buffers = decode_frames(body, self._settings.limits)
-            request = parse_request(header, buffers)
+            if request is None:
+                if not body:
+                    raise ProtocolError("empty request: no frame after the envelope")
+                header, buffers = decode_frames(body, self._settings.limits)
+                request = parse_request(header, buffers)
             self._dispatch(envelope, request, time.monotonic())
         except ProtocolError as exc:
             self.stats.bad_requests += 1
@@ -556,7 +582,9 @@ class RPCServer:
 
     def _dispatch(self, envelope: list[Any], request: Request, received: float) -> None:
         event = request.event
-        if event == RPCEvents.GET_INVENTORY:
+        if event in _TARGETED_EVENTS:
+            self._targeted(envelope, request, received)
+        elif event == RPCEvents.GET_INVENTORY:
             self.peer_addr = Socket.peer_address(self._last_frame) or self.peer_addr
             if request.is_labwire:
                 details = self._inventory_details()
@@ -574,26 +602,29 @@ class RPCServer:
             self._send(envelope + self._reply(request, {}))
             _log.info("STOP_SERVER received from %s", Socket.peer_address(self._last_frame))
             self._stop = True
-        elif event == RPCEvents.EMIT_SIGNAL:
+        else:  # EMIT_SIGNAL: the only event left
             raise _Failure(ErrorCode.BAD_REQUEST, "EMIT_SIGNAL is published by servers")
-        else:
-            self._check_target(request)
-            if event == RPCEvents.PROPERTY_SET:
-                self._authorize("set_property")
-            if self._is_expired(request, received):
-                self.stats.expired += 1
-                raise _Failure(ErrorCode.EXPIRED, "request expired before it could run")
-            key = self._dedup_key(request)
-            if key is not None and key in self._dedup:
+
+    def _targeted(self, envelope: list[Any], request: Request, received: float) -> None:
+        """Method calls and property access: checks, duplicate detection, then the handler."""
+        self._check_target(request)
+        if request.event == RPCEvents.PROPERTY_SET:
+            self._authorize("set_property")
+        if self._is_expired(request, received):
+            self.stats.expired += 1
+            raise _Failure(ErrorCode.EXPIRED, "request expired before it could run")
+        key = None
+        if request.client_id and request.request_id is not None:
+            key = (request.client_id, request.request_id)
+            entry = self._dedup.get(key)
+            if entry is not None:
                 self.stats.duplicates += 1
-                cached = self._dedup[key][1]
-                if cached is None:
+                if entry[1] is None:
                     raise _Failure(ErrorCode.BAD_REQUEST, "duplicate request (already executed)")
-                self._send(envelope + cached)
+                self._send(envelope + entry[1])
                 return
-            if key is not None:
-                self._dedup[key] = (received, None)
-            self._run_handler(envelope, request, received, key)
+            self._dedup[key] = (received, None)
+        self._run_handler(envelope, request, received, key)
 
     def _authorize(self, operation: str) -> None:
         security = self._transport.security
@@ -623,28 +654,20 @@ class RPCServer:
             raise _Failure(ErrorCode.BAD_REQUEST, f"property {name!r} is read-only")
 
     def _is_expired(self, request: Request, received: float) -> bool:
-        now = time.monotonic()
         if request.expiry is not None and request.server_id == self._server_id:
-            return now > request.expiry
+            return received > request.expiry
         if request.ttl_ms is not None:
-            return now > received + request.ttl_ms / 1000.0
+            return time.monotonic() > received + request.ttl_ms / 1000.0
         return False
 
-    @staticmethod
-    def _dedup_key(request: Request) -> tuple[str, int] | None:
-        if request.client_id and request.request_id is not None:
-            return (request.client_id, request.request_id)
-        return None
-
-    def _remember(self, key: tuple[str, int], body: list[Any]) -> None:
-        size = sum(len(memoryview(f)) for f in body)
-        now = time.monotonic()
-        self._dedup[key] = (now, body if size <= _DEDUP_MAX_BYTES else None)
-        while self._dedup:
-            oldest_key, (stamp, _) = next(iter(self._dedup.items()))
-            if len(self._dedup) <= _DEDUP_ENTRIES and now - stamp < _DEDUP_SECONDS:
-                break
-            del self._dedup[oldest_key]
+    def _remember(self, key: tuple[str, int], body: list[Any], now: float) -> None:
+        size = len(body[0]) if len(body) == 1 else sum(memoryview(f).nbytes for f in body)
+        dedup = self._dedup
+        dedup[key] = (now, body if size <= _DEDUP_MAX_BYTES else None)
+        if len(dedup) > _DEDUP_ENTRIES:
+            dedup.popitem(last=False)
+        while now - next(iter(dedup.values()))[0] >= _DEDUP_SECONDS:
+            dedup.popitem(last=False)
 
     # ------------------------------------------------------------------ workers
 
@@ -652,8 +675,8 @@ class RPCServer:
         self, envelope: list[Any], request: Request, received: float, key: tuple[str, int] | None
     ) -> None:
         me = threading.get_ident()
-        with self._lead:
-            self._job_started = time.monotonic()
+        # Read by the watchdog under the lock; a plain store is enough to publish it.
+        self._job_started = received
         try:
             frames = self._execute(request)
         except _Failure as exc:
@@ -669,7 +692,7 @@ class RPCServer:
         if still_leader:
             self._send(envelope + frames)
             if key is not None:
-                self._remember(key, frames)
+                self._remember(key, frames, received)
         elif not self._dead:
             self._replies.put((key, envelope, frames))
             self._wake()
@@ -677,15 +700,17 @@ class RPCServer:
     def _execute(self, request: Request) -> list[Any]:
         event = request.event
         if event == RPCEvents.METHOD_CALL:
-            method = self._methods[request.name]
             function = getattr(self, request.name)
-            with self._call_lock or contextlib.nullcontext():
+            if self._call_lock is None:
                 result = function(*request.args, **request.kwargs)
-            if method.kind == "buffer":
+            else:
+                with self._call_lock:
+                    result = function(*request.args, **request.kwargs)
+            if request.name in self._buffer_methods:
                 return self._buffer_reply(request, result)
-            return self._reply(request, {}, payload={"result": result})
+            return self._plain_reply(request, "result", result)
         if event == RPCEvents.PROPERTY_GET:
-            return self._reply(request, {}, payload={"value": getattr(self, request.name)})
+            return self._plain_reply(request, "value", getattr(self, request.name))
         if event == RPCEvents.PROPERTY_SET:
             with self._call_lock or contextlib.nullcontext():
                 setattr(self, request.name, request.value)
@@ -727,6 +752,14 @@ class RPCServer:
             return encode_frames(header, payload)
         except TypeError as exc:
             raise _Failure(ErrorCode.REMOTE, f"result cannot be sent: {exc}", "TypeError") from None
+
+    def _plain_reply(self, request: Request, key: str, value: Any) -> list[Any]:
+        """A successful reply carrying ``value`` under ``key``; the common case is fast."""
+        if request.version is not None:
+            frame = encode_plain_reply(request.request_id, self._server_id, key, value)
+            if frame is not None:
+                return [frame]
+        return self._reply(request, {}, payload={key: value})
 
     def _error_frames(
         self,

@@ -8,10 +8,8 @@ NaN/Infinity and anything that is not plain JSON data, instead of silently writi
 
 from __future__ import annotations
 
-import functools
 import json
 import math
-import re
 from typing import Any
 
 import msgspec
@@ -19,7 +17,7 @@ import msgspec
 from labwire.errors import LimitExceeded, ProtocolError
 from labwire.wire.limits import Limits
 
-__all__ = ["decode_json", "encode_json"]
+__all__ = ["decode_json", "encode_json", "within_limits_by_text"]
 
 _ENCODER = msgspec.json.Encoder()
 
@@ -117,18 +115,28 @@ def decode_json(data: bytes | bytearray | memoryview, limits: Limits) -> Any:
         return _decode_strict(raw, limits)
     # Skip the walk when the text itself proves every limit holds: no more brackets than the
     # depth limit, no more bytes than the string limit, and no long run of digits.
-    if (
-        raw.count(b"[") + raw.count(b"{") > limits.max_depth
-        or size > limits.max_string_chars
-        or _long_digits(limits.max_int_digits).search(raw)
-    ):
+    if not within_limits_by_text(raw, limits):
         _check_tree(value, limits)
     return value
 
 
-@functools.cache
-def _long_digits(max_digits: int) -> re.Pattern[bytes]:
-    return re.compile(rb"\d{%d}" % (max_digits + 1))
+#: Maps every digit to "0" and every other byte to " ": runs of digits become runs of "0".
+_DIGIT_RUNS = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
+
+
+def within_limits_by_text(raw: bytes, limits: Limits) -> bool:
+    """Whether the JSON text alone proves that its decoded value is within ``limits``.
+
+    True when the text has no more brackets than the depth limit, no more bytes than the
+    string limit, and no run of digits longer than the integer limit. False means "walk the
+    decoded value to find out", not "over a limit". Costs well under a microsecond for a
+    small message (a regular expression would cost several times more).
+    """
+    return not (
+        raw.count(b"[") + raw.count(b"{") > limits.max_depth
+        or len(raw) > limits.max_string_chars
+        or b"0" * (limits.max_int_digits + 1) in raw.translate(_DIGIT_RUNS)
+    )
 
 
 def _decode_strict(data: bytes, limits: Limits) -> Any:

@@ -4,7 +4,14 @@ Theory of operation
 -------------------
 A request is a multi-frame ZeroMQ message. Between peers the envelope is the one a REQ socket
 writes (an empty delimiter frame, then the body), so a deployed REQ client, a deployed REP
-server, a labwire DEALER client and a labwire ROUTER server all understand each other.
+server, a labwire DEALER client and a labwire ROUTER server all understand each other. Once a
+labwire client has read a labwire server's inventory it leaves the delimiter out (one frame
+fewer each way); the server answers every request with the envelope it came with.
+
+labwire clients write the header's fields in the order listed below, compact, with every
+``"lw"`` field present except ``"nbuf"`` when no buffers follow. A server decodes such a request
+in one typed pass (:func:`fast_request`) and takes the general, field-by-field path for anything
+else; both accept and refuse exactly the same requests.
 
 Request body, frame by frame::
 
@@ -47,13 +54,16 @@ subscribe to everything, ignore the extra fields.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import msgspec
+
 from labwire.errors import LimitExceeded, ProtocolError
-from labwire.wire.codec import decode_json, encode_json
+from labwire.wire.codec import decode_json, encode_json, within_limits_by_text
 from labwire.wire.limits import Limits
 
 __all__ = [
@@ -64,7 +74,10 @@ __all__ = [
     "RPCEvents",
     "Request",
     "decode_frames",
+    "encode_call",
     "encode_frames",
+    "encode_plain_reply",
+    "fast_request",
     "is_private_name",
     "parse_request",
 ]
@@ -454,3 +467,173 @@ def reply_extension(request: Request, server_id: str, **fields: Any) -> dict[str
     extension: dict[str, Any] = {"v": PROTOCOL_VERSION, "rid": request.request_id, "sid": server_id}
     extension.update(fields)
     return extension
+
+
+# --------------------------------------------------------------------------- fast path
+#
+# labwire's own small calls (a method call or property read with JSON arguments and no buffers)
+# are encoded from, and decoded into, these typed structs in one pass each. A message takes the
+# fast path only when re-encoding what was decoded gives back its exact bytes, so it cannot
+# accept what the general path refuses (duplicate keys, lone surrogates, other layouts).
+
+
+class _Lw(msgspec.Struct):
+    v: int
+    cid: str
+    rid: int
+    ttl: int | None
+    exp: float | None
+    sid: str
+
+
+class _Params(msgspec.Struct):
+    args: list[Any]
+    kwargs: dict[str, Any]
+
+
+class _Call(msgspec.Struct, tag_field="event", tag="METHOD_CALL"):
+    method: str
+    params: _Params
+    lw: _Lw
+
+
+class _Get(msgspec.Struct, tag_field="event", tag="PROPERTY_GET"):
+    property: str
+    lw: _Lw
+
+
+class _ReplyLw(msgspec.Struct):
+    v: int
+    rid: int | None
+    sid: str
+
+
+class _Result(msgspec.Struct):
+    success: bool
+    lw: _ReplyLw
+    result: Any
+
+
+class _Value(msgspec.Struct):
+    success: bool
+    lw: _ReplyLw
+    value: Any
+
+
+_FAST_DECODER = msgspec.json.Decoder(_Call | _Get)
+_FAST_ENCODER = msgspec.json.Encoder()
+_PLAIN_TYPES = frozenset({int, str, bool, type(None)})
+_BUFFER_KEY_BYTES = b'"' + BUFFER_KEY.encode() + b'"'
+
+
+def _is_plain(value: Any) -> bool:
+    """Whether ``value`` is a JSON scalar that needs no walk (no buffers, a finite float)."""
+    kind = type(value)
+    return kind in _PLAIN_TYPES or (kind is float and math.isfinite(value))
+
+
+def fast_request(data: bytes, limits: Limits) -> Request | None:
+    """Decode a one-frame request written the way labwire clients write small calls.
+
+    Args:
+        data: The request's only frame.
+        limits: Limits to enforce.
+
+    Returns:
+        The request; or None when the message is anything else (then decode it with
+        :func:`decode_frames` and :func:`parse_request`, which also explain what is wrong).
+    """
+    if (
+        len(data) > limits.max_json_bytes
+        or _BUFFER_KEY_BYTES in data
+        or not within_limits_by_text(data, limits)
+    ):
+        return None
+    try:
+        message = _FAST_DECODER.decode(data)
+        if _FAST_ENCODER.encode(message) != data:
+            return None
+    except (msgspec.DecodeError, msgspec.EncodeError, UnicodeError, RecursionError, ValueError):
+        return None
+    lw = message.lw
+    if lw.v < 1 or len(lw.cid) > 64:
+        return None
+    if isinstance(message, _Call):
+        params = message.params
+        return Request(
+            RPCEvents.METHOD_CALL,
+            message.method,
+            params.args,
+            params.kwargs,
+            None,
+            lw.v,
+            lw.cid,
+            lw.rid,
+            lw.ttl,
+            lw.exp,
+            lw.sid,
+        )
+    return Request(
+        RPCEvents.PROPERTY_GET,
+        message.property,
+        [],
+        {},
+        None,
+        lw.v,
+        lw.cid,
+        lw.rid,
+        lw.ttl,
+        lw.exp,
+        lw.sid,
+    )
+
+
+def encode_call(
+    method: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    client_id: str,
+    request_id: int,
+    ttl_ms: int | None,
+    expiry: float | None,
+    server_id: str,
+) -> bytes | None:
+    """Encode a METHOD_CALL whose arguments are all JSON scalars, in the fast-path layout.
+
+    Returns:
+        The request's only frame; None when an argument needs the general path
+        (containers, buffers, numpy values, NaN/Infinity): use :func:`encode_frames`.
+    """
+    if type(args) is not list or type(kwargs) is not dict:
+        return None
+    for value in args:
+        if not _is_plain(value):
+            return None
+    for value in kwargs.values():
+        if not _is_plain(value):
+            return None
+    lw = _Lw(PROTOCOL_VERSION, client_id, request_id, ttl_ms, expiry, server_id)
+    try:
+        return _FAST_ENCODER.encode(_Call(method, _Params(args, kwargs), lw))
+    except (msgspec.EncodeError, UnicodeError):
+        return None  # e.g. a lone surrogate: the general path names the problem
+
+
+def encode_plain_reply(
+    request_id: int | None, server_id: str, key: str, value: Any
+) -> bytes | None:
+    """Encode a labwire success reply carrying one JSON scalar (``"result"`` or ``"value"``).
+
+    The bytes are exactly what the general path writes for the same reply.
+
+    Returns:
+        The reply's only frame; None when ``value`` needs the general path.
+    """
+    if not _is_plain(value):
+        return None
+    lw = _ReplyLw(PROTOCOL_VERSION, request_id, server_id)
+    reply = _Result(True, lw, value) if key == "result" else _Value(True, lw, value)
+    try:
+        return _FAST_ENCODER.encode(reply)
+    except (msgspec.EncodeError, UnicodeError):
+        return None
