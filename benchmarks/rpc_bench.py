@@ -37,6 +37,10 @@ def _peer(kind: str) -> Iterator[str]:
             process.wait()
 
 
+#: Rounds of the small-call comparison, alternating labwire and raw pyzmq.
+_ROUNDS = 40
+
+
 def _latencies(call: Callable[[], Any], count: int) -> list[float]:
     for _ in range(count // 10):
         call()
@@ -85,12 +89,13 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             req.send(body)
             req.recv()
 
-        # Interleave rounds so both see the same machine load.
+        # Interleave many short rounds so both see the same machine load (on a shared or
+        # virtual machine the speed of the CPU drifts over seconds).
         lw_samples: list[float] = []
         raw_samples: list[float] = []
-        for _ in range(5):
-            raw_samples += _latencies(raw_call, calls // 5)
-            lw_samples += _latencies(lambda: client.call("add", 1), calls // 5)
+        for _ in range(_ROUNDS):
+            raw_samples += _latencies(raw_call, calls // _ROUNDS)
+            lw_samples += _latencies(lambda: client.call("add", 1), calls // _ROUNDS)
         lw_med, raw_med = statistics.median(lw_samples), statistics.median(raw_samples)
         rows.append(
             _row(

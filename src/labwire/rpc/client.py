@@ -51,10 +51,12 @@ from labwire.rpc.results import NoResult
 from labwire.rpc.signal import RPCSignal
 from labwire.transport import Socket, SocketType, Transport, parse_endpoint
 from labwire.wire.rpc import (
+    NOT_PLAIN,
     PROTOCOL_VERSION,
     ExtensionEvents,
     RPCEvents,
     decode_frames,
+    decode_plain_reply,
     encode_call,
     encode_frames,
     restore_buffers,
@@ -86,6 +88,12 @@ class Reply:
         self.buffers = buffers
         lw = header.get("lw")
         self.extension: dict[str, Any] = lw if type(lw) is dict else {}
+
+
+class _Overrides(threading.local):
+    """Per-thread timeout override (see :meth:`ClientBase.override_timeout`)."""
+
+    value: Any = _DEFAULT  # a class default: reading it raises nothing, unlike getattr()
 
 
 class ClientBase:
@@ -137,7 +145,7 @@ class ClientBase:
         self._clock_offset = 0.0
         self._closed = False
         self.late_replies = 0
-        self._overrides = threading.local()
+        self._overrides = _Overrides()
         self._signals: dict[str, RPCSignal] = {
             name: getattr(self, name) for name in scan_class(type(self), (ClientBase,)).signals
         }
@@ -178,7 +186,7 @@ class ClientBase:
         Args:
             timeout_ms: Deadline in ms for every call, or None to wait forever.
         """
-        previous = getattr(self._overrides, "value", _DEFAULT)
+        previous = self._overrides.value
         self._overrides.value = timeout_ms
         try:
             yield
@@ -186,7 +194,7 @@ class ClientBase:
             self._overrides.value = previous
 
     def _method_timeout(self, name: str) -> int | None:
-        override = getattr(self._overrides, "value", _DEFAULT)
+        override = self._overrides.value
         if override is not _DEFAULT:
             return int(override) if override is not None else None
         declared = self._buffer_methods.get(name, self._json_methods.get(name))
@@ -198,7 +206,7 @@ class ClientBase:
         return self.timeout
 
     def _plain_timeout(self) -> int | None:
-        override = getattr(self._overrides, "value", _DEFAULT)
+        override = self._overrides.value
         return self.timeout if override is _DEFAULT else override
 
     # ------------------------------------------------------------------ requests
@@ -470,6 +478,10 @@ def _property_proxy(name: str, doc: str | None) -> property:
 _HANDSHAKE_CHECK_SECONDS = 0.05
 #: How often a pending call checks that the connection its request went out on still exists.
 _CONNECTION_CHECK_SECONDS = 0.1
+_CONNECTION_CHECK_MS = int(_CONNECTION_CHECK_SECONDS * 1000)
+_HANDSHAKE_CHECK_MS = int(_HANDSHAKE_CHECK_SECONDS * 1000)
+#: Returned by the quick call path when the call takes the general path.
+_GENERAL: Any = object()
 
 
 def _timeouts(value: Any) -> dict[str, int | None]:
@@ -712,10 +724,67 @@ class RPCClient(ClientBase):
     # ------------------------------------------------------------------ proxies
 
     def _invoke(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self._protocol is not None and name in self._json_methods:
+            result = self._quick_call(name, list(args), kwargs)
+            if result is not _GENERAL:
+                return result
         result, info = self.execute(name, {"args": list(args), "kwargs": kwargs})
         if name in self._buffer_methods and not isinstance(result, NoResult):
             return result, info
         return result
+
+    def _quick_call(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """A JSON method call to a labwire server, with the common case written out.
+
+        The call is encoded, sent and (usually) answered in one pass; whatever is not the
+        common case (a reply that is not plain JSON, a slow reply, an error, a restart)
+        continues in the general loop with the same request. Returns ``_GENERAL``, before
+        sending anything, when the call needs the general path from the start.
+        """
+        override = self._overrides.value
+        timeout_ms = self._json_methods[name] if override is _DEFAULT else override
+        if timeout_ms is None or self._closed:
+            return _GENERAL  # no deadline: the general loop pings the server
+        timeout_ms = int(timeout_ms)
+        start = time.monotonic()
+        deadline = start + timeout_ms / 1000.0
+        rid = next(self._rids)
+        expiry = deadline + self._clock_offset
+        frame = encode_call(
+            name, args, kwargs, self._client_id, rid, timeout_ms, expiry, self._server_id
+        )
+        if frame is None:
+            return _GENERAL
+        channel = self._channel()
+        with channel.lock:
+            try:
+                socket = channel.socket
+                secure = socket.is_secure
+                if secure or not socket.send((frame,), nowait=True):
+                    self._send(channel, [frame], deadline, False)
+                    socket = channel.socket
+                wait_ms = min(timeout_ms, _HANDSHAKE_CHECK_MS if secure else _CONNECTION_CHECK_MS)
+                received = socket.recv_frames(max(1, wait_ms))
+                if received is not None and len(received) == 1:
+                    result = decode_plain_reply(
+                        received[0].bytes, rid, self._server_id, self._settings.limits
+                    )
+                    if result is not NOT_PLAIN:
+                        return result
+                reply = self._await_reply(
+                    channel,
+                    rid,
+                    f"METHOD_CALL {name}",
+                    timeout_ms,
+                    deadline,
+                    None if received is None else [part.buffer for part in received],
+                )
+            finally:
+                if self._closed:
+                    channel.socket.close(0)
+        if self._restarted(reply):
+            self._on_restart()
+        return self._method_result(name, reply)[0]
 
     def _get_property(self, name: str) -> Any:
         reply = self._request(
@@ -798,25 +867,39 @@ class RPCClient(ClientBase):
     ) -> Reply:
         rid, frames = self._build(event, fields, payload, timeout_ms, start)
         self._send(channel, frames, deadline, connect_wait)
+        what = f"{event} {fields.get('method') or fields.get('property') or ''}"
+        return self._await_reply(channel, rid, what, timeout_ms, deadline)
+
+    def _await_reply(
+        self,
+        channel: _Channel,
+        rid: int,
+        what: str,
+        timeout_ms: int | None,
+        deadline: float | None,
+        received: list[memoryview] | None = None,
+    ) -> Reply:
+        """Wait for the reply to request ``rid``, starting with ``received`` if given."""
         heartbeat = self._settings.heartbeat_ivl_ms / 1000.0
         ping_rid: int | None = None
         last_alive = time.monotonic()
         while True:
-            now = time.monotonic()
-            if deadline is not None:
-                wait = deadline - now
-                if wait <= 0:
-                    self._timed_out(channel)
-                    raise CallTimeout(
-                        f"{event} {fields.get('method') or fields.get('property') or ''} "
-                        f"to {self.url}: no reply within {timeout_ms} ms (outcome unknown)"
-                    )
-                wait = min(wait, _CONNECTION_CHECK_SECONDS)
-            else:
-                wait = heartbeat
-            if channel.socket.is_secure:
-                wait = min(wait, _HANDSHAKE_CHECK_SECONDS)
-            received = channel.socket.recv(max(1, int(wait * 1000)))
+            if received is None:
+                now = time.monotonic()
+                if deadline is not None:
+                    wait = deadline - now
+                    if wait <= 0:
+                        self._timed_out(channel)
+                        raise CallTimeout(
+                            f"{what} to {self.url}: no reply within {timeout_ms} ms "
+                            "(outcome unknown)"
+                        )
+                    wait = min(wait, _CONNECTION_CHECK_SECONDS)
+                else:
+                    wait = heartbeat
+                if channel.socket.is_secure:
+                    wait = min(wait, _HANDSHAKE_CHECK_SECONDS)
+                received = channel.socket.recv(max(1, int(wait * 1000)))
             if received is None:
                 channel.socket.check_handshake(retry=False)
                 if not channel.socket.poll(0, writable=True):
@@ -828,6 +911,7 @@ class RPCClient(ClientBase):
                     ping_rid, last_alive = self._keepalive(channel, ping_rid, last_alive)
                 continue
             reply = self._read(received)
+            received = None
             if ping_rid is not None and reply.extension.get("rid") == ping_rid:
                 if self._restarted(reply):
                     self._on_restart()

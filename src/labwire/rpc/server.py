@@ -204,6 +204,7 @@ class RPCServer:
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
         self._keeper: Any = None
+        self._dedup_swept = 0.0
         self._dedup: OrderedDict[tuple[str, int], tuple[float, list[Any] | None]] = OrderedDict()
         self._replies: queue.SimpleQueue[_Reply] = queue.SimpleQueue()
         self._peer_key: str | None = None
@@ -405,15 +406,15 @@ class RPCServer:
 
     def _lead_loop(self, me: int) -> bool:
         """Serve as leader. Returns True when leadership was taken over, False on stop."""
-        receive = self._socket.recv_frames
+        receive = self._socket.recv_routed
         wake_id = self._wake_id
         while not self._stop:
             # A finite wait lets Python run signal handlers (e.g. SIGTERM -> stop_server)
             # even when the kernel delivered the signal to another thread.
-            frames = receive(_IDLE_POLL_MS)
-            if frames is None:
+            message = receive(_IDLE_POLL_MS)
+            if message is None:
                 continue
-            identity = frames[0].bytes
+            identity, frames = message
             if identity == wake_id:
                 self._drain_replies()
                 continue
@@ -545,33 +546,36 @@ class RPCServer:
             self.stats.unroutable += 1
 
     def _on_message(self, identity: bytes, frames: list[Any]) -> None:
+        """Handle one request: ``frames`` are the parts after the sender's routing id."""
         self.stats.requests += 1
         request: Request | None = None
         header: dict[str, Any] | None = None
-        if len(frames) == 2 and len(frames[1]):
+        if len(frames) == 1 and len(frames[0]):
             # labwire's own clients send one frame and no delimiter once they know the server.
             envelope: list[Any] = [identity]
-            request = fast_request(frames[1].bytes, self._settings.limits)
-            body = [frames[1].buffer] if request is None else []
+            request = fast_request(frames[0].bytes, self._settings.limits)
+            body = [frames[0].buffer] if request is None else []
         else:
-            body_start = 1
+            body_start = 0
             while body_start < len(frames) and len(frames[body_start]) != 0:
                 body_start += 1
             if body_start < len(frames):
-                envelope = [identity, *(f.bytes for f in frames[1:body_start]), b""]
+                envelope = [identity, *(f.bytes for f in frames[:body_start]), b""]
                 body = [f.buffer for f in frames[body_start + 1 :]]
             else:  # no delimiter: a raw DEALER; answer without one
                 envelope = [identity]
-                body = [f.buffer for f in frames[1:]]
+                body = [f.buffer for f in frames]
         self._last_frame = frames[-1]
         if self._secure:
             self._peer_key = Socket.peer_key(frames[-1])
         try:
-            if request is None:
-                if not body:
-                    raise ProtocolError("empty request: no frame after the envelope")
-                header, buffers = decode_frames(body, self._settings.limits)
-                request = parse_request(header, buffers)
+            if request is not None:  # the fast path only takes method calls and reads
+                self._targeted(envelope, request, time.monotonic())
+                return
+            if not body:
+                raise ProtocolError("empty request: no frame after the envelope")
+            header, buffers = decode_frames(body, self._settings.limits)
+            request = parse_request(header, buffers)
             self._dispatch(envelope, request, time.monotonic())
         except ProtocolError as exc:
             self.stats.bad_requests += 1
@@ -607,10 +611,17 @@ class RPCServer:
 
     def _targeted(self, envelope: list[Any], request: Request, received: float) -> None:
         """Method calls and property access: checks, duplicate detection, then the handler."""
-        self._check_target(request)
-        if request.event == RPCEvents.PROPERTY_SET:
-            self._authorize("set_property")
-        if self._is_expired(request, received):
+        if request.event != RPCEvents.METHOD_CALL or request.name not in self._methods:
+            self._check_target(request)  # the common case needs no more checks than this
+            if request.event == RPCEvents.PROPERTY_SET:
+                self._authorize("set_property")
+        expiry = request.expiry
+        if expiry is not None and request.server_id == self._server_id:
+            expired = received > expiry
+        else:  # an expiry on another incarnation's clock: the caller's patience instead
+            ttl_ms = request.ttl_ms
+            expired = ttl_ms is not None and time.monotonic() > received + ttl_ms / 1000.0
+        if expired:
             self.stats.expired += 1
             raise _Failure(ErrorCode.EXPIRED, "request expired before it could run")
         key = None
@@ -653,21 +664,16 @@ class RPCServer:
         elif request.event == RPCEvents.PROPERTY_SET and self._rpc_properties[name].fset is None:
             raise _Failure(ErrorCode.BAD_REQUEST, f"property {name!r} is read-only")
 
-    def _is_expired(self, request: Request, received: float) -> bool:
-        if request.expiry is not None and request.server_id == self._server_id:
-            return received > request.expiry
-        if request.ttl_ms is not None:
-            return time.monotonic() > received + request.ttl_ms / 1000.0
-        return False
-
     def _remember(self, key: tuple[str, int], body: list[Any], now: float) -> None:
         size = len(body[0]) if len(body) == 1 else sum(memoryview(f).nbytes for f in body)
         dedup = self._dedup
         dedup[key] = (now, body if size <= _DEDUP_MAX_BYTES else None)
         if len(dedup) > _DEDUP_ENTRIES:
             dedup.popitem(last=False)
-        while now - next(iter(dedup.values()))[0] >= _DEDUP_SECONDS:
-            dedup.popitem(last=False)
+        if now - self._dedup_swept > 1.0:  # age out old entries about once a second
+            self._dedup_swept = now
+            while now - next(iter(dedup.values()))[0] >= _DEDUP_SECONDS:
+                dedup.popitem(last=False)
 
     # ------------------------------------------------------------------ workers
 

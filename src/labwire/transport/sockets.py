@@ -88,6 +88,11 @@ Buffer = bytes | bytearray | memoryview
 _NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE = int(zmq.SNDMORE)
 _RCVTIMEO = int(zmq.RCVTIMEO)
+# The hot paths call the backend's send and receive directly: pyzmq's Python-level wrapper of
+# send (routing ids and groups of draft sockets, which labwire does not use) costs more than
+# the send of a small message itself.
+_SEND: Any = zmq.backend.Socket.send
+_RECV: Any = zmq.backend.Socket.recv
 #: Frames smaller than this are copied (cheaper than tracking a zero-copy frame).
 _COPY_BELOW = 65536
 
@@ -204,15 +209,15 @@ class Socket:
         # Frame by frame with plain int flags: pyzmq's send_multipart spends more time on enum
         # arithmetic than on sending small messages. A multipart message is atomic: once the
         # first frame is accepted, the others are too.
-        send = self._raw.send
+        raw = self._raw
         flags = _NOBLOCK if nowait else 0
         last = len(frames) - 1
         try:
             for index in range(last):
                 frame = frames[index]
-                send(frame, flags | _SNDMORE, copy=len(frame) < _COPY_BELOW)
+                _SEND(raw, frame, flags | _SNDMORE, len(frame) < _COPY_BELOW)
             frame = frames[last]
-            send(frame, flags, copy=len(frame) < _COPY_BELOW)
+            _SEND(raw, frame, flags, len(frame) < _COPY_BELOW)
         except zmq.Again:
             return False
         except zmq.ZMQError as exc:
@@ -250,10 +255,10 @@ class Socket:
             if wait != self._rcvtimeo:
                 raw.setsockopt(_RCVTIMEO, wait)
                 self._rcvtimeo = wait
-            frame = raw.recv(0, copy=False)
+            frame = _RECV(raw, 0, False)
             frames = [frame]
             while frame.more:
-                frame = raw.recv(0, copy=False)
+                frame = _RECV(raw, 0, False)
                 frames.append(frame)
         except zmq.Again:
             return None
@@ -261,6 +266,35 @@ class Socket:
             with translate_errors("receive"):
                 raise exc
         return frames
+
+    def recv_routed(self, timeout_ms: int | None = 0) -> tuple[bytes, list[zmq.Frame]] | None:
+        """Receive one message on a ROUTER socket: the sender's routing id, then the rest.
+
+        Args:
+            timeout_ms: How long to wait; 0 returns at once, None waits forever.
+
+        Returns:
+            The routing id and the frames after it (at least one), or None when nothing
+            arrived in time.
+        """
+        raw = self._raw
+        wait = -1 if timeout_ms is None else timeout_ms
+        try:
+            if wait != self._rcvtimeo:
+                raw.setsockopt(_RCVTIMEO, wait)
+                self._rcvtimeo = wait
+            identity = _RECV(raw, 0, True)  # a ROUTER always has a part after the id
+            frame = _RECV(raw, 0, False)
+            frames = [frame]
+            while frame.more:
+                frame = _RECV(raw, 0, False)
+                frames.append(frame)
+        except zmq.Again:
+            return None
+        except zmq.ZMQError as exc:
+            with translate_errors("receive"):
+                raise exc
+        return identity, frames
 
     def recv_frames_nowait(self, limit: int) -> list[bytes]:
         """Receive up to ``limit`` frames that are already waiting, as bytes, without waiting.

@@ -120,23 +120,24 @@ def decode_json(data: bytes | bytearray | memoryview, limits: Limits) -> Any:
     return value
 
 
-#: Maps every digit to "0" and every other byte to " ": runs of digits become runs of "0".
-_DIGIT_RUNS = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
+#: Maps digits to "0", brackets that open an array or object to "[", anything else to " ".
+_SHAPE = bytes(
+    0x30 if 0x30 <= byte <= 0x39 else 0x5B if byte in (0x5B, 0x7B) else 0x20 for byte in range(256)
+)
 
 
 def within_limits_by_text(raw: bytes, limits: Limits) -> bool:
     """Whether the JSON text alone proves that its decoded value is within ``limits``.
 
-    True when the text has no more brackets than the depth limit, no more bytes than the
-    string limit, and no run of digits longer than the integer limit. False means "walk the
-    decoded value to find out", not "over a limit". Costs well under a microsecond for a
-    small message (a regular expression would cost several times more).
+    True when the text has no more opening brackets than the depth limit, no more bytes than
+    the string limit, and no run of digits longer than the integer limit. False means "walk
+    the decoded value to find out", not "over a limit". One pass over the text in C, well
+    under a microsecond for a small message.
     """
-    return not (
-        raw.count(b"[") + raw.count(b"{") > limits.max_depth
-        or len(raw) > limits.max_string_chars
-        or b"0" * (limits.max_int_digits + 1) in raw.translate(_DIGIT_RUNS)
-    )
+    if len(raw) > limits.max_string_chars:
+        return False
+    shape = raw.translate(_SHAPE)
+    return shape.count(b"[") <= limits.max_depth and b"0" * (limits.max_int_digits + 1) not in shape
 
 
 def _decode_strict(data: bytes, limits: Limits) -> Any:

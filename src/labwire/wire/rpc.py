@@ -55,8 +55,7 @@ subscribe to everything, ignore the extra fields.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -68,12 +67,14 @@ from labwire.wire.limits import Limits
 
 __all__ = [
     "EXTENSION_EVENTS",
+    "NOT_PLAIN",
     "PROTOCOL_VERSION",
     "Buffer",
     "ErrorCode",
     "RPCEvents",
     "Request",
     "decode_frames",
+    "decode_plain_reply",
     "encode_call",
     "encode_frames",
     "encode_plain_reply",
@@ -331,8 +332,7 @@ def restore_buffers(value: Any, buffers: Sequence[memoryview]) -> Any:
 # --------------------------------------------------------------------------- requests
 
 
-@dataclass(slots=True)
-class Request:
+class Request(msgspec.Struct):
     """A decoded, validated request.
 
     Attributes:
@@ -351,8 +351,8 @@ class Request:
 
     event: str
     name: str = ""
-    args: list[Any] = field(default_factory=list)
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    args: list[Any] = msgspec.field(default_factory=list)
+    kwargs: dict[str, Any] = msgspec.field(default_factory=dict)
     value: Any = None
     version: int | None = None
     client_id: str = ""
@@ -521,15 +521,35 @@ class _Value(msgspec.Struct):
 
 
 _FAST_DECODER = msgspec.json.Decoder(_Call | _Get)
+_RESULT_DECODER = msgspec.json.Decoder(_Result)
 _FAST_ENCODER = msgspec.json.Encoder()
 _PLAIN_TYPES = frozenset({int, str, bool, type(None)})
 _BUFFER_KEY_BYTES = b'"' + BUFFER_KEY.encode() + b'"'
+
+
+_DECODED_SCALARS = frozenset({str, float, bool, type(None)})
 
 
 def _is_plain(value: Any) -> bool:
     """Whether ``value`` is a JSON scalar that needs no walk (no buffers, a finite float)."""
     kind = type(value)
     return kind in _PLAIN_TYPES or (kind is float and math.isfinite(value))
+
+
+def _decoded_scalars(values: Iterable[Any], int_bound: int) -> bool:
+    """Whether decoded ``values`` are all scalars within the integer limit.
+
+    Such values are within every other limit too, when the frame is no longer than the
+    string limit: no depth, no buffer placeholders, no string longer than the frame.
+    """
+    for value in values:
+        kind = type(value)
+        if kind is int:
+            if not -int_bound < value < int_bound:
+                return False
+        elif kind not in _DECODED_SCALARS:
+            return False
+    return True
 
 
 def fast_request(data: bytes, limits: Limits) -> Request | None:
@@ -543,11 +563,7 @@ def fast_request(data: bytes, limits: Limits) -> Request | None:
         The request; or None when the message is anything else (then decode it with
         :func:`decode_frames` and :func:`parse_request`, which also explain what is wrong).
     """
-    if (
-        len(data) > limits.max_json_bytes
-        or _BUFFER_KEY_BYTES in data
-        or not within_limits_by_text(data, limits)
-    ):
+    if len(data) > limits.max_json_bytes or len(data) > limits.max_string_chars:
         return None
     try:
         message = _FAST_DECODER.decode(data)
@@ -556,10 +572,21 @@ def fast_request(data: bytes, limits: Limits) -> Request | None:
     except (msgspec.DecodeError, msgspec.EncodeError, UnicodeError, RecursionError, ValueError):
         return None
     lw = message.lw
-    if lw.v < 1 or len(lw.cid) > 64:
+    bound = 10**limits.max_int_digits
+    ttl = lw.ttl
+    if (
+        lw.v < 1
+        or len(lw.cid) > 64
+        or not -bound < lw.rid < bound
+        or (ttl is not None and not -bound < ttl < bound)
+    ):
         return None
-    if isinstance(message, _Call):
+    if type(message) is _Call:
         params = message.params
+        if not (
+            _decoded_scalars(params.args, bound) and _decoded_scalars(params.kwargs.values(), bound)
+        ) and (_BUFFER_KEY_BYTES in data or not within_limits_by_text(data, limits)):
+            return None
         return Request(
             RPCEvents.METHOD_CALL,
             message.method,
@@ -637,3 +664,45 @@ def encode_plain_reply(
         return _FAST_ENCODER.encode(reply)
     except (msgspec.EncodeError, UnicodeError):
         return None
+
+
+#: Returned by :func:`decode_plain_reply` for a reply that needs the general path.
+NOT_PLAIN: Any = object()
+
+
+def decode_plain_reply(data: bytes, request_id: int, server_id: str, limits: Limits) -> Any:
+    """Decode a labwire method reply written in the fast-path layout, if it is one.
+
+    Args:
+        data: The reply's only frame.
+        request_id: The request it must answer.
+        server_id: The server incarnation it must come from.
+        limits: Limits to enforce.
+
+    Returns:
+        The method's result; or :data:`NOT_PLAIN` when the reply is anything else (a failure,
+        buffers, another request's reply, another incarnation, another layout): decode it
+        with :func:`decode_frames`, which also explains what is wrong.
+    """
+    if len(data) > limits.max_json_bytes or len(data) > limits.max_string_chars:
+        return NOT_PLAIN
+    try:
+        reply = _RESULT_DECODER.decode(data)
+        if _FAST_ENCODER.encode(reply) != data:
+            return NOT_PLAIN
+    except (msgspec.DecodeError, msgspec.EncodeError, UnicodeError, RecursionError, ValueError):
+        return NOT_PLAIN
+    lw = reply.lw
+    if reply.success is not True or lw.rid != request_id or lw.sid != server_id or lw.v < 1:
+        return NOT_PLAIN
+    result = reply.result
+    kind = type(result)
+    if kind is int:
+        bound = 10**limits.max_int_digits
+        if -bound < result < bound:
+            return result
+    elif kind in _DECODED_SCALARS:
+        return result
+    if _BUFFER_KEY_BYTES in data or not within_limits_by_text(data, limits):
+        return NOT_PLAIN
+    return result
