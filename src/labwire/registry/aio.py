@@ -21,6 +21,7 @@ from labwire.errors import (
     RegistryError,
     Unavailable,
 )
+from labwire.registry._channel import _HANDSHAKE_CHECK_SECONDS
 from labwire.registry.client import QUERY_TIMEOUT
 from labwire.registry.device_calls import as_transport
 from labwire.registry.watch import WatchBase, WatchCore, WatchEvent, listing_or_raise
@@ -42,7 +43,13 @@ _log = logging.getLogger(__name__)
 
 
 class _AsyncChannel:
-    """The asyncio version of :class:`~labwire.registry._channel.RequestChannel`."""
+    """The asyncio version of :class:`~labwire.registry._channel.RequestChannel`.
+
+    With security on, a refused handshake is raised as
+    :class:`~labwire.errors.AuthenticationError` within :data:`_HANDSHAKE_CHECK_SECONDS` of the
+    socket's handshake watcher seeing it: a secured socket waits in slices of that length and
+    looks at the handshake news between them (unsecured sockets wait in one piece).
+    """
 
     def __init__(self, transport: AsyncTransport, url: str) -> None:
         self.transport = transport
@@ -65,20 +72,26 @@ class _AsyncChannel:
         if self._socket is None:
             self._socket = self.transport.connect(SocketType.DEALER, self.url, immediate=1)
         socket = self._socket
+        socket.check_handshake(retry=True)
         request_id = next(self._ids)
-        grace_ms = min(self.transport.settings.connect_grace_ms, int(timeout * 1000))
-        if not await socket.poll(max(grace_ms, 1), writable=True) or not socket.send_nowait(
-            [b"", encode_request(request, request_id)]
-        ):
-            self.close()
-            raise Unavailable(f"registry at {self.url} is not reachable")
+        frames_out = [b"", encode_request(request, request_id)]
+        if not socket.send_nowait(frames_out):  # IMMEDIATE: no connection (yet)
+            grace_ms = min(self.transport.settings.connect_grace_ms, int(timeout * 1000))
+            if not await self._send_when_connected(socket, frames_out, max(grace_ms, 1)):
+                self.close()
+                raise Unavailable(f"registry at {self.url} is not reachable")
         limits = self.transport.settings.limits
         while True:
             remaining = deadline - time.monotonic()
-            frames = await socket.recv(max(1, int(remaining * 1000))) if remaining > 0 else None
-            if frames is None:
+            if remaining <= 0:
                 self.close()
                 raise Unavailable(f"registry at {self.url} did not answer within {timeout:g} s")
+            if socket.is_secure:
+                remaining = min(remaining, _HANDSHAKE_CHECK_SECONDS)
+            frames = await socket.recv(max(1, int(remaining * 1000)))
+            if frames is None:
+                socket.check_handshake(retry=False)  # e.g. a reconnection was refused
+                continue
             body = frames[1:] if len(frames) > 1 and frames[0].nbytes == 0 else frames
             if len(body) != 1:
                 raise RegistryError(f"registry at {self.url} sent a {len(body)}-frame reply")
@@ -87,8 +100,31 @@ class _AsyncChannel:
             except ProtocolError as exc:
                 raise RegistryError(f"registry at {self.url} sent an invalid reply: {exc}") from exc
             if reply_id is not None and reply_id != request_id:
+                _log.debug("dropping a late registry reply (request %s)", reply_id)
                 continue
             return reply
+
+    @staticmethod
+    async def _send_when_connected(
+        socket: AsyncSocket, frames: list[bytes], timeout_ms: int
+    ) -> bool:
+        """Send once the socket has a connection, within ``timeout_ms``.
+
+        Returns:
+            True when sent; False when no connection came in time.
+
+        Raises:
+            AuthenticationError: The security handshake failed meanwhile.
+        """
+        if not socket.is_secure:
+            return await socket.poll(timeout_ms, writable=True) and socket.send_nowait(frames)
+        deadline = time.monotonic() + timeout_ms / 1000
+        while (remaining := deadline - time.monotonic()) > 0:
+            wait_ms = max(1, int(min(remaining, _HANDSHAKE_CHECK_SECONDS) * 1000))
+            if await socket.poll(wait_ms, writable=True) and socket.send_nowait(frames):
+                return True
+            socket.check_handshake(retry=False)
+        return False
 
 
 class AsyncRegistryClient:
