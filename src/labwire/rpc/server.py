@@ -211,7 +211,10 @@ class RPCServer:
         self._secure = self._transport.security is not None
         self._last_frame: Any = None
         self._max_runners = max(2, workers or self._settings.workers)
-        self._lead = threading.Condition(threading.Lock())
+        # The lock itself is taken on every call: "with lock" runs in C, where "with condition"
+        # would add two Python-level calls.
+        self._lead_lock = threading.Lock()
+        self._lead = threading.Condition(self._lead_lock)
         self._leader = _VACANT
         self._job_started: float | None = None
         self._idle_runners = 0
@@ -691,7 +694,7 @@ class RPCServer:
             frames = self._error_frames(
                 None, request, ErrorCode.REMOTE, exc, type(exc).__name__, tb.format_exc()
             )
-        with self._lead:
+        with self._lead_lock:
             still_leader = self._leader == me
             if still_leader:
                 self._job_started = None
