@@ -113,6 +113,26 @@ def raw_call(args_json: bytes) -> bytes:
     return b'{"event":"METHOD_CALL","method":"echo","params":{"args":' + args_json + b"}}"
 
 
+def fast(
+    args_json: bytes = b"[1]",
+    kwargs_json: bytes = b"{}",
+    method: bytes = b"echo",
+    rid: bytes = b"%d" % RID,
+) -> bytes:
+    """A one-frame request in the exact layout labwire clients write (the server's fast path)."""
+    return (
+        b'{"event":"METHOD_CALL","method":"'
+        + method
+        + b'","params":{"args":'
+        + args_json
+        + b',"kwargs":'
+        + kwargs_json
+        + b'},"lw":{"v":1,"cid":"raw-socket","rid":'
+        + rid
+        + b',"ttl":1000,"exp":null,"sid":""}}'
+    )
+
+
 def placeholder(index: Any, kind: str = "bytes", **extra: Any) -> dict[str, Any]:
     return {"$lwbuf": index, "kind": kind, **extra}
 
@@ -128,7 +148,47 @@ class Bad:
     code: str | None = None  # the labwire error code, for requests that carry "lw"
 
 
+def fast_bad(id: str, body: bytes, error: str, code: str | None = None) -> Bad:
+    """A bad one-frame request sent the way labwire clients send theirs: no delimiter."""
+    return Bad(id, [body], error, delimited=False, code=code)
+
+
+#: The fast path's layout, one frame and no delimiter, with what the general path refuses: the
+#: fast path must send each of these on to the general path, which names the problem.
+FAST_LAYOUT_BAD = [
+    fast_bad("fast_duplicate_kwarg", fast(kwargs_json=b'{"a":1,"a":2}'), "duplicate key 'a'"),
+    fast_bad(
+        "fast_duplicate_method",
+        fast(method=b'echo","method":"_count'),
+        "duplicate key 'method' in JSON object",
+    ),
+    fast_bad("fast_integer_25_digits", fast(b"[" + b"9" * 25 + b"]"), "more than 20 digits"),
+    fast_bad("fast_request_id_25_digits", fast(rid=b"9" * 25), "more than 20 digits"),
+    fast_bad("fast_nested_65_levels", fast(b"[" * 65 + b"]" * 65), "nesting deeper than 64"),
+    fast_bad("fast_lone_surrogate", fast(b'["\\ud800"]'), "lone surrogate"),
+    fast_bad(
+        "fast_long_string",
+        fast(b'["' + b"x" * (MAX_STRING_CHARS + 1) + b'"]'),
+        f"JSON string longer than {MAX_STRING_CHARS} characters",
+    ),
+    fast_bad(
+        "fast_placeholder_without_its_frame",
+        fast(b'[{"$lwbuf":0,"kind":"bytes"}]'),
+        "buffer placeholder refers to missing frame 0",
+        code="bad_request",
+    ),
+    fast_bad(
+        "fast_private_method",
+        fast(method=b"_count"),
+        "'_count' is private and cannot be reached",
+        code="not_found",
+    ),
+    fast_bad(
+        "fast_unknown_method", fast(method=b"nope"), "no method named 'nope'", code="not_found"
+    ),
+]
 BAD = [
+    *FAST_LAYOUT_BAD,
     # Frame counts and sizes (B1).
     Bad("no_body_frame", [], "empty request: no frame after the envelope"),
     Bad("empty_body_frame", [b""], "malformed JSON"),

@@ -521,6 +521,9 @@ class _Value(msgspec.Struct):
 
 
 _FAST_DECODER = msgspec.json.Decoder(_Call | _Get)
+#: How deep the containers of the layouts go (a request's args list is at depth 3).
+_REQUEST_DEPTH = 3
+_REPLY_DEPTH = 2
 _RESULT_DECODER = msgspec.json.Decoder(_Result)
 _FAST_ENCODER = msgspec.json.Encoder()
 _PLAIN_TYPES = frozenset({int, str, bool, type(None)})
@@ -563,7 +566,11 @@ def fast_request(data: bytes, limits: Limits) -> Request | None:
         The request; or None when the message is anything else (then decode it with
         :func:`decode_frames` and :func:`parse_request`, which also explain what is wrong).
     """
-    if len(data) > limits.max_json_bytes or len(data) > limits.max_string_chars:
+    if (
+        len(data) > limits.max_json_bytes
+        or len(data) > limits.max_string_chars
+        or limits.max_depth < _REQUEST_DEPTH
+    ):
         return None
     try:
         message = _FAST_DECODER.decode(data)
@@ -575,7 +582,7 @@ def fast_request(data: bytes, limits: Limits) -> Request | None:
     bound = 10**limits.max_int_digits
     ttl = lw.ttl
     if (
-        lw.v < 1
+        not 0 < lw.v < bound
         or len(lw.cid) > 64
         or not -bound < lw.rid < bound
         or (ttl is not None and not -bound < ttl < bound)
@@ -684,7 +691,11 @@ def decode_plain_reply(data: bytes, request_id: int, server_id: str, limits: Lim
         buffers, another request's reply, another incarnation, another layout): decode it
         with :func:`decode_frames`, which also explains what is wrong.
     """
-    if len(data) > limits.max_json_bytes or len(data) > limits.max_string_chars:
+    if (
+        len(data) > limits.max_json_bytes
+        or len(data) > limits.max_string_chars
+        or limits.max_depth < _REPLY_DEPTH
+    ):
         return NOT_PLAIN
     try:
         reply = _RESULT_DECODER.decode(data)
@@ -693,12 +704,14 @@ def decode_plain_reply(data: bytes, request_id: int, server_id: str, limits: Lim
     except (msgspec.DecodeError, msgspec.EncodeError, UnicodeError, RecursionError, ValueError):
         return NOT_PLAIN
     lw = reply.lw
-    if reply.success is not True or lw.rid != request_id or lw.sid != server_id or lw.v < 1:
+    if reply.success is not True or lw.rid != request_id or lw.sid != server_id:
+        return NOT_PLAIN
+    bound = 10**limits.max_int_digits
+    if not 0 < lw.v < bound:
         return NOT_PLAIN
     result = reply.result
     kind = type(result)
     if kind is int:
-        bound = 10**limits.max_int_digits
         if -bound < result < bound:
             return result
     elif kind in _DECODED_SCALARS:
