@@ -314,15 +314,6 @@ class Socket:
                 raise exc
         return received
 
-    def has_message(self) -> bool:
-        """Whether a message can be received right now (without receiving it)."""
-        try:
-            return bool(int(self._raw.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
-        except zmq.ZMQError as exc:
-            with translate_errors("poll"):
-                raise exc
-        return False
-
     def poll(self, timeout_ms: int | None, *, writable: bool = False) -> bool:
         """Wait until the socket can be read (or written, with ``writable``)."""
         if self._raw.closed:
