@@ -18,6 +18,13 @@ With no deadline (``timeout=None``) the client pings a labwire server while it w
 dead or restarted server is still noticed. Replies carry the server's incarnation id: when it
 changes, the client re-reads the inventory and re-subscribes its signals by itself.
 
+A small call to a labwire server (a JSON method with scalar arguments and a deadline) takes a
+quick path: one frame without the REQ delimiter, encoded and decoded in one typed pass each
+(:func:`~labwire.wire.rpc.encode_call`, :func:`~labwire.wire.rpc.decode_plain_reply`), the
+reply awaited inside ZeroMQ's own receive. Anything out of the ordinary on the way (no reply
+within the first wait, an error, buffers, another incarnation) continues in the general loop
+with the same request, so both paths behave alike.
+
 The non-I/O logic (building requests, reading replies, inventory, interface proxies) lives in
 :class:`ClientBase`, shared with :class:`~labwire.rpc.AsyncRPCClient`.
 """
