@@ -141,6 +141,16 @@ def translate_errors(what: str) -> Iterator[None]:
         raise TransportError(f"{what}: {exc.strerror}") from exc
 
 
+def _parts(raw: zmq.Socket[Any], first: zmq.Frame) -> list[zmq.Frame]:
+    """``first`` and the parts of its message after it, read while their "more" flag says so."""
+    frames = [first]
+    frame = first
+    while frame.more:
+        frame = _RECV(raw, 0, False)
+        frames.append(frame)
+    return frames
+
+
 class Socket:
     """A configured ZeroMQ socket, used by one thread at a time.
 
@@ -250,22 +260,15 @@ class Socket:
         # socket's RCVTIMEO, set only when it changes), with no poll before it, and the parts
         # are read while their "more" flag says so, with no RCVMORE query per part.
         raw = self._raw
-        wait = -1 if timeout_ms is None else timeout_ms
         try:
-            if wait != self._rcvtimeo:
-                raw.setsockopt(_RCVTIMEO, wait)
-                self._rcvtimeo = wait
-            frame = _RECV(raw, 0, False)
-            frames = [frame]
-            while frame.more:
-                frame = _RECV(raw, 0, False)
-                frames.append(frame)
+            self._wait_at_most(timeout_ms)
+            return _parts(raw, _RECV(raw, 0, False))
         except zmq.Again:
             return None
         except zmq.ZMQError as exc:
             with translate_errors("receive"):
                 raise exc
-        return frames
+        return None
 
     def recv_routed(self, timeout_ms: int | None = 0) -> tuple[bytes, list[zmq.Frame]] | None:
         """Receive one message on a ROUTER socket: the sender's routing id, then the rest.
@@ -278,23 +281,23 @@ class Socket:
             arrived in time.
         """
         raw = self._raw
-        wait = -1 if timeout_ms is None else timeout_ms
         try:
-            if wait != self._rcvtimeo:
-                raw.setsockopt(_RCVTIMEO, wait)
-                self._rcvtimeo = wait
+            self._wait_at_most(timeout_ms)
             identity = _RECV(raw, 0, True)  # a ROUTER always has a part after the id
-            frame = _RECV(raw, 0, False)
-            frames = [frame]
-            while frame.more:
-                frame = _RECV(raw, 0, False)
-                frames.append(frame)
+            return identity, _parts(raw, _RECV(raw, 0, False))
         except zmq.Again:
             return None
         except zmq.ZMQError as exc:
             with translate_errors("receive"):
                 raise exc
-        return identity, frames
+        return None
+
+    def _wait_at_most(self, timeout_ms: int | None) -> None:
+        """Make the next receive wait up to ``timeout_ms`` (None: forever), via RCVTIMEO."""
+        wait = -1 if timeout_ms is None else timeout_ms
+        if wait != self._rcvtimeo:
+            self._raw.setsockopt(_RCVTIMEO, wait)
+            self._rcvtimeo = wait
 
     def recv_frames_nowait(self, limit: int) -> list[bytes]:
         """Receive up to ``limit`` frames that are already waiting, as bytes, without waiting.

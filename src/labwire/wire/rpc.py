@@ -57,7 +57,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -520,6 +520,7 @@ class _Value(msgspec.Struct):
     value: Any
 
 
+_T = TypeVar("_T")
 _FAST_DECODER = msgspec.json.Decoder(_Call | _Get)
 #: How deep the containers of the layouts go (a request's args list is at depth 3).
 _REQUEST_DEPTH = 3
@@ -555,6 +556,29 @@ def _decoded_scalars(values: Iterable[Any], int_bound: int) -> bool:
     return True
 
 
+def _decode_exact(
+    decoder: msgspec.json.Decoder[_T], data: bytes, limits: Limits, depth: int
+) -> _T | None:
+    """Decode ``data`` with a fast-path decoder, or None unless it is in the exact layout.
+
+    The layout's containers go ``depth`` deep; a frame no longer than the string limit holds
+    no longer string. Whatever the decoded fields hold is for the caller to check.
+    """
+    if (
+        len(data) > limits.max_json_bytes
+        or len(data) > limits.max_string_chars
+        or limits.max_depth < depth
+    ):
+        return None
+    try:
+        message = decoder.decode(data)
+        if _FAST_ENCODER.encode(message) != data:
+            return None
+    except (msgspec.DecodeError, msgspec.EncodeError, UnicodeError, RecursionError, ValueError):
+        return None
+    return message
+
+
 def fast_request(data: bytes, limits: Limits) -> Request | None:
     """Decode a one-frame request written the way labwire clients write small calls.
 
@@ -566,17 +590,8 @@ def fast_request(data: bytes, limits: Limits) -> Request | None:
         The request; or None when the message is anything else (then decode it with
         :func:`decode_frames` and :func:`parse_request`, which also explain what is wrong).
     """
-    if (
-        len(data) > limits.max_json_bytes
-        or len(data) > limits.max_string_chars
-        or limits.max_depth < _REQUEST_DEPTH
-    ):
-        return None
-    try:
-        message = _FAST_DECODER.decode(data)
-        if _FAST_ENCODER.encode(message) != data:
-            return None
-    except (msgspec.DecodeError, msgspec.EncodeError, UnicodeError, RecursionError, ValueError):
+    message = _decode_exact(_FAST_DECODER, data, limits, _REQUEST_DEPTH)
+    if message is None:
         return None
     lw = message.lw
     bound = 10**limits.max_int_digits
@@ -691,17 +706,8 @@ def decode_plain_reply(data: bytes, request_id: int, server_id: str, limits: Lim
         buffers, another request's reply, another incarnation, another layout): decode it
         with :func:`decode_frames`, which also explains what is wrong.
     """
-    if (
-        len(data) > limits.max_json_bytes
-        or len(data) > limits.max_string_chars
-        or limits.max_depth < _REPLY_DEPTH
-    ):
-        return NOT_PLAIN
-    try:
-        reply = _RESULT_DECODER.decode(data)
-        if _FAST_ENCODER.encode(reply) != data:
-            return NOT_PLAIN
-    except (msgspec.DecodeError, msgspec.EncodeError, UnicodeError, RecursionError, ValueError):
+    reply = _decode_exact(_RESULT_DECODER, data, limits, _REPLY_DEPTH)
+    if reply is None:
         return NOT_PLAIN
     lw = reply.lw
     if reply.success is not True or lw.rid != request_id or lw.sid != server_id:
