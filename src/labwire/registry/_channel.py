@@ -24,14 +24,36 @@ import time
 
 from labwire.errors import ProtocolError, RegistryError, Unavailable
 from labwire.transport import Poller, Socket, SocketType, Transport
+from labwire.wire.limits import Limits
 from labwire.wire.registry import RegistryReply, RegistryRequest, decode_reply, encode_request
 
-__all__ = ["Interrupted", "RequestChannel", "Waker"]
+__all__ = ["Interrupted", "RequestChannel", "Waker", "read_reply"]
 
 _log = logging.getLogger(__name__)
 
 #: Longest wait between two looks at a secured socket's handshake news while connecting.
 _HANDSHAKE_CHECK_SECONDS = 0.05
+
+
+def read_reply(
+    frames: list[memoryview], request_id: int, url: str, limits: Limits
+) -> RegistryReply | None:
+    """Decode the reply to request ``request_id``; None for a late reply to an earlier one.
+
+    Raises:
+        RegistryError: The registry at ``url`` sent something that is not a reply.
+    """
+    body = frames[1:] if len(frames) > 1 and frames[0].nbytes == 0 else frames
+    if len(body) != 1:
+        raise RegistryError(f"registry at {url} sent a {len(body)}-frame reply")
+    try:
+        reply, reply_id = decode_reply(body[0], limits)
+    except ProtocolError as exc:
+        raise RegistryError(f"registry at {url} sent an invalid reply: {exc}") from exc
+    if reply_id is not None and reply_id != request_id:
+        _log.debug("dropping a late registry reply (request %s)", reply_id)
+        return None
+    return reply
 
 
 class Interrupted(Exception):
@@ -126,17 +148,9 @@ class RequestChannel:
                 frames = socket.recv(0) if socket in ready else None
             if frames is None:
                 continue
-            body = frames[1:] if len(frames) > 1 and frames[0].nbytes == 0 else frames
-            if len(body) != 1:
-                raise RegistryError(f"registry at {self.url} sent a {len(body)}-frame reply")
-            try:
-                reply, reply_id = decode_reply(body[0], limits)
-            except ProtocolError as exc:
-                raise RegistryError(f"registry at {self.url} sent an invalid reply: {exc}") from exc
-            if reply_id is not None and reply_id != request_id:
-                _log.debug("dropping a late registry reply (request %s)", reply_id)
-                continue
-            return reply
+            reply = read_reply(frames, request_id, self.url, limits)
+            if reply is not None:
+                return reply
 
     @staticmethod
     def _send_when_connected(socket: Socket, frames: list[bytes], timeout_ms: int) -> bool:

@@ -17,11 +17,10 @@ from labwire.errors import (
     AuthenticationError,
     ClosedError,
     NotFound,
-    ProtocolError,
     RegistryError,
     Unavailable,
 )
-from labwire.registry._channel import _HANDSHAKE_CHECK_SECONDS
+from labwire.registry._channel import _HANDSHAKE_CHECK_SECONDS, read_reply
 from labwire.registry.client import QUERY_TIMEOUT
 from labwire.registry.device_calls import as_transport
 from labwire.registry.watch import WatchBase, WatchCore, WatchEvent, listing_or_raise
@@ -33,7 +32,6 @@ from labwire.wire.registry import (
     ListDevicesRequest,
     RegistryReply,
     RegistryRequest,
-    decode_reply,
     encode_request,
 )
 
@@ -92,17 +90,9 @@ class _AsyncChannel:
             if frames is None:
                 socket.check_handshake(retry=False)  # e.g. a reconnection was refused
                 continue
-            body = frames[1:] if len(frames) > 1 and frames[0].nbytes == 0 else frames
-            if len(body) != 1:
-                raise RegistryError(f"registry at {self.url} sent a {len(body)}-frame reply")
-            try:
-                reply, reply_id = decode_reply(body[0], limits)
-            except ProtocolError as exc:
-                raise RegistryError(f"registry at {self.url} sent an invalid reply: {exc}") from exc
-            if reply_id is not None and reply_id != request_id:
-                _log.debug("dropping a late registry reply (request %s)", reply_id)
-                continue
-            return reply
+            reply = read_reply(frames, request_id, self.url, limits)
+            if reply is not None:
+                return reply
 
     @staticmethod
     async def _send_when_connected(

@@ -62,11 +62,7 @@ class AsyncSocket:
         Raises:
             AuthenticationError: The handshake failed and no new attempt was started.
         """
-        if not self._socket.is_secure:
-            return
-        error = self._socket.handshake_error()
-        if error is not None and not (retry and self._socket.retry_handshake()):
-            raise error
+        self._socket.check_handshake(retry=retry)
 
     def retry_handshake(self) -> bool:
         """Start a new handshake after a failure, at a bounded rate (see :class:`Socket`)."""

@@ -8,10 +8,11 @@ server, a labwire DEALER client and a labwire ROUTER server all understand each 
 labwire client has read a labwire server's inventory it leaves the delimiter out (one frame
 fewer each way); the server answers every request with the envelope it came with.
 
-labwire clients write the header's fields in the order listed below, compact, with every
-``"lw"`` field present except ``"nbuf"`` when no buffers follow. A server decodes such a request
-in one typed pass (:func:`fast_request`) and takes the general, field-by-field path for anything
-else; both accept and refuse exactly the same requests.
+For a small call (a method with scalar arguments, or a property read) labwire clients write
+the header's fields in the order listed below, compact, with every ``"lw"`` field but
+``"nbuf"`` (:func:`encode_call`). A server decodes exactly that layout in one typed pass
+(:func:`fast_request`) and takes the general, field-by-field path for anything else; a
+message the general path refuses never passes the fast one.
 
 Request body, frame by frame::
 
