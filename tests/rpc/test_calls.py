@@ -177,8 +177,7 @@ def test_slow_method_does_not_block_property_reads_or_other_clients(camera: Came
 
         worker = threading.Thread(target=run_slow)
         worker.start()
-        wait_for(lambda: camera._job_started is not None or camera._idle_runners >= 0)
-        time.sleep(0.05)  # let sleep() start on the server
+        wait_for(lambda: any(started is not None for started in camera._jobs.values()))
         start = time.monotonic()
         for _ in range(20):
             assert fast.mode == "STILL"

@@ -31,6 +31,7 @@ from labwire.wire.rpc import (
     parse_request,
     reply_extension,
 )
+from labwire.wire.rpc import _CALL_KEYS, _GET_KEYS, _RESULT_KEYS
 from tests.wire.test_codec import json_scalars, json_values
 
 pytestmark = pytest.mark.timeout(60)
@@ -65,7 +66,7 @@ def layout(args: Any, kwargs: Any, rid: Any = 7, ttl: Any = 1000, exp: Any = 12.
 @given(
     st.lists(json_scalars, max_size=4),
     st.dictionaries(st.text(max_size=8), json_scalars, max_size=4),
-    st.integers(min_value=0, max_value=2**63),
+    st.integers(min_value=0, max_value=2**63 - 1),
     st.none() | st.integers(min_value=0, max_value=10**9),
     st.none() | st.floats(allow_nan=False, allow_infinity=False),
 )
@@ -104,26 +105,63 @@ def test_fast_request_never_accepts_what_the_general_path_refuses(
             assert fast == general(data, limits)
 
 
+TIGHT = Limits(max_depth=3, max_string_chars=40)
+
+
 @pytest.mark.parametrize(
-    "data",
+    ("data", "limits"),
     [
-        layout([1], {}, rid=10**25),  # over the integer limit
-        layout([1], {}, ttl=10**25),
-        layout([[[[1]]]], {}),  # checked against a depth limit of 3 below
-        layout(["x" * 50], {}),  # over a string limit of 40 below
-        layout([{"$lwbuf": 0, "kind": "bytes"}], {}),  # a placeholder with no frame
-        layout([1], {}).replace(b'"kwargs":{}', b'"kwargs":{"a":1,"a":2}'),  # duplicate key
-        layout([1], {}).replace(b'"method":"m"', b'"method":"m","method":"_m"'),
-        layout([1], {}).replace(b"[1]", b"[1.0e0]"),  # not the canonical spelling
-        layout([1], {}).replace(b'"event":"METHOD_CALL",', b""),  # no event
-        layout([1], {}).replace(b'"v":1', b'"v":0'),  # not a version
-        layout([1], {}).replace(b'"v":1', b'"v":' + b"1" * 25),  # over the integer limit
-        b'{"event":"PROPERTY_SET","property":"p","value":1,"lw":{"v":1,"cid":"c","rid":1,'
-        b'"ttl":null,"exp":null,"sid":""}}',  # another event: the general path's
+        (layout([1], {}, rid=10**25), LIMITS),  # over the integer limit
+        (layout([1], {}, ttl=10**25), LIMITS),
+        (layout([1], {}, rid=2**63), LIMITS),  # beyond the fast path's integers
+        (layout([[[[1]]]], {}), TIGHT),  # over the depth limit
+        (layout(["x" * 50], {}), Limits(max_string_chars=40)),  # over the string limit
+        (layout([{"$lwbuf": 0, "kind": "bytes"}], {}), LIMITS),  # a placeholder, no frame
+        (layout([1], {}).replace(b'"kwargs":{}', b'"kwargs":{"a":1,"a":2}'), LIMITS),
+        (layout([1], {}).replace(b'"method":"m"', b'"method":"m","method":"_m"'), LIMITS),
+        (layout([1], {}).replace(b'"sid":', b'"nbuf":1,"sid":'), LIMITS),  # buffers promised
+        (layout([1], {}).replace(b'"event":"METHOD_CALL",', b""), LIMITS),  # no event
+        (layout([1], {}).replace(b'"v":1', b'"v":0'), LIMITS),  # not a version
+        (layout([1], {}).replace(b'"v":1', b'"v":' + b"1" * 25), LIMITS),  # over the limit
+        (layout([1], {}).replace(b'"c0ffee"', b'"' + b"c" * 65 + b'"'), LIMITS),  # long id
+        (
+            b'{"event":"PROPERTY_SET","property":"p","value":1,"lw":{"v":1,"cid":"c","rid":1,'
+            b'"ttl":null,"exp":null,"sid":""}}',
+            LIMITS,
+        ),  # another event: the general path's
     ],
 )
-def test_fast_request_declines_what_it_must_not_read(data: bytes) -> None:
-    assert fast_request(data, Limits(max_depth=3, max_string_chars=40)) is None
+def test_fast_request_declines_what_it_must_not_read(data: bytes, limits: Limits) -> None:
+    assert fast_request(data, limits) is None
+
+
+def test_fast_request_reads_other_spellings_as_the_general_path_does() -> None:
+    for data in (
+        layout([1], {}).replace(b"[1]", b"[1.0e0]"),
+        layout([1], {"a": 2}).replace(b":", b" : ").replace(b",", b" , "),
+        layout([1], {}).replace(b'"m"', b'"\\u006d"'),
+        layout([1], {"a": 1}).replace(b'"method":"m"', b'"method":"m:"'),  # a colon in a string
+    ):
+        fast = fast_request(data, LIMITS)
+        assert fast is not None
+        assert fast == general(data)
+
+
+def test_small_calls_are_recognised_by_their_key_count() -> None:
+    # The fast path skips re-encoding when the colons in the text match the layout's keys;
+    # the counts must match what labwire itself writes, or every call pays for the fallback.
+    call = encode_call("m", [1, "x"], {"a": 1, "b": None}, "c", 1, 100, 2.5, SID)
+    assert call is not None and call.count(b":") == _CALL_KEYS + 2
+    reply = encode_plain_reply(1, SID, "result", 3)
+    assert reply is not None and reply.count(b":") == _RESULT_KEYS
+    get = msgspec.json.encode(
+        {
+            "event": "PROPERTY_GET",
+            "property": "p",
+            "lw": {"v": 1, "cid": "c", "rid": 3, "ttl": 500, "exp": None, "sid": ""},
+        }
+    )
+    assert get.count(b":") == _GET_KEYS
 
 
 def test_fast_request_declines_under_a_depth_limit_its_layout_exceeds() -> None:

@@ -133,6 +133,7 @@ class ClientBase:
         self._transport = Transport(context, settings)
         self.context = self._transport.context
         self._settings = self._transport.settings
+        self._limits = self._settings.limits
         self.url = url
         self.timeout = timeout
         self._resolve = resolve
@@ -265,7 +266,7 @@ class ClientBase:
         body = frames[1:] if frames and frames[0].nbytes == 0 else frames
         if not body:
             raise ProtocolError("reply has no frames")
-        header, buffers = decode_frames(body, self._settings.limits)
+        header, buffers = decode_frames(body, self._limits)
         return Reply(header, buffers)
 
     def _matches(self, reply: Reply, rid: int) -> bool:
@@ -763,32 +764,32 @@ class RPCClient(ClientBase):
         if frame is None:
             return _GENERAL
         channel = self._channel()
-        with channel.lock:
-            try:
+        lock = channel.lock
+        lock.acquire()  # not "with": on this path that costs as much as the check it guards
+        try:
+            socket = channel.socket
+            secure = socket.is_secure
+            if secure or not socket.send((frame,), nowait=True):
+                self._send(channel, [frame], deadline, False)
                 socket = channel.socket
-                secure = socket.is_secure
-                if secure or not socket.send((frame,), nowait=True):
-                    self._send(channel, [frame], deadline, False)
-                    socket = channel.socket
-                wait_ms = min(timeout_ms, _HANDSHAKE_CHECK_MS if secure else _CONNECTION_CHECK_MS)
-                received = socket.recv_frames(max(1, wait_ms))
-                if received is not None and len(received) == 1:
-                    result = decode_plain_reply(
-                        received[0].bytes, rid, self._server_id, self._settings.limits
-                    )
-                    if result is not NOT_PLAIN:
-                        return result
-                reply = self._await_reply(
-                    channel,
-                    rid,
-                    f"METHOD_CALL {name}",
-                    timeout_ms,
-                    deadline,
-                    None if received is None else [part.buffer for part in received],
-                )
-            finally:
-                if self._closed:
-                    channel.socket.close(0)
+            wait_ms = min(timeout_ms, _HANDSHAKE_CHECK_MS if secure else _CONNECTION_CHECK_MS)
+            received = socket.recv_frames(max(1, wait_ms))
+            if received is not None and len(received) == 1:
+                result = decode_plain_reply(received[0].bytes, rid, self._server_id, self._limits)
+                if result is not NOT_PLAIN:
+                    return result
+            reply = self._await_reply(
+                channel,
+                rid,
+                f"METHOD_CALL {name}",
+                timeout_ms,
+                deadline,
+                None if received is None else [part.buffer for part in received],
+            )
+        finally:
+            if self._closed:
+                channel.socket.close(0)
+            lock.release()
         if self._restarted(reply):
             self._on_restart()
         return self._method_result(name, reply)[0]

@@ -82,6 +82,10 @@ _IDLE_POLL_MS = 500
 #: Leadership is up for grabs (the next runner to look takes it).
 _VACANT = -1
 #: Events that name a method or property, and run a handler.
+# Enum members cost a descriptor lookup each time they are read; every call reads these.
+_METHOD_CALL = RPCEvents.METHOD_CALL
+_PROPERTY_GET = RPCEvents.PROPERTY_GET
+_PROPERTY_SET = RPCEvents.PROPERTY_SET
 _TARGETED_EVENTS = frozenset(
     {
         RPCEvents.METHOD_CALL,
@@ -175,6 +179,7 @@ class RPCServer:
         self._transport = Transport(context, settings)
         self.context = self._transport.context
         self._settings = self._transport.settings
+        self._limits = self._settings.limits
         self.url = url
         self.alive_timeout = alive_timeout
         self.uuid: str | None = None
@@ -216,7 +221,8 @@ class RPCServer:
         self._lead_lock = threading.Lock()
         self._lead = threading.Condition(self._lead_lock)
         self._leader = _VACANT
-        self._job_started: float | None = None
+        # When each runner's current handler started (None: not in a handler).
+        self._jobs: dict[int, float | None] = {}
         self._idle_runners = 0
         self._runners: list[threading.Thread] = []
         self._watchdog: threading.Thread | None = None
@@ -432,8 +438,10 @@ class RPCServer:
         """Hand the socket to another runner when the leader is stuck in a slow handler."""
         while not self._stopped.wait(_WATCHDOG_SECONDS):
             with self._lead:
-                started = self._job_started
-                if started is None or time.monotonic() - started < _TAKEOVER_SECONDS:
+                # The clock is read before the start time: _run_handler relies on that order.
+                now = time.monotonic()
+                started = self._jobs.get(self._leader)
+                if started is None or now - started < _TAKEOVER_SECONDS:
                     continue
                 if self._idle_runners == 0:
                     self._runners = [t for t in self._runners if t.is_alive()]
@@ -444,7 +452,6 @@ class RPCServer:
                     )
                     self._runners.append(runner)
                     runner.start()
-                self._job_started = None
                 self._leader = _VACANT
                 self._lead.notify()
             self._wake()
@@ -522,7 +529,7 @@ class RPCServer:
         """
         if not self._serving.is_set() or self._stop:
             return False
-        started = self._job_started
+        started = self._jobs.get(self._leader)
         return started is None or time.monotonic() - started < max(1.0, self.alive_timeout / 2)
 
     def advertised_endpoint(self) -> str:
@@ -551,38 +558,35 @@ class RPCServer:
     def _on_message(self, identity: bytes, frames: list[Any]) -> None:
         """Handle one request: ``frames`` are the parts after the sender's routing id."""
         self.stats.requests += 1
-        request: Request | None = None
+        last = frames[-1]
+        self._last_frame = last
+        if self._secure:
+            self._peer_key = Socket.peer_key(last)
+        # labwire's own clients send small calls as one frame, with no delimiter, once they
+        # know the server; the fast path takes method calls and property reads.
+        request = fast_request(last.bytes, self._limits) if len(frames) == 1 else None
+        envelope: list[Any] = [identity]
         header: dict[str, Any] | None = None
-        if len(frames) == 1 and len(frames[0]):
-            # labwire's own clients send one frame and no delimiter once they know the server.
-            envelope: list[Any] = [identity]
-            request = fast_request(frames[0].bytes, self._settings.limits)
-            body = [frames[0].buffer] if request is None else []
-        else:
+        try:
+            if request is not None:
+                self._targeted(envelope, request, time.monotonic())
+                return
             body_start = 0
             while body_start < len(frames) and len(frames[body_start]) != 0:
                 body_start += 1
             if body_start < len(frames):
                 envelope = [identity, *(f.bytes for f in frames[:body_start]), b""]
                 body = [f.buffer for f in frames[body_start + 1 :]]
-            else:  # no delimiter: a raw DEALER; answer without one
-                envelope = [identity]
+            else:  # no delimiter: labwire's one-frame layout, or a raw DEALER
                 body = [f.buffer for f in frames]
-        self._last_frame = frames[-1]
-        if self._secure:
-            self._peer_key = Socket.peer_key(frames[-1])
-        try:
-            if request is not None:  # the fast path only takes method calls and reads
-                self._targeted(envelope, request, time.monotonic())
-                return
             if not body:
                 raise ProtocolError("empty request: no frame after the envelope")
-            header, buffers = decode_frames(body, self._settings.limits)
+            header, buffers = decode_frames(body, self._limits)
             request = parse_request(header, buffers)
             self._dispatch(envelope, request, time.monotonic())
         except ProtocolError as exc:
             self.stats.bad_requests += 1
-            _log.debug("bad request from %s: %s", Socket.peer_address(frames[-1]), exc)
+            _log.debug("bad request from %s: %s", Socket.peer_address(last), exc)
             self._send(envelope + self._error_frames(header, request, ErrorCode.BAD_REQUEST, exc))
         except _Failure as exc:
             self._send(envelope + self._error_frames(header, request, exc.code, exc))
@@ -614,9 +618,9 @@ class RPCServer:
 
     def _targeted(self, envelope: list[Any], request: Request, received: float) -> None:
         """Method calls and property access: checks, duplicate detection, then the handler."""
-        if request.event != RPCEvents.METHOD_CALL or request.name not in self._methods:
+        if request.event != _METHOD_CALL or request.name not in self._methods:
             self._check_target(request)  # the common case needs no more checks than this
-            if request.event == RPCEvents.PROPERTY_SET:
+            if request.event == _PROPERTY_SET:
                 self._authorize("set_property")
         expiry = request.expiry
         if expiry is not None and request.server_id == self._server_id:
@@ -672,7 +676,7 @@ class RPCServer:
         dedup = self._dedup
         dedup[key] = (now, body if size <= _DEDUP_MAX_BYTES else None)
         if len(dedup) > _DEDUP_ENTRIES:
-            dedup.popitem(last=False)
+            dedup.popitem(False)  # the oldest
         if now - self._dedup_swept > 1.0:  # age out old entries about once a second
             self._dedup_swept = now
             while now - next(iter(dedup.values()))[0] >= _DEDUP_SECONDS:
@@ -684,8 +688,8 @@ class RPCServer:
         self, envelope: list[Any], request: Request, received: float, key: tuple[str, int] | None
     ) -> None:
         me = threading.get_ident()
-        # Read by the watchdog under the lock; a plain store is enough to publish it.
-        self._job_started = received
+        jobs = self._jobs
+        jobs[me] = received  # read by the watchdog
         try:
             frames = self._execute(request)
         except _Failure as exc:
@@ -694,10 +698,15 @@ class RPCServer:
             frames = self._error_frames(
                 None, request, ErrorCode.REMOTE, exc, type(exc).__name__, tb.format_exc()
             )
-        with self._lead_lock:
-            still_leader = self._leader == me
-            if still_leader:
-                self._job_started = None
+        jobs[me] = None
+        # The watchdog reads the clock before it reads a start time, and takes the socket
+        # only from a handler that started _TAKEOVER_SECONDS before: a handler that ended
+        # sooner, as this clock reading after the store above shows, still holds it.
+        if time.monotonic() - received < _TAKEOVER_SECONDS:
+            still_leader = True
+        else:
+            with self._lead_lock:
+                still_leader = self._leader == me
         if still_leader:
             self._send(envelope + frames)
             if key is not None:
@@ -708,7 +717,7 @@ class RPCServer:
 
     def _execute(self, request: Request) -> list[Any]:
         event = request.event
-        if event == RPCEvents.METHOD_CALL:
+        if event == _METHOD_CALL:
             function = getattr(self, request.name)
             if self._call_lock is None:
                 result = function(*request.args, **request.kwargs)
@@ -718,9 +727,9 @@ class RPCServer:
             if request.name in self._buffer_methods:
                 return self._buffer_reply(request, result)
             return self._plain_reply(request, "result", result)
-        if event == RPCEvents.PROPERTY_GET:
+        if event == _PROPERTY_GET:
             return self._plain_reply(request, "value", getattr(self, request.name))
-        if event == RPCEvents.PROPERTY_SET:
+        if event == _PROPERTY_SET:
             with self._call_lock or contextlib.nullcontext():
                 setattr(self, request.name, request.value)
             return self._reply(request, {})

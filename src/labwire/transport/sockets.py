@@ -158,6 +158,8 @@ class Socket:
         kind: The socket pattern.
         endpoint: The real endpoint: for a bound socket, the address it listens on (port 0
             resolved to the real port); for a connected socket, the address it connects to.
+        is_secure: Whether the socket runs CurveZMQ (as a server or as a client); False once
+            it is closed.
     """
 
     __slots__ = (
@@ -168,6 +170,7 @@ class Socket:
         "_server_key",
         "_watcher",
         "endpoint",
+        "is_secure",
         "kind",
     )
 
@@ -186,19 +189,17 @@ class Socket:
         self.endpoint = endpoint
         self._watcher = watcher
         self._lease = lease
+        # A plain attribute, not a property: every call reads it.
+        self.is_secure = watcher is not None or lease is not None
         self._server_key = server_key
         self._events = None if watcher is None else Socket(watcher.events, SocketType.PAIR, "")
         self._rcvtimeo = -1  # ZeroMQ's default: receive waits forever
 
     @property
-    def is_secure(self) -> bool:
-        """Whether the socket runs CurveZMQ (as a server or as a client)."""
-        return self._watcher is not None or self._lease is not None
-
-    @property
     def closed(self) -> bool:
         """Whether the socket is closed."""
-        return bool(self._raw.closed)
+        closed: bool = self._raw.closed
+        return closed
 
     @property
     def port(self) -> int:
@@ -221,8 +222,12 @@ class Socket:
         # first frame is accepted, the others are too.
         raw = self._raw
         flags = _NOBLOCK if nowait else 0
-        last = len(frames) - 1
         try:
+            if len(frames) == 1:  # most messages: no loop to set up
+                frame = frames[0]
+                _SEND(raw, frame, flags, len(frame) < _COPY_BELOW)
+                return True
+            last = len(frames) - 1
             for index in range(last):
                 frame = frames[index]
                 _SEND(raw, frame, flags | _SNDMORE, len(frame) < _COPY_BELOW)
@@ -262,7 +267,8 @@ class Socket:
         raw = self._raw
         try:
             self._wait_at_most(timeout_ms)
-            return _parts(raw, _RECV(raw, 0, False))
+            first = _RECV(raw, 0, False)
+            return _parts(raw, first) if first.more else [first]
         except zmq.Again:
             return None
         except zmq.ZMQError as exc:
@@ -284,7 +290,8 @@ class Socket:
         try:
             self._wait_at_most(timeout_ms)
             identity = _RECV(raw, 0, True)  # a ROUTER always has a part after the id
-            return identity, _parts(raw, _RECV(raw, 0, False))
+            first = _RECV(raw, 0, False)
+            return identity, _parts(raw, first) if first.more else [first]
         except zmq.Again:
             return None
         except zmq.ZMQError as exc:
@@ -381,6 +388,7 @@ class Socket:
 
         A secured server socket also gives back its hold on the authenticator.
         """
+        self.is_secure = False
         if self._watcher is not None:
             self._watcher.close()
             self._watcher = None

@@ -6,7 +6,7 @@ the number of frames, the JSON nesting depth and string lengths are checked here
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["Limits"]
 
@@ -25,6 +25,8 @@ class Limits:
         max_depth: Deepest nesting of JSON arrays and objects.
         max_string_chars: Longest JSON string (keys included).
         max_int_digits: Most decimal digits in a JSON integer.
+        int_bound: ``10 ** max_int_digits``, derived: every allowed integer is strictly
+            between ``-int_bound`` and ``int_bound``.
     """
 
     max_frames: int = 1024
@@ -34,9 +36,14 @@ class Limits:
     max_depth: int = 64
     max_string_chars: int = 4 * _MIB
     max_int_digits: int = 20
+    int_bound: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for name in self.__dataclass_fields__:
+        for name, spec in self.__dataclass_fields__.items():
+            if not spec.init:
+                continue
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"Limits.{name} must be a positive integer, got {value!r}")
+        # Computed once: the checks on every call compare against it.
+        object.__setattr__(self, "int_bound", 10**self.max_int_digits)

@@ -58,7 +58,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 
@@ -473,49 +473,55 @@ def reply_extension(request: Request, server_id: str, **fields: Any) -> dict[str
 # --------------------------------------------------------------------------- fast path
 #
 # labwire's own small calls (a method call or property read with JSON arguments and no buffers)
-# are encoded from, and decoded into, these typed structs in one pass each. A message takes the
-# fast path only when re-encoding what was decoded gives back its exact bytes, so it cannot
-# accept what the general path refuses (duplicate keys, lone surrogates, other layouts).
+# are encoded from, and decoded into, these typed structs in one pass each. msgspec is as strict
+# as the general path about UTF-8, surrogates and NaN, but keeps the last of duplicate keys; a
+# message takes the fast path only when it provably has none (see _keys_unique), so it cannot
+# accept what the general path refuses.
+
+#: The integers the fast-path structs accept. With the default limits (20 digits) all of them
+#: are within the integer limit; tighter limits are checked after decoding.
+_INT64_MAX = 2**63 - 1
+_Int64 = Annotated[int, msgspec.Meta(ge=-_INT64_MAX, le=_INT64_MAX)]
 
 
-class _Lw(msgspec.Struct):
-    v: int
-    cid: str
-    rid: int
-    ttl: int | None
+class _Lw(msgspec.Struct, gc=False):
+    v: Annotated[int, msgspec.Meta(ge=1, le=_INT64_MAX)]
+    cid: Annotated[str, msgspec.Meta(max_length=64)]
+    rid: _Int64
+    ttl: _Int64 | None
     exp: float | None
     sid: str
 
 
-class _Params(msgspec.Struct):
+class _Params(msgspec.Struct, gc=False):
     args: list[Any]
     kwargs: dict[str, Any]
 
 
-class _Call(msgspec.Struct, tag_field="event", tag="METHOD_CALL"):
+class _Call(msgspec.Struct, gc=False, tag_field="event", tag="METHOD_CALL"):
     method: str
     params: _Params
     lw: _Lw
 
 
-class _Get(msgspec.Struct, tag_field="event", tag="PROPERTY_GET"):
+class _Get(msgspec.Struct, gc=False, tag_field="event", tag="PROPERTY_GET"):
     property: str
     lw: _Lw
 
 
-class _ReplyLw(msgspec.Struct):
-    v: int
-    rid: int | None
+class _ReplyLw(msgspec.Struct, gc=False):
+    v: Annotated[int, msgspec.Meta(ge=1, le=_INT64_MAX)]
+    rid: _Int64 | None
     sid: str
 
 
-class _Result(msgspec.Struct):
+class _Result(msgspec.Struct, gc=False):
     success: bool
     lw: _ReplyLw
     result: Any
 
 
-class _Value(msgspec.Struct):
+class _Value(msgspec.Struct, gc=False):
     success: bool
     lw: _ReplyLw
     value: Any
@@ -526,6 +532,10 @@ _FAST_DECODER = msgspec.json.Decoder(_Call | _Get)
 #: How deep the containers of the layouts go (a request's args list is at depth 3).
 _REQUEST_DEPTH = 3
 _REPLY_DEPTH = 2
+#: How many keys each layout has ("event" included; a call's keyword arguments come on top).
+_CALL_KEYS = 12
+_GET_KEYS = 9
+_RESULT_KEYS = 6
 _RESULT_DECODER = msgspec.json.Decoder(_Result)
 _FAST_ENCODER = msgspec.json.Encoder()
 _PLAIN_TYPES = frozenset({int, str, bool, type(None)})
@@ -533,6 +543,9 @@ _BUFFER_KEY_BYTES = b'"' + BUFFER_KEY.encode() + b'"'
 
 
 _DECODED_SCALARS = frozenset({str, float, bool, type(None)})
+# Enum members cost a descriptor lookup each time they are read; the hot path reads these.
+_METHOD_CALL = RPCEvents.METHOD_CALL
+_PROPERTY_GET = RPCEvents.PROPERTY_GET
 
 
 def _is_plain(value: Any) -> bool:
@@ -557,13 +570,14 @@ def _decoded_scalars(values: Iterable[Any], int_bound: int) -> bool:
     return True
 
 
-def _decode_exact(
+def _decode_layout(
     decoder: msgspec.json.Decoder[_T], data: bytes, limits: Limits, depth: int
 ) -> _T | None:
-    """Decode ``data`` with a fast-path decoder, or None unless it is in the exact layout.
+    """Decode ``data`` with a fast-path decoder, or None unless it has the layout's types.
 
     The layout's containers go ``depth`` deep; a frame no longer than the string limit holds
-    no longer string. Whatever the decoded fields hold is for the caller to check.
+    no longer string. Repeated keys, and whatever the decoded fields hold, are for the caller
+    to check.
     """
     if (
         len(data) > limits.max_json_bytes
@@ -572,12 +586,25 @@ def _decode_exact(
     ):
         return None
     try:
-        message = decoder.decode(data)
-        if _FAST_ENCODER.encode(message) != data:
-            return None
-    except (msgspec.DecodeError, msgspec.EncodeError, UnicodeError, RecursionError, ValueError):
+        return decoder.decode(data)
+    except (msgspec.DecodeError, UnicodeError, RecursionError, ValueError):
         return None
-    return message
+
+
+def _keys_unique(data: bytes, message: Any, keys: int) -> bool:
+    """Whether no JSON object in ``data`` (decoded as ``message``, ``keys`` keys) repeats a key.
+
+    Every key in JSON text is followed by a colon, and the text has each of the message's
+    keys at least once: so when it has exactly ``keys`` colons, no key appears twice.
+    Otherwise (a colon inside a string, a nested object) the text must be exactly what
+    re-encoding the message gives, which it cannot be with a key repeated.
+    """
+    if data.count(b":") == keys:
+        return True
+    try:
+        return _FAST_ENCODER.encode(message) == data
+    except (msgspec.EncodeError, UnicodeError):
+        return False
 
 
 def fast_request(data: bytes, limits: Limits) -> Request | None:
@@ -591,30 +618,33 @@ def fast_request(data: bytes, limits: Limits) -> Request | None:
         The request; or None when the message is anything else (then decode it with
         :func:`decode_frames` and :func:`parse_request`, which also explain what is wrong).
     """
-    message = _decode_exact(_FAST_DECODER, data, limits, _REQUEST_DEPTH)
+    message = _decode_layout(_FAST_DECODER, data, limits, _REQUEST_DEPTH)
     if message is None:
         return None
     lw = message.lw
-    bound = 10**limits.max_int_digits
+    bound = limits.int_bound
     ttl = lw.ttl
-    if (
-        not 0 < lw.v < bound
-        or len(lw.cid) > 64
+    if bound <= _INT64_MAX and (
+        lw.v >= bound
         or not -bound < lw.rid < bound
         or (ttl is not None and not -bound < ttl < bound)
     ):
         return None
     if type(message) is _Call:
         params = message.params
+        args = params.args
+        kwargs = params.kwargs
+        if not _keys_unique(data, message, _CALL_KEYS + len(kwargs)):
+            return None
         if not (
-            _decoded_scalars(params.args, bound) and _decoded_scalars(params.kwargs.values(), bound)
+            _decoded_scalars(args, bound) and (not kwargs or _decoded_scalars(kwargs.values(), bound))
         ) and (_BUFFER_KEY_BYTES in data or not within_limits_by_text(data, limits)):
             return None
         return Request(
-            RPCEvents.METHOD_CALL,
+            _METHOD_CALL,
             message.method,
-            params.args,
-            params.kwargs,
+            args,
+            kwargs,
             None,
             lw.v,
             lw.cid,
@@ -623,8 +653,10 @@ def fast_request(data: bytes, limits: Limits) -> Request | None:
             lw.exp,
             lw.sid,
         )
+    if not _keys_unique(data, message, _GET_KEYS):
+        return None
     return Request(
-        RPCEvents.PROPERTY_GET,
+        _PROPERTY_GET,
         message.property,
         [],
         {},
@@ -656,12 +688,17 @@ def encode_call(
     """
     if type(args) is not list or type(kwargs) is not dict:
         return None
+    # Written out: this runs on every call, and a function call per argument costs more than
+    # the check itself.
     for value in args:
-        if not _is_plain(value):
+        kind = type(value)
+        if kind not in _PLAIN_TYPES and (kind is not float or not math.isfinite(value)):
             return None
-    for value in kwargs.values():
-        if not _is_plain(value):
-            return None
+    if kwargs:
+        for value in kwargs.values():
+            kind = type(value)
+            if kind not in _PLAIN_TYPES and (kind is not float or not math.isfinite(value)):
+                return None
     lw = _Lw(PROTOCOL_VERSION, client_id, request_id, ttl_ms, expiry, server_id)
     try:
         return _FAST_ENCODER.encode(_Call(method, _Params(args, kwargs), lw))
@@ -707,14 +744,14 @@ def decode_plain_reply(data: bytes, request_id: int, server_id: str, limits: Lim
         buffers, another request's reply, another incarnation, another layout): decode it
         with :func:`decode_frames`, which also explains what is wrong.
     """
-    reply = _decode_exact(_RESULT_DECODER, data, limits, _REPLY_DEPTH)
+    reply = _decode_layout(_RESULT_DECODER, data, limits, _REPLY_DEPTH)
     if reply is None:
         return NOT_PLAIN
     lw = reply.lw
     if reply.success is not True or lw.rid != request_id or lw.sid != server_id:
         return NOT_PLAIN
-    bound = 10**limits.max_int_digits
-    if not 0 < lw.v < bound:
+    bound = limits.int_bound
+    if (bound <= _INT64_MAX and lw.v >= bound) or not _keys_unique(data, reply, _RESULT_KEYS):
         return NOT_PLAIN
     result = reply.result
     kind = type(result)
