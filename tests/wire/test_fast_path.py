@@ -18,6 +18,9 @@ from labwire.errors import ProtocolError
 from labwire.wire.codec import decode_json
 from labwire.wire.limits import Limits
 from labwire.wire.rpc import (
+    _CALL_KEYS,
+    _GET_KEYS,
+    _RESULT_KEYS,
     NOT_PLAIN,
     PROTOCOL_VERSION,
     Request,
@@ -31,7 +34,6 @@ from labwire.wire.rpc import (
     parse_request,
     reply_extension,
 )
-from labwire.wire.rpc import _CALL_KEYS, _GET_KEYS, _RESULT_KEYS
 from tests.wire.test_codec import json_scalars, json_values
 
 pytestmark = pytest.mark.timeout(60)

@@ -636,9 +636,10 @@ def fast_request(data: bytes, limits: Limits) -> Request | None:
         kwargs = params.kwargs
         if not _keys_unique(data, message, _CALL_KEYS + len(kwargs)):
             return None
-        if not (
-            _decoded_scalars(args, bound) and (not kwargs or _decoded_scalars(kwargs.values(), bound))
-        ) and (_BUFFER_KEY_BYTES in data or not within_limits_by_text(data, limits)):
+        scalars = _decoded_scalars(args, bound) and (
+            not kwargs or _decoded_scalars(kwargs.values(), bound)
+        )
+        if not scalars and (_BUFFER_KEY_BYTES in data or not within_limits_by_text(data, limits)):
             return None
         return Request(
             _METHOD_CALL,
