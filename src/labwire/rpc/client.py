@@ -809,8 +809,10 @@ class RPCClient(ClientBase):
     # ------------------------------------------------------------------ channels
 
     def _channel(self) -> _Channel:
+        # A channel's socket is open for as long as the channel is this thread's: whatever
+        # closes it (a Lazy Pirate retry, close()) drops or replaces the channel too.
         channel: _Channel | None = getattr(self._local, "channel", None)
-        if channel is not None and channel.url == self.url and not channel.socket.closed:
+        if channel is not None and channel.url == self.url:
             return channel
         if channel is not None:
             self._drop_channel(channel)
@@ -830,7 +832,8 @@ class RPCClient(ClientBase):
 
     def _drop_channel(self, channel: _Channel) -> None:
         channel.socket.close(0)
-        self._local.channel = None
+        if getattr(self._local, "channel", None) is channel:  # not a one-off (stop_server)
+            self._local.channel = None
         with self._channels_lock:
             if self._channels.get(threading.get_ident()) is channel:
                 del self._channels[threading.get_ident()]
@@ -976,10 +979,11 @@ class RPCClient(ClientBase):
         raise Unavailable(f"cannot reach {self.url}: no connection (is the server running?)")
 
     def _renew(self, channel: _Channel) -> None:
-        channel.socket.close(0)
+        stale = channel.socket
         channel.socket = self._transport.connect(
             SocketType.DEALER, channel.url, server_key=self.server_key, immediate=1
         )
+        stale.close(0)
 
     def _follow(self, channel: _Channel) -> bool:
         if not self._moved():
@@ -991,7 +995,7 @@ class RPCClient(ClientBase):
     def _timed_out(self, channel: _Channel) -> None:
         if not self.is_labwire_server:
             # Lazy Pirate: a deployed server's late reply carries no id; drop the socket.
-            channel.socket.close(0)
+            self._drop_channel(channel)
 
     # ------------------------------------------------------------------ restarts and signals
 
