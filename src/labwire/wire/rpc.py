@@ -521,6 +521,12 @@ class _Result(msgspec.Struct, gc=False):
     result: Any
 
 
+class _Value(msgspec.Struct, gc=False):
+    success: bool
+    lw: _ReplyLw
+    value: Any
+
+
 _T = TypeVar("_T")
 _FAST_DECODER = msgspec.json.Decoder(_Call | _Get)
 #: How deep the containers of the layouts go (a request's args list is at depth 3).
@@ -711,34 +717,14 @@ def encode_plain_reply(
     Returns:
         The reply's only frame; None when ``value`` needs the general path.
     """
-    if request_id is None or not _is_plain(value):
+    if not _is_plain(value):
         return None
+    lw = _ReplyLw(PROTOCOL_VERSION, request_id, server_id)
+    reply = _Result(True, lw, value) if key == "result" else _Value(True, lw, value)
     try:
-        layout = _PLAIN_REPLY_LAYOUTS.get((server_id, key))
-        if layout is None:
-            layout = _plain_reply_layout(server_id, key)
-        return layout % (request_id, _FAST_ENCODER.encode(value))
+        return _FAST_ENCODER.encode(reply)
     except (msgspec.EncodeError, UnicodeError):
         return None
-
-
-#: Plain-reply layouts by (server id, key): a server has one id, and two keys.
-_PLAIN_REPLY_LAYOUTS: dict[tuple[str, str], bytes] = {}
-
-
-def _plain_reply_layout(server_id: str, key: str) -> bytes:
-    """A plain reply from ``server_id`` with ``key``, for ``%`` with the request id and value."""
-    sid = _FAST_ENCODER.encode(server_id).replace(b"%", b"%%")
-    field = _FAST_ENCODER.encode(key).replace(b"%", b"%%")
-    layout = b'{"success":true,"lw":{"v":%d,"rid":%%d,"sid":%b},%b:%%b}' % (
-        PROTOCOL_VERSION,
-        sid,
-        field,
-    )
-    if len(_PLAIN_REPLY_LAYOUTS) >= 64:
-        _PLAIN_REPLY_LAYOUTS.clear()
-    _PLAIN_REPLY_LAYOUTS[server_id, key] = layout
-    return layout
 
 
 #: Returned by :func:`decode_plain_reply` for a reply that needs the general path.
