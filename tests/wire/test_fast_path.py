@@ -122,6 +122,8 @@ TIGHT = Limits(max_depth=3, max_string_chars=40)
         (layout([1], {}).replace(b'"kwargs":{}', b'"kwargs":{"a":1,"a":2}'), LIMITS),
         (layout([1], {}).replace(b'"method":"m"', b'"method":"m","method":"_m"'), LIMITS),
         (layout([1], {}).replace(b'"sid":', b'"nbuf":1,"sid":'), LIMITS),  # buffers promised
+        (layout([1], {}).replace(b'"rid":7', b'"rid":7,"rid":8'), LIMITS),
+        (layout([1], {}).replace(b'"rid":7', b'"rid" : 7 , "rid" : 8'), LIMITS),
         (layout([1], {}).replace(b'"event":"METHOD_CALL",', b""), LIMITS),  # no event
         (layout([1], {}).replace(b'"v":1', b'"v":0'), LIMITS),  # not a version
         (layout([1], {}).replace(b'"v":1', b'"v":' + b"1" * 25), LIMITS),  # over the limit
