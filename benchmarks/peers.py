@@ -6,10 +6,12 @@ Each prints its endpoint(s) on the first line, then serves until it receives SIG
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import zmq
@@ -17,9 +19,29 @@ import zmq
 from labwire.config import Settings
 from labwire.rpc import RPCClient, RPCServer, RPCSignal
 
+#: The raw REQ/REP small call: the request a deployed client sends for ``add(1)``.
+SMALL_CALL = b'{"event":"METHOD_CALL","method":"add","params":{"args":[1],"kwargs":{}}}'
 BLOBS = {size: memoryview(bytearray(size)) for size in (1 << 20, 64 << 20)}
 PROBE = b'{"signal":"tick","args":[-1]}'
 QUIET_SECONDS = 1.0
+
+
+@contextmanager
+def peer(kind: str) -> Iterator[tuple[str, int]]:
+    """Run ``python -m benchmarks.peers KIND``; yields its first line and its process id."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.peers", kind], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        yield process.stdout.readline().strip(), process.pid
+    finally:
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 class BenchDevice(RPCServer):

@@ -11,31 +11,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import zmq
 
+from benchmarks.peers import SMALL_CALL, peer
 from labwire.rpc import RPCClient, RPCSignal
-
-
-@contextmanager
-def _peer(kind: str) -> Iterator[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.peers", kind], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert process.stdout is not None
-        yield process.stdout.readline().strip()
-    finally:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
 
 #: Rounds of the small-call comparison, alternating labwire and raw pyzmq.
 _ROUNDS = 40
@@ -78,15 +60,14 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     calls = 2000 if quick else 20000
     rows: list[dict[str, Any]] = []
     context = zmq.Context()
-    with _peer("labwire") as url, _peer("raw") as raw_ports:
+    with peer("labwire") as (url, _), peer("raw") as (raw_ports, _):
         rep_port, router_port, blob_port, pub_port = raw_ports.split()
         client = _BenchClient(None, url)
         req = context.socket(zmq.REQ)
         req.connect(f"tcp://127.0.0.1:{rep_port}")
-        body = b'{"event":"METHOD_CALL","method":"add","params":{"args":[1],"kwargs":{}}}'
 
         def raw_call() -> None:
-            req.send(body)
+            req.send(SMALL_CALL)
             req.recv()
 
         # Interleave many short rounds so both see the same machine load (on a shared or
