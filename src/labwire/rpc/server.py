@@ -13,8 +13,9 @@ queues its reply and wakes the new leader with an empty message that reaches the
 itself, through an ``inproc://`` connection from a private DEALER (the waker). So the leader
 waits in one blocking receive on one socket, with no poll of a second source. Ownership changes
 only under a lock, which gives ZeroMQ the memory barrier it requires when a socket moves
-between threads. At most ``workers`` runners exist, so at most ``workers - 1`` slow handlers
-run at once.
+between threads; a handler that ends sooner than the takeover time keeps the socket without
+taking that lock, since the watchdog cannot have moved it. At most ``workers`` runners exist,
+so at most ``workers - 1`` slow handlers run at once.
 
 Requests from labwire clients carry a client id, a request id and an expiry. The server never
 starts a request whose expiry has passed (checked on receipt), and answers a duplicate (same
@@ -81,11 +82,11 @@ _WATCHDOG_SECONDS = 0.002
 _IDLE_POLL_MS = 500
 #: Leadership is up for grabs (the next runner to look takes it).
 _VACANT = -1
-#: Events that name a method or property, and run a handler.
 # Enum members cost a descriptor lookup each time they are read; every call reads these.
 _METHOD_CALL = RPCEvents.METHOD_CALL
 _PROPERTY_GET = RPCEvents.PROPERTY_GET
 _PROPERTY_SET = RPCEvents.PROPERTY_SET
+#: Events that name a method or property, and run a handler.
 _TARGETED_EVENTS = frozenset(
     {
         RPCEvents.METHOD_CALL,

@@ -198,8 +198,7 @@ class Socket:
     @property
     def closed(self) -> bool:
         """Whether the socket is closed."""
-        closed: bool = self._raw.closed
-        return closed
+        return bool(self._raw.closed)
 
     @property
     def port(self) -> int:
