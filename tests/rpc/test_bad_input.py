@@ -119,17 +119,17 @@ def fast(
     method: bytes = b"echo",
     rid: bytes = b"%d" % RID,
 ) -> bytes:
-    """A one-frame request in the exact layout labwire clients write (the server's fast path)."""
+    """A one-frame request in the compact layout labwire clients write (the server's fast path)."""
     return (
-        b'{"event":"METHOD_CALL","method":"'
+        b'["METHOD_CALL","'
         + method
-        + b'","params":{"args":'
+        + b'",'
         + args_json
-        + b',"kwargs":'
+        + b","
         + kwargs_json
-        + b'},"lw":{"v":1,"cid":"raw-socket","rid":'
+        + b',"raw-socket",'
         + rid
-        + b',"ttl":1000,"exp":null,"sid":""}}'
+        + b',1000,null,""]'
     )
 
 
@@ -158,9 +158,21 @@ def fast_bad(id: str, body: bytes, error: str, code: str | None = None) -> Bad:
 FAST_LAYOUT_BAD = [
     fast_bad("fast_duplicate_kwarg", fast(kwargs_json=b'{"a":1,"a":2}'), "duplicate key 'a'"),
     fast_bad(
-        "fast_duplicate_method",
-        fast(method=b'echo","method":"_count'),
-        "duplicate key 'method' in JSON object",
+        "fast_duplicate_key_in_an_argument",
+        fast(b'[{"a":1,"a":2}]'),
+        "duplicate key 'a' in JSON object",
+    ),
+    fast_bad(
+        "fast_too_short",
+        b'["METHOD_CALL","echo",[1],{}]',
+        'a compact request is ["METHOD_CALL", method, args, kwargs, cid, rid, ttl, exp, sid]',
+    ),
+    fast_bad("fast_args_not_a_list", fast(b'"1"'), "'params.args' must be a list", "bad_request"),
+    fast_bad("fast_request_id_text", fast(rid=b'"7"'), "'lw.rid' must be an integer"),
+    fast_bad(
+        "fast_property_set",
+        b'["PROPERTY_SET","mode",1,"raw-socket",7,1000,null,""]',
+        "a compact request is",
     ),
     fast_bad("fast_integer_25_digits", fast(b"[" + b"9" * 25 + b"]"), "more than 20 digits"),
     fast_bad("fast_request_id_25_digits", fast(rid=b"9" * 25), "more than 20 digits"),
@@ -212,7 +224,14 @@ BAD = [
     ),
     # Malformed JSON and encodings (B2).
     Bad("malformed_json", [b'{"event": "METHOD_CALL", "method": "echo"'], "malformed JSON"),
-    Bad("not_an_object", [b'["METHOD_CALL", "echo"]'], "frame 0 must be a JSON object, got list"),
+    Bad("not_an_object", [b'"METHOD_CALL"'], "frame 0 must be a JSON object, got str"),
+    Bad("short_array", [b'["METHOD_CALL", "echo"]'], "a compact request is"),
+    Bad(
+        "compact_with_a_buffer",
+        [fast(), b"x"],
+        "a compact message has one frame, not 2",
+        delimited=False,
+    ),
     Bad("invalid_utf8", [b'{"event":"METHOD_CALL","method":"ech\xff"}'], "not valid UTF-8"),
     Bad("utf8_encoded_surrogate", [raw_call(b'["\xed\xa0\x80"]')], "not valid UTF-8"),
     Bad("lone_surrogate_escape", [raw_call(b'["\\ud800"]')], "lone surrogate"),
@@ -478,7 +497,7 @@ def test_burst_of_bad_messages_then_a_good_one_on_the_same_connection(
     raw_dealer.send_multipart([b"", encode(call("echo", "good", lw=lw(rid=RID + 1)))])
     replies = [json.loads(recv_reply(raw_dealer)[-1]) for _ in range(len(bodies) + 1)]
     assert all(reply["success"] is False for reply in replies[:-1])
-    assert replies[-1]["success"] is True and replies[-1]["result"] == "good"
+    assert replies[-1] == [RID + 1, server.good.server_id, "good"]  # a compact success
     assert_healthy(server, entered + 1)
 
 

@@ -1,8 +1,8 @@
-"""The small-call fast path: the same requests and replies as the general path, or none.
+"""The compact layout of small calls: the same requests and replies as the general path, or none.
 
 ``fast_request`` and ``decode_plain_reply`` may only decline a message (None / NOT_PLAIN), never
-accept one the general path refuses nor read one differently; ``encode_call`` and
-``encode_plain_reply`` must write what the general path reads back to the same values.
+accept one the general path refuses nor read one differently; ``encode_call``, ``encode_get``
+and ``encode_plain_reply`` must write what the general path reads back to the same values.
 """
 
 from __future__ import annotations
@@ -15,24 +15,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from labwire.errors import ProtocolError
-from labwire.wire.codec import decode_json
 from labwire.wire.limits import Limits
 from labwire.wire.rpc import (
-    _CALL_KEYS,
-    _GET_KEYS,
-    _RESULT_KEYS,
     NOT_PLAIN,
-    PROTOCOL_VERSION,
     Request,
     RPCEvents,
     decode_frames,
     decode_plain_reply,
     encode_call,
-    encode_frames,
+    encode_get,
     encode_plain_reply,
+    expand_compact_reply,
+    expand_compact_request,
     fast_request,
     parse_request,
-    reply_extension,
 )
 from tests.wire.test_codec import json_scalars, json_values
 
@@ -45,21 +41,23 @@ SID = "5e4ee1d0c0ffee00"
 def general(data: bytes, limits: Limits = LIMITS) -> Request | ProtocolError:
     """What the general path makes of a one-frame request: a request or its error."""
     try:
-        header, buffers = decode_frames([memoryview(data)], limits)
+        header, buffers = decode_frames([memoryview(data)], limits, expand_compact_request)
         return parse_request(header, buffers)
     except ProtocolError as exc:
         return exc
 
 
+def general_reply(data: bytes, limits: Limits = LIMITS) -> dict[str, Any] | ProtocolError:
+    """What the general path makes of a one-frame reply: its header or its error."""
+    try:
+        return decode_frames([memoryview(data)], limits, expand_compact_reply)[0]
+    except ProtocolError as exc:
+        return exc
+
+
 def layout(args: Any, kwargs: Any, rid: Any = 7, ttl: Any = 1000, exp: Any = 12.5) -> bytes:
-    """The fast-path layout with any JSON in it (encode_call only writes scalars)."""
-    header = {
-        "event": "METHOD_CALL",
-        "method": "m",
-        "params": {"args": args, "kwargs": kwargs},
-        "lw": {"v": 1, "cid": "c0ffee", "rid": rid, "ttl": ttl, "exp": exp, "sid": SID},
-    }
-    return msgspec.json.encode(header)
+    """The compact call layout with any JSON in it (encode_call only writes scalars)."""
+    return msgspec.json.encode(["METHOD_CALL", "m", args, kwargs, "c0ffee", rid, ttl, exp, SID])
 
 
 # --------------------------------------------------------------------------- requests
@@ -86,6 +84,7 @@ def test_encode_call_reads_back_the_same_on_both_paths(
     assert fast is not None and fast.event == RPCEvents.METHOD_CALL
     assert (fast.name, fast.args, fast.kwargs) == ("m", args, kwargs)
     assert (fast.client_id, fast.request_id, fast.ttl_ms, fast.expiry) == ("c0ffee", rid, ttl, exp)
+    assert (fast.version, fast.server_id) == (1, SID)
 
 
 @given(st.lists(json_values, max_size=3), st.dictionaries(st.text(max_size=8), json_values))
@@ -99,15 +98,15 @@ def test_fast_request_never_accepts_what_the_general_path_refuses(
         return
     for limits in (
         LIMITS,
-        Limits(max_depth=3, max_int_digits=5, max_string_chars=40),
-        Limits(max_depth=1),
+        Limits(max_depth=3, max_int_digits=5, max_string_chars=60),
+        Limits(max_depth=2),
     ):
         fast = fast_request(data, limits)
         if fast is not None:
             assert fast == general(data, limits)
 
 
-TIGHT = Limits(max_depth=3, max_string_chars=40)
+TIGHT = Limits(max_depth=3, max_string_chars=60)
 
 
 @pytest.mark.parametrize(
@@ -115,24 +114,24 @@ TIGHT = Limits(max_depth=3, max_string_chars=40)
     [
         (layout([1], {}, rid=10**25), LIMITS),  # over the integer limit
         (layout([1], {}, ttl=10**25), LIMITS),
+        (layout([10**25], {}), LIMITS),
+        (layout([1], {"a": 10**25}), LIMITS),
         (layout([1], {}, rid=2**63), LIMITS),  # beyond the fast path's integers
+        (layout([1], {}, rid=7), Limits(max_int_digits=1)),  # over a tighter integer limit
         (layout([[[[1]]]], {}), TIGHT),  # over the depth limit
-        (layout(["x" * 50], {}), Limits(max_string_chars=40)),  # over the string limit
+        (layout(["x" * 70], {}), Limits(max_string_chars=60)),  # over the string limit
         (layout([{"$lwbuf": 0, "kind": "bytes"}], {}), LIMITS),  # a placeholder, no frame
-        (layout([1], {}).replace(b'"kwargs":{}', b'"kwargs":{"a":1,"a":2}'), LIMITS),
-        (layout([1], {}).replace(b'"method":"m"', b'"method":"m","method":"_m"'), LIMITS),
-        (layout([1], {}).replace(b'"sid":', b'"nbuf":1,"sid":'), LIMITS),  # buffers promised
-        (layout([1], {}).replace(b'"rid":7', b'"rid":7,"rid":8'), LIMITS),
-        (layout([1], {}).replace(b'"rid":7', b'"rid" : 7 , "rid" : 8'), LIMITS),
-        (layout([1], {}).replace(b'"event":"METHOD_CALL",', b""), LIMITS),  # no event
-        (layout([1], {}).replace(b'"v":1', b'"v":0'), LIMITS),  # not a version
-        (layout([1], {}).replace(b'"v":1', b'"v":' + b"1" * 25), LIMITS),  # over the limit
+        (layout([1], {"a": 1}).replace(b'{"a":1}', b'{"a":1,"a":2}'), LIMITS),
+        (layout([1], {"a": 1}).replace(b'{"a":1}', b'{"a" : 1 , "a" : 2}'), LIMITS),
+        (layout([{"a": 1}], {}).replace(b'{"a":1}', b'{"a":1,"a":2}'), LIMITS),  # in an argument
+        (layout([1], {}).replace(b',"c0ffee"', b""), LIMITS),  # a field short
+        (layout([1], {})[:-1] + b',"extra"]', LIMITS),  # a field too many
+        (layout([1], {}).replace(b'"METHOD_CALL"', b'"PROPERTY_SET"'), LIMITS),  # the general's
         (layout([1], {}).replace(b'"c0ffee"', b'"' + b"c" * 65 + b'"'), LIMITS),  # long id
-        (
-            b'{"event":"PROPERTY_SET","property":"p","value":1,"lw":{"v":1,"cid":"c","rid":1,'
-            b'"ttl":null,"exp":null,"sid":""}}',
-            LIMITS,
-        ),  # another event: the general path's
+        (layout([1], {}).replace(b"[1]", b'"1"'), LIMITS),  # arguments not a list
+        (layout([1], {}, rid=True), LIMITS),
+        (layout([1], {}, ttl=1.5), LIMITS),  # a number the general path reads, but not ours
+        (msgspec.json.encode({"event": "METHOD_CALL", "method": "m"}), LIMITS),  # an object
     ],
 )
 def test_fast_request_declines_what_it_must_not_read(data: bytes, limits: Limits) -> None:
@@ -144,94 +143,127 @@ def test_fast_request_reads_other_spellings_as_the_general_path_does() -> None:
         layout([1], {}).replace(b"[1]", b"[1.0e0]"),
         layout([1], {"a": 2}).replace(b":", b" : ").replace(b",", b" , "),
         layout([1], {}).replace(b'"m"', b'"\\u006d"'),
-        layout([1], {"a": 1}).replace(b'"method":"m"', b'"method":"m:"'),  # a colon in a string
+        layout(["a:b"], {"a": 1}),  # a colon in a string
+        layout([{"a": 1}, [2]], {}),  # containers among the arguments
+        layout([1], {}, ttl=None, exp=3),
     ):
         fast = fast_request(data, LIMITS)
         assert fast is not None
         assert fast == general(data)
 
 
-def test_small_calls_are_recognised_by_their_key_count() -> None:
-    # The fast path skips re-encoding when the colons in the text match the layout's keys;
-    # the counts must match what labwire itself writes, or every call pays for the fallback.
-    call = encode_call("m", [1, "x"], {"a": 1, "b": None}, "c", 1, 100, 2.5, SID)
-    assert call is not None and call.count(b":") == _CALL_KEYS + 2
-    reply = encode_plain_reply(1, SID, "result", 3)
-    assert reply is not None and reply.count(b":") == _RESULT_KEYS
-    get = msgspec.json.encode(
-        {
-            "event": "PROPERTY_GET",
-            "property": "p",
-            "lw": {"v": 1, "cid": "c", "rid": 3, "ttl": 500, "exp": None, "sid": ""},
-        }
+def test_labwire_calls_prove_their_keys_unique_by_counting() -> None:
+    # The fast path re-encodes a call only when the colons in the text are not exactly its
+    # keyword arguments' keys; what labwire writes must never need that.
+    assert encode_call("m", [1, "x"], {}, "c", 1, 100, 2.5, SID) == (
+        b'["METHOD_CALL","m",[1,"x"],{},"c",1,100,2.5,"' + SID.encode() + b'"]'
     )
-    assert get.count(b":") == _GET_KEYS
+    call = encode_call("m", [1, "x"], {"a": 1, "b": None}, "c", 1, 100, 2.5, SID)
+    assert call is not None and call.count(b":") == 2
 
 
 def test_fast_request_declines_under_a_depth_limit_its_layout_exceeds() -> None:
     data = layout([1], {})
-    assert fast_request(data, Limits(max_depth=2)) is None
-    assert isinstance(general(data, Limits(max_depth=2)), ProtocolError)
+    assert fast_request(data, Limits(max_depth=1)) is None
+    assert isinstance(general(data, Limits(max_depth=1)), ProtocolError)
 
 
-def test_fast_request_reads_a_property_get() -> None:
-    data = msgspec.json.encode(
-        {
-            "event": "PROPERTY_GET",
-            "property": "exposure",
-            "lw": {"v": 1, "cid": "c", "rid": 3, "ttl": 500, "exp": None, "sid": ""},
-        }
-    )
-    assert fast_request(data, LIMITS) == general(data)
+@given(st.text(max_size=12), st.integers(min_value=0, max_value=2**63 - 1))
+@settings(max_examples=100, deadline=None)
+def test_encode_get_reads_back_the_same_on_both_paths(name: str, rid: int) -> None:
+    data = encode_get(name, "c", rid, 500, None, "")
+    if data is None:
+        return
+    fast = fast_request(data, LIMITS)
+    assert fast is not None and fast == general(data)
+    assert (fast.event, fast.name, fast.request_id, fast.ttl_ms) == ("PROPERTY_GET", name, rid, 500)
 
 
 def test_encode_call_declines_what_needs_the_general_path() -> None:
     for args, kwargs in (([b"bytes"], {}), ([[1, 2]], {}), ([float("nan")], {}), ([], {"a": {}})):
         assert encode_call("m", args, kwargs, "c", 1, None, None, "") is None
+    assert encode_call("m", ["\ud800"], {}, "c", 1, None, None, "") is None  # a lone surrogate
+    assert encode_get("\ud800", "c", 1, None, None, "") is None
+
+
+@pytest.mark.parametrize(
+    ("items", "words"),
+    [
+        ([], "a compact request is"),
+        (["METHOD_CALL", "m", [], {}], "a compact request is"),
+        (["PROPERTY_GET", "p", "c", 1, None, None, "", "extra"], "a compact request is"),
+        (["GET_INVENTORY", "c", 1, None, None, ""], "a compact request is"),
+    ],
+)
+def test_expand_compact_request_refuses_other_arrays(items: list[Any], words: str) -> None:
+    with pytest.raises(ProtocolError, match=words):
+        expand_compact_request(items)
+
+
+def test_compact_messages_have_one_frame() -> None:
+    frames = [memoryview(layout([1], {})), memoryview(b"x")]
+    with pytest.raises(ProtocolError, match="a compact message has one frame, not 2"):
+        decode_frames(frames, LIMITS, expand_compact_request)
 
 
 # --------------------------------------------------------------------------- replies
 
 
-@given(json_scalars, st.sampled_from(["result", "value"]))
+@given(json_scalars, st.integers(min_value=0, max_value=2**63 - 1))
 @settings(max_examples=200, deadline=None)
-def test_encode_plain_reply_writes_what_the_general_path_writes(value: Any, key: str) -> None:
-    request = Request(RPCEvents.METHOD_CALL, "m", version=1, client_id="c", request_id=9)
-    header: dict[str, Any] = {"success": True, "lw": reply_extension(request, SID)}
-    try:
-        expected = encode_frames(header, {key: value})[0]
-    except TypeError:  # a lone surrogate
-        assert encode_plain_reply(9, SID, key, value) is None
+def test_encode_plain_reply_reads_back_the_same_on_both_paths(value: Any, rid: int) -> None:
+    data = encode_plain_reply(rid, SID, value)
+    if data is None:  # a lone surrogate: the general layout names it
         return
-    assert encode_plain_reply(9, SID, key, value) == expected
+    header = general_reply(data)
+    assert isinstance(header, dict)
+    assert header["result"] == header["value"] == value
+    assert header["lw"] == {"v": 1, "rid": rid, "sid": SID}
+    assert decode_plain_reply(data, rid, SID, LIMITS) == value
+
+
+def test_encode_plain_reply_declines_what_needs_the_general_layout() -> None:
+    for value in ([1], {"a": 1}, b"x", float("inf")):
+        assert encode_plain_reply(1, SID, value) is None
+    assert encode_plain_reply(None, SID, 1) is None  # no request id to answer
 
 
 @given(json_values)
 @settings(max_examples=300, deadline=None)
-def test_decode_plain_reply_reads_what_the_general_path_reads(result: Any) -> None:
-    header = {"success": True, "lw": {"v": PROTOCOL_VERSION, "rid": 9, "sid": SID}}
+def test_decode_plain_reply_reads_what_the_general_path_reads(value: Any) -> None:
     try:
-        data = encode_frames(header, {"result": result})[0]
-    except TypeError:
+        data = msgspec.json.encode([9, SID, value])
+    except (msgspec.EncodeError, UnicodeEncodeError):
         return
-    value = decode_plain_reply(bytes(data), 9, SID, LIMITS)
-    assert value is NOT_PLAIN or value == decode_json(data, LIMITS)["result"]
-    if not isinstance(result, (list, dict)):
-        assert value == result
+    for limits in (LIMITS, Limits(max_depth=2, max_int_digits=5, max_string_chars=60)):
+        fast = decode_plain_reply(data, 9, SID, limits)
+        slow = general_reply(data, limits)
+        if fast is not NOT_PLAIN:
+            assert isinstance(slow, dict) and fast == slow["result"]
+        elif limits is LIMITS and not isinstance(value, (list, dict)):
+            pytest.fail(f"a scalar reply took the general path: {data!r}")
 
 
 @pytest.mark.parametrize(
     ("data", "rid", "sid"),
     [
-        (b'{"success":true,"lw":{"v":1,"rid":9,"sid":"s"},"result":1}', 8, "s"),  # another call
-        (b'{"success":true,"lw":{"v":1,"rid":9,"sid":"s"},"result":1}', 9, "t"),  # a restart
-        (b'{"success":false,"lw":{"v":1,"rid":9,"sid":"s"},"result":1}', 9, "s"),
-        (b'{"success":true,"lw":{"v":1,"rid":9,"sid":"s"},"result":1,"result":2}', 9, "s"),
-        (b'{"success":true,"lw":{"v":1,"rid":9,"sid":"s","nbuf":1},"result":1}', 9, "s"),
-        (b'{"success":true,"lw":{"v":1,"rid":9,"sid":"s"},"result":' + b"9" * 25 + b"}", 9, "s"),
+        (b'[9,"s",1]', 8, "s"),  # another call
+        (b'[9,"s",1]', 9, "t"),  # a restart
+        (b'[9,"s",' + b"9" * 25 + b"]", 9, "s"),  # over the integer limit
+        (b'[9,"s",{"a":1,"a":2}]', 9, "s"),  # a repeated key
+        (b'[9,"s",' + b"[" * 70 + b"1" + b"]" * 71, 9, "s"),  # over the depth limit
+        (b'[9,"s",{"$lwbuf":0,"kind":"bytes"}]', 9, "s"),  # a placeholder, no frame
+        (b'[9,"s",1,2]', 9, "s"),
+        (b'[9,"s"]', 9, "s"),
+        (b'{"success":true,"lw":{"v":1,"rid":9,"sid":"s"},"result":1}', 9, "s"),  # an object
         (b'{"success":true,"result":1}', 9, "s"),  # a deployed server's reply
-        (b'{"success":true,"lw":{"v":' + b"1" * 25 + b',"rid":9,"sid":"s"},"result":1}', 9, "s"),
     ],
 )
 def test_decode_plain_reply_declines_anything_else(data: bytes, rid: int, sid: str) -> None:
     assert decode_plain_reply(data, rid, sid, LIMITS) is NOT_PLAIN
+
+
+def test_expand_compact_reply_refuses_other_arrays() -> None:
+    for items in ([], [9, "s"], [9, "s", 1, 2]):
+        with pytest.raises(ProtocolError, match=r"a compact reply is \[rid, sid, value\]"):
+            expand_compact_reply(items)

@@ -66,6 +66,8 @@ from labwire.wire.rpc import (
     decode_plain_reply,
     encode_call,
     encode_frames,
+    encode_get,
+    expand_compact_reply,
     restore_buffers,
 )
 
@@ -246,6 +248,12 @@ class ClientBase:
             )
             if frame is not None:
                 return rid, [frame]
+        elif labwire and event == RPCEvents.PROPERTY_GET:
+            frame = encode_get(
+                fields["property"], self._client_id, rid, timeout_ms, expiry, self._server_id
+            )
+            if frame is not None:
+                return rid, [frame]
         header: dict[str, Any] = {"event": str(event), **fields}
         header["lw"] = {
             "v": PROTOCOL_VERSION,
@@ -266,7 +274,7 @@ class ClientBase:
         body = frames[1:] if frames and frames[0].nbytes == 0 else frames
         if not body:
             raise ProtocolError("reply has no frames")
-        header, buffers = decode_frames(body, self._limits)
+        header, buffers = decode_frames(body, self._limits, expand_compact_reply)
         return Reply(header, buffers)
 
     def _matches(self, reply: Reply, rid: int) -> bool:

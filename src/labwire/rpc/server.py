@@ -55,6 +55,7 @@ from labwire.wire.rpc import (
     decode_frames,
     encode_frames,
     encode_plain_reply,
+    expand_compact_request,
     fast_request,
     is_private_name,
     parse_request,
@@ -582,7 +583,7 @@ class RPCServer:
                 body = [f.buffer for f in frames]
             if not body:
                 raise ProtocolError("empty request: no frame after the envelope")
-            header, buffers = decode_frames(body, self._limits)
+            header, buffers = decode_frames(body, self._limits, expand_compact_request)
             request = parse_request(header, buffers)
             self._dispatch(envelope, request, time.monotonic())
         except ProtocolError as exc:
@@ -775,7 +776,7 @@ class RPCServer:
     def _plain_reply(self, request: Request, key: str, value: Any) -> list[Any]:
         """A successful reply carrying ``value`` under ``key``; the common case is fast."""
         if request.version is not None:
-            frame = encode_plain_reply(request.request_id, self._server_id, key, value)
+            frame = encode_plain_reply(request.request_id, self._server_id, value)
             if frame is not None:
                 return [frame]
         return self._reply(request, {}, payload={key: value})

@@ -27,6 +27,9 @@ class Limits:
         max_int_digits: Most decimal digits in a JSON integer.
         int_bound: ``10 ** max_int_digits``, derived: every allowed integer is strictly
             between ``-int_bound`` and ``int_bound``.
+        short_json_bytes: The smaller of ``max_json_bytes`` and ``max_string_chars``,
+            derived: a JSON frame no longer than this is within the one and holds no string
+            over the other.
     """
 
     max_frames: int = 1024
@@ -37,6 +40,7 @@ class Limits:
     max_string_chars: int = 4 * _MIB
     max_int_digits: int = 20
     int_bound: int = field(init=False, repr=False, compare=False)
+    short_json_bytes: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name, spec in self.__dataclass_fields__.items():
@@ -45,5 +49,8 @@ class Limits:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"Limits.{name} must be a positive integer, got {value!r}")
-        # Computed once: the checks on every call compare against it.
+        # Computed once: the checks on every call compare against them.
         object.__setattr__(self, "int_bound", 10**self.max_int_digits)
+        object.__setattr__(
+            self, "short_json_bytes", min(self.max_json_bytes, self.max_string_chars)
+        )

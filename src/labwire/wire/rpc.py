@@ -8,11 +8,20 @@ server, a labwire DEALER client and a labwire ROUTER server all understand each 
 labwire client has read a labwire server's inventory it leaves the delimiter out (one frame
 fewer each way); the server answers every request with the envelope it came with.
 
-For a small call (a method with scalar arguments, or a property read) labwire clients write
-the header's fields in the order listed below, compact, with every ``"lw"`` field but
-``"nbuf"`` (:func:`encode_call`). A server decodes exactly that layout in one typed pass
-(:func:`fast_request`) and takes the general, field-by-field path for anything else; a
-message the general path refuses never passes the fast one.
+Small calls take a compact layout. Once a labwire client knows it talks to a labwire server,
+it writes a method call whose arguments are JSON scalars, and every property read, as one
+JSON array (:func:`encode_call`, :func:`encode_get`)::
+
+    ["METHOD_CALL", method, args, kwargs, cid, rid, ttl, exp, sid]
+    ["PROPERTY_GET", property, cid, rid, ttl, exp, sid]
+
+where the last five are the ``"lw"`` fields below. A server decodes that in one typed pass
+(:func:`fast_request`); anything the pass declines goes to the general path, which reads the
+array as the header it stands for (:func:`expand_compact_request`) and checks every field, so
+a message the general path refuses never passes the fast one. A labwire server answers a
+labwire request that succeeded with one JSON scalar in one compact frame,
+``[rid, sid, value]`` (:func:`encode_plain_reply`, :func:`decode_plain_reply`); every other
+reply has the object layout below.
 
 Request body, frame by frame::
 
@@ -56,9 +65,9 @@ subscribe to everything, ignore the extra fields.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from enum import StrEnum
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import msgspec
 
@@ -78,7 +87,10 @@ __all__ = [
     "decode_plain_reply",
     "encode_call",
     "encode_frames",
+    "encode_get",
     "encode_plain_reply",
+    "expand_compact_reply",
+    "expand_compact_request",
     "fast_request",
     "is_private_name",
     "parse_request",
@@ -298,13 +310,18 @@ def check_frame_sizes(sizes: Sequence[int], limits: Limits) -> None:
 
 
 def decode_frames(
-    frames: Sequence[memoryview], limits: Limits
+    frames: Sequence[memoryview],
+    limits: Limits,
+    compact: Callable[[list[Any]], dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], list[memoryview]]:
     """Decode the JSON header of a message and return it with the buffer frames.
 
     Args:
         frames: The message body (envelope already removed).
         limits: Limits to enforce.
+        compact: How to read a one-frame message in the compact layout (a JSON array) as the
+            header it stands for (:func:`expand_compact_request` or
+            :func:`expand_compact_reply`); None refuses arrays.
 
     Returns:
         The header object and the remaining frames.
@@ -314,6 +331,10 @@ def decode_frames(
     """
     check_frame_sizes([frame.nbytes for frame in frames], limits)
     header = decode_json(frames[0], limits)
+    if type(header) is list and compact is not None:
+        if len(frames) > 1:
+            raise ProtocolError(f"a compact message has one frame, not {len(frames)}")
+        header = compact(header)
     if not isinstance(header, dict):
         raise ProtocolError(f"frame 0 must be a JSON object, got {type(header).__name__}")
     return header, list(frames[1:])
@@ -470,125 +491,68 @@ def reply_extension(request: Request, server_id: str, **fields: Any) -> dict[str
     return extension
 
 
-# --------------------------------------------------------------------------- fast path
+# --------------------------------------------------------------------------- compact layout
 #
-# labwire's own small calls (a method call or property read with JSON arguments and no buffers)
-# are encoded from, and decoded into, these typed structs in one pass each. msgspec is as strict
-# as the general path about UTF-8, surrogates and NaN, but keeps the last of duplicate keys; a
-# message takes the fast path only when it provably has none (see _keys_unique), so it cannot
-# accept what the general path refuses.
+# labwire's own small calls are JSON arrays, decoded into these typed structs in one pass.
+# msgspec is as strict as the general path about UTF-8, surrogates and NaN, but keeps the last
+# of duplicate keys; the only object in a compact request is its keyword arguments, and a
+# message takes the fast path only when they provably repeat no key (see _keys_unique), so it
+# cannot accept what the general path refuses.
 
-#: The integers the fast-path structs accept. With the default limits (20 digits) all of them
-#: are within the integer limit; tighter limits are checked after decoding.
+#: The integers the fast path accepts. With the default limits (20 digits) all of them are
+#: within the integer limit; tighter limits are checked after decoding.
 _INT64_MAX = 2**63 - 1
 _Int64 = Annotated[int, msgspec.Meta(ge=-_INT64_MAX, le=_INT64_MAX)]
+_ClientId = Annotated[str, msgspec.Meta(max_length=64)]
 
 
-class _Lw(msgspec.Struct, gc=False):
-    v: Annotated[int, msgspec.Meta(ge=1, le=_INT64_MAX)]
-    cid: Annotated[str, msgspec.Meta(max_length=64)]
+class _CompactCall(
+    msgspec.Struct, gc=False, array_like=True, forbid_unknown_fields=True, tag="METHOD_CALL"
+):
+    method: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    cid: _ClientId
     rid: _Int64
     ttl: _Int64 | None
     exp: float | None
     sid: str
 
 
-class _Params(msgspec.Struct, gc=False):
-    args: list[Any]
-    kwargs: dict[str, Any]
-
-
-class _Call(msgspec.Struct, gc=False, tag_field="event", tag="METHOD_CALL"):
-    method: str
-    params: _Params
-    lw: _Lw
-
-
-class _Get(msgspec.Struct, gc=False, tag_field="event", tag="PROPERTY_GET"):
+class _CompactGet(
+    msgspec.Struct, gc=False, array_like=True, forbid_unknown_fields=True, tag="PROPERTY_GET"
+):
     property: str
-    lw: _Lw
-
-
-class _ReplyLw(msgspec.Struct, gc=False):
-    v: Annotated[int, msgspec.Meta(ge=1, le=_INT64_MAX)]
-    rid: _Int64 | None
+    cid: _ClientId
+    rid: _Int64
+    ttl: _Int64 | None
+    exp: float | None
     sid: str
 
 
-class _Result(msgspec.Struct, gc=False):
-    success: bool
-    lw: _ReplyLw
-    result: Any
-
-
-class _Value(msgspec.Struct, gc=False):
-    success: bool
-    lw: _ReplyLw
+class _CompactReply(msgspec.Struct, gc=False, array_like=True, forbid_unknown_fields=True):
+    rid: _Int64
+    sid: str
     value: Any
 
 
-_T = TypeVar("_T")
-_FAST_DECODER = msgspec.json.Decoder(_Call | _Get)
-#: How deep the containers of the layouts go (a request's args list is at depth 3).
-_REQUEST_DEPTH = 3
-_REPLY_DEPTH = 2
-#: How many keys each layout has ("event" included; a call's keyword arguments come on top).
-_CALL_KEYS = 12
-_GET_KEYS = 9
-_RESULT_KEYS = 6
-_RESULT_DECODER = msgspec.json.Decoder(_Result)
-_FAST_ENCODER = msgspec.json.Encoder()
+_REQUEST_DECODER = msgspec.json.Decoder(_CompactCall | _CompactGet)
+_REPLY_DECODER = msgspec.json.Decoder(_CompactReply)
+_ENCODER = msgspec.json.Encoder()
+#: How deep the containers of the layouts go (a call's argument list is at depth 2).
+_REQUEST_DEPTH = 2
+_REPLY_DEPTH = 1
+#: A compact request's last fields, in order: the general path reads them as its "lw" object.
+_LW_FIELDS = ("cid", "rid", "ttl", "exp", "sid")
 _PLAIN_TYPES = frozenset({int, str, bool, type(None)})
-_BUFFER_KEY_BYTES = b'"' + BUFFER_KEY.encode() + b'"'
-
-
 _DECODED_SCALARS = frozenset({str, float, bool, type(None)})
-# Enum members cost a descriptor lookup each time they are read; the hot path reads these.
-_METHOD_CALL = RPCEvents.METHOD_CALL
-_PROPERTY_GET = RPCEvents.PROPERTY_GET
-
-
-def _is_plain(value: Any) -> bool:
-    """Whether ``value`` is a JSON scalar that needs no walk (no buffers, a finite float)."""
-    kind = type(value)
-    return kind in _PLAIN_TYPES or (kind is float and math.isfinite(value))
-
-
-def _decoded_scalars(values: Iterable[Any], int_bound: int) -> bool:
-    """Whether decoded ``values`` are all scalars within the integer limit.
-
-    Such values are within every other limit too, when the frame is no longer than the
-    string limit: no depth, no buffer placeholders, no string longer than the frame.
-    """
-    for value in values:
-        kind = type(value)
-        if kind is int:
-            if not -int_bound < value < int_bound:
-                return False
-        elif kind not in _DECODED_SCALARS:
-            return False
-    return True
-
-
-def _decode_layout(
-    decoder: msgspec.json.Decoder[_T], data: bytes, limits: Limits, depth: int
-) -> _T | None:
-    """Decode ``data`` with a fast-path decoder, or None unless it has the layout's types.
-
-    The layout's containers go ``depth`` deep; a frame no longer than the string limit holds
-    no longer string. Repeated keys, and whatever the decoded fields hold, are for the caller
-    to check.
-    """
-    if (
-        len(data) > limits.max_json_bytes
-        or len(data) > limits.max_string_chars
-        or limits.max_depth < depth
-    ):
-        return None
-    try:
-        return decoder.decode(data)
-    except (msgspec.DecodeError, UnicodeError, RecursionError, ValueError):
-        return None
+_BUFFER_KEY_BYTES = b'"' + BUFFER_KEY.encode() + b'"'
+#: An int, not b":": ``bytes in bytes`` raises and clears an exception inside, ten times slower.
+_COLON = ord(":")
+# Plain strings, not enum members: msgspec writes them faster, and each read of an enum member
+# costs a descriptor lookup.
+_METHOD_CALL = "METHOD_CALL"
+_PROPERTY_GET = "PROPERTY_GET"
 
 
 def _keys_unique(data: bytes, message: Any, keys: int) -> bool:
@@ -596,19 +560,37 @@ def _keys_unique(data: bytes, message: Any, keys: int) -> bool:
 
     Every key in JSON text is followed by a colon, and the text has each of the message's
     keys at least once: so when it has exactly ``keys`` colons, no key appears twice.
-    Otherwise (a colon inside a string, a nested object) the text must be exactly what
-    re-encoding the message gives, which it cannot be with a key repeated.
+    Otherwise (a colon inside a string, an object among the arguments) the text must be
+    exactly what re-encoding the message gives, which it cannot be with a key repeated.
     """
     if data.count(b":") == keys:
         return True
     try:
-        return _FAST_ENCODER.encode(message) == data
+        return _ENCODER.encode(message) == data
     except (msgspec.EncodeError, UnicodeError):
         return False
 
 
+def _within_limits(data: bytes, values: Iterable[Any], limits: Limits) -> bool:
+    """Whether decoded ``values`` from ``data`` hold nothing the general path would refuse.
+
+    Scalars are checked against the integer limit; they are within every other limit when
+    the frame is no longer than the string limit. Containers need the text to prove the
+    limits and to hold no buffer placeholder.
+    """
+    bound = limits.int_bound
+    for value in values:
+        kind = type(value)
+        if kind is int:
+            if not -bound < value < bound:
+                return False
+        elif kind not in _DECODED_SCALARS:
+            return data.find(_BUFFER_KEY_BYTES) < 0 and within_limits_by_text(data, limits)
+    return True
+
+
 def fast_request(data: bytes, limits: Limits) -> Request | None:
-    """Decode a one-frame request written the way labwire clients write small calls.
+    """Decode a compact request: a labwire client's method call or property read.
 
     Args:
         data: The request's only frame.
@@ -618,57 +600,81 @@ def fast_request(data: bytes, limits: Limits) -> Request | None:
         The request; or None when the message is anything else (then decode it with
         :func:`decode_frames` and :func:`parse_request`, which also explain what is wrong).
     """
-    message = _decode_layout(_FAST_DECODER, data, limits, _REQUEST_DEPTH)
-    if message is None:
+    # Written out, as is decode_plain_reply: this runs on every call, and each function call
+    # costs about as much as the checks it would hold.
+    if len(data) > limits.short_json_bytes or limits.max_depth < _REQUEST_DEPTH:
         return None
-    lw = message.lw
+    try:
+        message = _REQUEST_DECODER.decode(data)
+    except (msgspec.DecodeError, UnicodeError, RecursionError, ValueError):
+        return None
     bound = limits.int_bound
-    ttl = lw.ttl
+    ttl = message.ttl
     if bound <= _INT64_MAX and (
-        lw.v >= bound
-        or not -bound < lw.rid < bound
-        or (ttl is not None and not -bound < ttl < bound)
+        not -bound < message.rid < bound or (ttl is not None and not -bound < ttl < bound)
     ):
         return None
-    if type(message) is _Call:
-        params = message.params
-        args = params.args
-        kwargs = params.kwargs
-        if not _keys_unique(data, message, _CALL_KEYS + len(kwargs)):
-            return None
-        scalars = _decoded_scalars(args, bound) and (
-            not kwargs or _decoded_scalars(kwargs.values(), bound)
-        )
-        if not scalars and (_BUFFER_KEY_BYTES in data or not within_limits_by_text(data, limits)):
-            return None
-        return Request(
-            _METHOD_CALL,
-            message.method,
-            args,
-            kwargs,
-            None,
-            lw.v,
-            lw.cid,
-            lw.rid,
-            lw.ttl,
-            lw.exp,
-            lw.sid,
-        )
-    if not _keys_unique(data, message, _GET_KEYS):
-        return None
+    if type(message) is _CompactGet:
+        args: list[Any] = []
+        kwargs: dict[str, Any] = {}
+        name = message.property
+        event = _PROPERTY_GET
+    else:
+        args = message.args
+        kwargs = message.kwargs
+        # Without a colon the text has no object keys at all; with one, the keys must be
+        # the keyword arguments' (or the text exactly what labwire writes).
+        if kwargs or _COLON in data:
+            if not _keys_unique(data, message, len(kwargs)):
+                return None
+            if not _within_limits(data, kwargs.values(), limits):
+                return None
+        for value in args:
+            kind = type(value)
+            if kind is int:
+                if not -bound < value < bound:
+                    return None
+            elif kind not in _DECODED_SCALARS:
+                if not _within_limits(data, args, limits):
+                    return None
+                break
+        name = message.method
+        event = _METHOD_CALL
     return Request(
-        _PROPERTY_GET,
-        message.property,
-        [],
-        {},
+        event,
+        name,
+        args,
+        kwargs,
         None,
-        lw.v,
-        lw.cid,
-        lw.rid,
-        lw.ttl,
-        lw.exp,
-        lw.sid,
+        PROTOCOL_VERSION,
+        message.cid,
+        message.rid,
+        ttl,
+        message.exp,
+        message.sid,
     )
+
+
+def expand_compact_request(items: list[Any]) -> dict[str, Any]:
+    """The header a compact request stands for, for :func:`parse_request` to check.
+
+    Raises:
+        ProtocolError: ``items`` is not a compact method call or property read.
+    """
+    event = items[0] if items else None
+    if event == _METHOD_CALL and len(items) == 9:
+        _, method, args, kwargs, *lw = items
+        header = {"event": event, "method": method, "params": {"args": args, "kwargs": kwargs}}
+    elif event == _PROPERTY_GET and len(items) == 7:
+        _, name, *lw = items
+        header = {"event": event, "property": name}
+    else:
+        raise ProtocolError(
+            'a compact request is ["METHOD_CALL", method, args, kwargs, cid, rid, ttl, exp, '
+            'sid] or ["PROPERTY_GET", property, cid, rid, ttl, exp, sid]'
+        )
+    header["lw"] = {"v": PROTOCOL_VERSION, **dict(zip(_LW_FIELDS, lw, strict=True))}
+    return header
 
 
 def encode_call(
@@ -681,7 +687,7 @@ def encode_call(
     expiry: float | None,
     server_id: str,
 ) -> bytes | None:
-    """Encode a METHOD_CALL whose arguments are all JSON scalars, in the fast-path layout.
+    """Encode a METHOD_CALL whose arguments are all JSON scalars, in the compact layout.
 
     Returns:
         The request's only frame; None when an argument needs the general path
@@ -700,29 +706,48 @@ def encode_call(
             kind = type(value)
             if kind not in _PLAIN_TYPES and (kind is not float or not math.isfinite(value)):
                 return None
-    lw = _Lw(PROTOCOL_VERSION, client_id, request_id, ttl_ms, expiry, server_id)
+    message = (_METHOD_CALL, method, args, kwargs, client_id, request_id, ttl_ms, expiry, server_id)
     try:
-        return _FAST_ENCODER.encode(_Call(method, _Params(args, kwargs), lw))
+        return _ENCODER.encode(message)
     except (msgspec.EncodeError, UnicodeError):
         return None  # e.g. a lone surrogate: the general path names the problem
 
 
-def encode_plain_reply(
-    request_id: int | None, server_id: str, key: str, value: Any
+def encode_get(
+    name: str,
+    client_id: str,
+    request_id: int,
+    ttl_ms: int | None,
+    expiry: float | None,
+    server_id: str,
 ) -> bytes | None:
-    """Encode a labwire success reply carrying one JSON scalar (``"result"`` or ``"value"``).
-
-    The bytes are exactly what the general path writes for the same reply.
+    """Encode a PROPERTY_GET in the compact layout.
 
     Returns:
-        The reply's only frame; None when ``value`` needs the general path.
+        The request's only frame; None when a field cannot be encoded (a lone surrogate in
+        the name): use :func:`encode_frames`, which names the problem.
     """
-    if not _is_plain(value):
-        return None
-    lw = _ReplyLw(PROTOCOL_VERSION, request_id, server_id)
-    reply = _Result(True, lw, value) if key == "result" else _Value(True, lw, value)
+    message = (_PROPERTY_GET, name, client_id, request_id, ttl_ms, expiry, server_id)
     try:
-        return _FAST_ENCODER.encode(reply)
+        return _ENCODER.encode(message)
+    except (msgspec.EncodeError, UnicodeError):
+        return None
+
+
+def encode_plain_reply(request_id: int | None, server_id: str, value: Any) -> bytes | None:
+    """Encode a compact success reply, ``[rid, sid, value]``, for one JSON scalar ``value``.
+
+    Returns:
+        The reply's only frame; None when ``value`` (or a missing request id) needs the
+        general layout.
+    """
+    kind = type(value)
+    if request_id is None or (
+        kind not in _PLAIN_TYPES and (kind is not float or not math.isfinite(value))
+    ):
+        return None
+    try:
+        return _ENCODER.encode((request_id, server_id, value))
     except (msgspec.EncodeError, UnicodeError):
         return None
 
@@ -732,7 +757,7 @@ NOT_PLAIN: Any = object()
 
 
 def decode_plain_reply(data: bytes, request_id: int, server_id: str, limits: Limits) -> Any:
-    """Decode a labwire method reply written in the fast-path layout, if it is one.
+    """Decode a compact success reply to one request, if it is one.
 
     Args:
         data: The reply's only frame.
@@ -741,26 +766,42 @@ def decode_plain_reply(data: bytes, request_id: int, server_id: str, limits: Lim
         limits: Limits to enforce.
 
     Returns:
-        The method's result; or :data:`NOT_PLAIN` when the reply is anything else (a failure,
-        buffers, another request's reply, another incarnation, another layout): decode it
-        with :func:`decode_frames`, which also explains what is wrong.
+        The method's result or the property's value; or :data:`NOT_PLAIN` when the reply is
+        anything else (a failure, buffers, another request's reply, another incarnation,
+        another layout): decode it with :func:`decode_frames`, which also explains what is
+        wrong.
     """
-    reply = _decode_layout(_RESULT_DECODER, data, limits, _REPLY_DEPTH)
-    if reply is None:
+    if len(data) > limits.short_json_bytes or limits.max_depth < _REPLY_DEPTH:
         return NOT_PLAIN
-    lw = reply.lw
-    if reply.success is not True or lw.rid != request_id or lw.sid != server_id:
+    try:
+        reply = _REPLY_DECODER.decode(data)
+    except (msgspec.DecodeError, UnicodeError, RecursionError, ValueError):
         return NOT_PLAIN
-    bound = limits.int_bound
-    if (bound <= _INT64_MAX and lw.v >= bound) or not _keys_unique(data, reply, _RESULT_KEYS):
+    if reply.rid != request_id or reply.sid != server_id:
         return NOT_PLAIN
-    result = reply.result
-    kind = type(result)
+    value = reply.value
+    kind = type(value)
     if kind is int:
-        if -bound < result < bound:
-            return result
-    elif kind in _DECODED_SCALARS:
-        return result
-    if _BUFFER_KEY_BYTES in data or not within_limits_by_text(data, limits):
+        bound = limits.int_bound
+        if -bound < value < bound:
+            return value
         return NOT_PLAIN
-    return result
+    if kind in _DECODED_SCALARS:
+        return value
+    # A container (labwire servers write only scalars compactly): hold it to the same rules.
+    if not _keys_unique(data, reply, 0) or not _within_limits(data, (value,), limits):
+        return NOT_PLAIN
+    return value
+
+
+def expand_compact_reply(items: list[Any]) -> dict[str, Any]:
+    """The header a compact reply stands for (its value is both a result and a value).
+
+    Raises:
+        ProtocolError: ``items`` is not ``[rid, sid, value]``.
+    """
+    if len(items) != 3:
+        raise ProtocolError("a compact reply is [rid, sid, value]")
+    rid, sid, value = items
+    lw = {"v": PROTOCOL_VERSION, "rid": rid, "sid": sid}
+    return {"success": True, "result": value, "value": value, "lw": lw}
