@@ -320,6 +320,25 @@ def test_wrong_state_is_a_transport_error(transport: Transport) -> None:
         server.close()
 
 
+def test_recv_head_then_tail_reads_a_message_part_by_part(transport: Transport) -> None:
+    server = transport.bind(SocketType.PAIR, "tcp://127.0.0.1:0")
+    client = transport.connect(SocketType.PAIR, server.endpoint)
+    try:
+        assert client.recv_head(timeout_ms=20) is None  # nothing yet: it waited, then gave up
+        assert server.send([b"head", b"one", b"two"])
+        assert client.recv_head(timeout_ms=5000) == b"head"
+        assert [frame.bytes for frame in client.recv_tail()] == [b"one", b"two"]
+        assert client.recv_tail() == []  # the message has ended
+        assert server.send([b"alone"]) and server.send([b"next", b"part"])
+        assert client.recv_head(timeout_ms=5000) == b"alone"
+        assert client.recv_tail() == []
+        received = client.recv(timeout_ms=5000)  # the next message starts where it should
+        assert received is not None and [bytes(f) for f in received] == [b"next", b"part"]
+    finally:
+        client.close()
+        server.close()
+
+
 def test_closed_socket_raises_closed_error(transport: Transport) -> None:
     sock = transport.bind(SocketType.PAIR, "tcp://127.0.0.1:0")
     sock.close()
@@ -331,6 +350,10 @@ def test_closed_socket_raises_closed_error(transport: Transport) -> None:
         sock.recv()
     with pytest.raises(ClosedError):
         sock.recv(timeout_ms=10)
+    with pytest.raises(ClosedError):
+        sock.recv_head(timeout_ms=10)
+    with pytest.raises(ClosedError):
+        sock.recv_tail()
     with pytest.raises(ClosedError):
         sock.poll(10)
 

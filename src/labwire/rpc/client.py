@@ -19,11 +19,14 @@ dead or restarted server is still noticed. Replies carry the server's incarnatio
 changes, the client re-reads the inventory and re-subscribes its signals by itself.
 
 A small call to a labwire server (a JSON method with scalar arguments and a deadline) takes a
-quick path: one frame without the REQ delimiter, encoded and decoded in one typed pass each
-(:func:`~labwire.wire.rpc.encode_call`, :func:`~labwire.wire.rpc.decode_plain_reply`), the
-reply awaited inside ZeroMQ's own receive. Anything out of the ordinary on the way (no reply
-within the first wait, an error, buffers, another incarnation) continues in the general loop
-with the same request, so both paths behave alike.
+quick path: one frame in the compact layout (:func:`~labwire.wire.rpc.encode_call`), the reply
+awaited inside ZeroMQ's own receive and its first part read as plain bytes. A compact reply
+(:func:`~labwire.wire.rpc.decode_plain_reply`) is one frame by its layout, so nothing more is
+read; any other reply has the rest of its parts read before it is decoded. Anything out of
+the ordinary on the way (no reply within the first wait, an error, buffers, another
+incarnation) continues in the general loop with the same request, so both paths behave alike.
+Property reads, and calls through the general loop, are written in the compact layout too
+whenever they fit it.
 
 The non-I/O logic (building requests, reading replies, inventory, interface proxies) lives in
 :class:`ClientBase`, shared with :class:`~labwire.rpc.AsyncRPCClient`.
@@ -528,6 +531,12 @@ class _Channel:
         self.lock = threading.Lock()
 
 
+class _ThreadChannel(threading.local):
+    """Each thread's channel, None until the thread's first call."""
+
+    channel: _Channel | None = None  # a class default: reading it raises nothing
+
+
 class RPCClient(ClientBase):
     """Client for an :class:`~labwire.rpc.RPCServer` (or a deployed plant-imaging server).
 
@@ -566,7 +575,7 @@ class RPCClient(ClientBase):
         server_key: str | None = None,
     ) -> None:
         self._init_base(context, url, timeout, settings, resolve, raise_errors, server_key)
-        self._local = threading.local()
+        self._local = _ThreadChannel()
         self._channels: dict[int, _Channel] = {}
         self._channels_lock = threading.Lock()
         self._signal_receiver: RPCSignalReceiver | None = None
@@ -771,7 +780,9 @@ class RPCClient(ClientBase):
         )
         if frame is None:
             return _GENERAL
-        channel = self._channel()
+        channel = self._local.channel
+        if channel is None or channel.url != self.url:
+            channel = self._channel()
         lock = channel.lock
         lock.acquire()  # not "with": on this path that costs as much as the check it guards
         try:
@@ -781,18 +792,16 @@ class RPCClient(ClientBase):
                 self._send(channel, [frame], deadline, False)
                 socket = channel.socket
             wait_ms = min(timeout_ms, _HANDSHAKE_CHECK_MS if secure else _CONNECTION_CHECK_MS)
-            received = socket.recv_frames(max(1, wait_ms))
-            if received is not None and len(received) == 1:
-                result = decode_plain_reply(received[0].bytes, rid, self._server_id, self._limits)
+            head = socket.recv_head(max(1, wait_ms))
+            received = None
+            if head is not None:
+                # A compact reply is one frame by its layout; anything else has its parts read.
+                result = decode_plain_reply(head, rid, self._server_id, self._limits)
                 if result is not NOT_PLAIN:
                     return result
+                received = [memoryview(head), *(part.buffer for part in socket.recv_tail())]
             reply = self._await_reply(
-                channel,
-                rid,
-                f"METHOD_CALL {name}",
-                timeout_ms,
-                deadline,
-                None if received is None else [part.buffer for part in received],
+                channel, rid, f"METHOD_CALL {name}", timeout_ms, deadline, received
             )
         finally:
             if self._closed:
@@ -819,7 +828,7 @@ class RPCClient(ClientBase):
     def _channel(self) -> _Channel:
         # A channel's socket is open for as long as the channel is this thread's: whatever
         # closes it (a Lazy Pirate retry, close()) drops or replaces the channel too.
-        channel: _Channel | None = getattr(self._local, "channel", None)
+        channel = self._local.channel
         if channel is not None and channel.url == self.url:
             return channel
         if channel is not None:
@@ -840,7 +849,7 @@ class RPCClient(ClientBase):
 
     def _drop_channel(self, channel: _Channel) -> None:
         channel.socket.close(0)
-        if getattr(self._local, "channel", None) is channel:  # not a one-off (stop_server)
+        if self._local.channel is channel:  # not a one-off (stop_server)
             self._local.channel = None
         with self._channels_lock:
             if self._channels.get(threading.get_ident()) is channel:

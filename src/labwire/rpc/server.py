@@ -722,21 +722,29 @@ class RPCServer:
         if event == _METHOD_CALL:
             function = getattr(self, request.name)
             if self._call_lock is None:
-                result = function(*request.args, **request.kwargs)
+                value = function(*request.args, **request.kwargs)
             else:
                 with self._call_lock:
-                    result = function(*request.args, **request.kwargs)
+                    value = function(*request.args, **request.kwargs)
             if request.name in self._buffer_methods:
-                return self._buffer_reply(request, result)
-            return self._plain_reply(request, "result", result)
-        if event == _PROPERTY_GET:
-            return self._plain_reply(request, "value", getattr(self, request.name))
-        if event == _PROPERTY_SET:
+                return self._buffer_reply(request, value)
+            key = "result"
+        elif event == _PROPERTY_GET:
+            value = getattr(self, request.name)
+            key = "value"
+        elif event == _PROPERTY_SET:
             with self._call_lock or contextlib.nullcontext():
                 setattr(self, request.name, request.value)
             return self._reply(request, {})
-        values = {name: getattr(self, name) for name in self._rpc_properties}
-        return self._reply(request, {}, payload={"values": values})
+        else:
+            values = {name: getattr(self, name) for name in self._rpc_properties}
+            return self._reply(request, {}, payload={"values": values})
+        # A success carrying one value: to a labwire client, one scalar is one compact frame.
+        if request.version is not None:
+            frame = encode_plain_reply(request.request_id, self._server_id, value)
+            if frame is not None:
+                return [frame]
+        return self._reply(request, {}, payload={key: value})
 
     def _buffer_reply(self, request: Request, result: Any) -> list[Any]:
         if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict)):
@@ -772,14 +780,6 @@ class RPCServer:
             return encode_frames(header, payload)
         except TypeError as exc:
             raise _Failure(ErrorCode.REMOTE, f"result cannot be sent: {exc}", "TypeError") from None
-
-    def _plain_reply(self, request: Request, key: str, value: Any) -> list[Any]:
-        """A successful reply carrying ``value`` under ``key``; the common case is fast."""
-        if request.version is not None:
-            frame = encode_plain_reply(request.request_id, self._server_id, value)
-            if frame is not None:
-                return [frame]
-        return self._reply(request, {}, payload={key: value})
 
     def _error_frames(
         self,

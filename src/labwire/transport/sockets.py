@@ -166,8 +166,8 @@ class Socket:
         "_events",
         "_lease",
         "_raw",
-        "_rcvtimeo",
         "_server_key",
+        "_wait",
         "_watcher",
         "endpoint",
         "is_secure",
@@ -193,7 +193,7 @@ class Socket:
         self.is_secure = watcher is not None or lease is not None
         self._server_key = server_key
         self._events = None if watcher is None else Socket(watcher.events, SocketType.PAIR, "")
-        self._rcvtimeo = -1  # ZeroMQ's default: receive waits forever
+        self._wait: int | None = None  # RCVTIMEO as last set; None is ZeroMQ's default, forever
 
     @property
     def closed(self) -> bool:
@@ -265,7 +265,8 @@ class Socket:
         # are read while their "more" flag says so, with no RCVMORE query per part.
         raw = self._raw
         try:
-            self._wait_at_most(timeout_ms)
+            if timeout_ms != self._wait:
+                self._wait_at_most(timeout_ms)
             first = _RECV(raw, 0, False)
             return _parts(raw, first) if first.more else [first]
         except zmq.Again:
@@ -274,6 +275,39 @@ class Socket:
             with translate_errors("receive"):
                 raise exc
         return None
+
+    def recv_head(self, timeout_ms: int | None = 0) -> bytes | None:
+        """Receive the first part of the next message as bytes, without asking what follows.
+
+        Cheaper than :meth:`recv_frames` for a message that is one small part by its own
+        layout (a compact reply): asking ZeroMQ whether parts follow costs more than such a
+        receive. Unless the head is a whole message by its layout, read the parts after it
+        with :meth:`recv_tail` before receiving anything else.
+
+        Args:
+            timeout_ms: How long to wait; 0 returns at once, None waits forever.
+
+        Returns:
+            The first part, or None when nothing arrived in time.
+        """
+        try:
+            if timeout_ms != self._wait:
+                self._wait_at_most(timeout_ms)
+            data: bytes = _RECV(self._raw, 0, True)
+        except zmq.Again:
+            return None
+        except zmq.ZMQError as exc:
+            with translate_errors("receive"):
+                raise exc
+        return data
+
+    def recv_tail(self) -> list[zmq.Frame]:
+        """The parts that follow the last one received (none if it ended its message)."""
+        raw = self._raw
+        with translate_errors("receive"):
+            if not raw.get(zmq.RCVMORE):
+                return []
+            return _parts(raw, _RECV(raw, 0, False))
 
     def recv_routed(self, timeout_ms: int | None = 0) -> tuple[bytes, list[zmq.Frame]] | None:
         """Receive one message on a ROUTER socket: the sender's routing id, then the rest.
@@ -287,7 +321,8 @@ class Socket:
         """
         raw = self._raw
         try:
-            self._wait_at_most(timeout_ms)
+            if timeout_ms != self._wait:
+                self._wait_at_most(timeout_ms)
             identity = _RECV(raw, 0, True)  # a ROUTER always has a part after the id
             first = _RECV(raw, 0, False)
             return identity, _parts(raw, first) if first.more else [first]
@@ -299,11 +334,9 @@ class Socket:
         return None
 
     def _wait_at_most(self, timeout_ms: int | None) -> None:
-        """Make the next receive wait up to ``timeout_ms`` (None: forever), via RCVTIMEO."""
-        wait = -1 if timeout_ms is None else timeout_ms
-        if wait != self._rcvtimeo:
-            self._raw.setsockopt(_RCVTIMEO, wait)
-            self._rcvtimeo = wait
+        """Make receives wait up to ``timeout_ms`` (None: forever), via RCVTIMEO."""
+        self._raw.setsockopt(_RCVTIMEO, -1 if timeout_ms is None else timeout_ms)
+        self._wait = timeout_ms
 
     def recv_frames_nowait(self, limit: int) -> list[bytes]:
         """Receive up to ``limit`` frames that are already waiting, as bytes, without waiting.
