@@ -159,6 +159,8 @@ class ClientBase:
         self._closed = False
         self.late_replies = 0
         self._overrides = _Overrides()
+        self._overriding = 0  # threads inside override_timeout(): none spares the lookup
+        self._overriding_lock = threading.Lock()
         self._signals: dict[str, RPCSignal] = {
             name: getattr(self, name) for name in scan_class(type(self), (ClientBase,)).signals
         }
@@ -201,10 +203,14 @@ class ClientBase:
         """
         previous = self._overrides.value
         self._overrides.value = timeout_ms
+        with self._overriding_lock:
+            self._overriding += 1
         try:
             yield
         finally:
             self._overrides.value = previous
+            with self._overriding_lock:
+                self._overriding -= 1
 
     def _method_timeout(self, name: str) -> int | None:
         override = self._overrides.value
@@ -766,8 +772,11 @@ class RPCClient(ClientBase):
         continues in the general loop with the same request. Returns ``_GENERAL``, before
         sending anything, when the call needs the general path from the start.
         """
-        override = self._overrides.value
-        timeout_ms = self._json_methods[name] if override is _DEFAULT else override
+        timeout_ms = self._json_methods[name]
+        if self._overriding:
+            override = self._overrides.value
+            if override is not _DEFAULT:
+                timeout_ms = override
         if timeout_ms is None or self._closed:
             return _GENERAL  # no deadline: the general loop pings the server
         timeout_ms = int(timeout_ms)

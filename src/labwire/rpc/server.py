@@ -710,7 +710,8 @@ class RPCServer:
             with self._lead_lock:
                 still_leader = self._leader == me
         if still_leader:
-            self._send(envelope + frames)
+            if not self._socket.send(envelope + frames, nowait=True):  # _send(), written out
+                self.stats.unroutable += 1
             if key is not None:
                 self._remember(key, frames, received)
         elif not self._dead:
@@ -721,11 +722,12 @@ class RPCServer:
         event = request.event
         if event == _METHOD_CALL:
             function = getattr(self, request.name)
+            args, kwargs = request.args, request.kwargs
             if self._call_lock is None:
-                value = function(*request.args, **request.kwargs)
+                value = function(*args, **kwargs) if kwargs else function(*args)
             else:
                 with self._call_lock:
-                    value = function(*request.args, **request.kwargs)
+                    value = function(*args, **kwargs)
             if request.name in self._buffer_methods:
                 return self._buffer_reply(request, value)
             key = "result"
