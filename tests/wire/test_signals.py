@@ -6,10 +6,11 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from labwire.errors import ProtocolError
+from labwire.wire.codec import decode_json
 from labwire.wire.limits import Limits
 from labwire.wire.signals import (
     SequenceTracker,
@@ -19,6 +20,7 @@ from labwire.wire.signals import (
     encode_signal,
     subscription_prefix,
 )
+from tests.wire.test_codec import json_values
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -86,6 +88,50 @@ def test_encode_refuses_non_json_args() -> None:
 def test_decode_rejects(frame: bytes, words: str) -> None:
     with pytest.raises(ProtocolError, match=words):
         decode_signal(frame, LIMITS)
+
+
+def emission(args: str) -> bytes:
+    """A frame in the exact layout labwire publishers write, with ``args`` as raw JSON."""
+    return (
+        b'{"signal":"s","event":"EMIT_SIGNAL","args":'
+        + args.encode()
+        + b',"blocking":false,"epoch":"e","seq":1}'
+    )
+
+
+@pytest.mark.parametrize(
+    ("frame", "limits", "words"),
+    [
+        (emission('["' + "x" * 50 + '"]'), Limits(max_string_chars=40), "longer than 40"),
+        (emission("[" + "9" * 25 + "]"), LIMITS, "more than 20 digits"),
+        (emission("[" * 70 + "]" * 70), LIMITS, "deeper than 64"),
+        (emission('[{"a":1,"a":2}]'), LIMITS, "duplicate key 'a'"),
+        (emission("[1]").replace(b'"epoch":"e"', b'"epoch":"e","epoch":"f"'), LIMITS, "duplicate"),
+        (emission("[1]").replace(b'"seq":1', b'"seq":' + b"1" * 25), LIMITS, "more than 20"),
+    ],
+)
+def test_decode_holds_labwire_frames_to_the_limits(
+    frame: bytes, limits: Limits, words: str
+) -> None:
+    with pytest.raises(ProtocolError, match=words):
+        decode_signal(frame, limits)
+
+
+@given(st.lists(json_values, max_size=4))
+@settings(max_examples=200, deadline=None)
+def test_property_encoded_frames_decode_to_their_arguments(args: list[Any]) -> None:
+    try:
+        frame = encode_signal("s", args, "e", 3)
+    except TypeError:  # a lone surrogate
+        return
+    for limits in (LIMITS, Limits(max_depth=2, max_int_digits=5, max_string_chars=60)):
+        try:
+            strict = decode_json(frame, limits)
+        except ProtocolError:
+            with pytest.raises(ProtocolError):
+                decode_signal(frame, limits)
+            continue
+        assert decode_signal(frame, limits) == SignalMessage("s", strict["args"], "e", 3)
 
 
 @given(st.binary(max_size=100))

@@ -137,7 +137,8 @@ def within_limits_by_text(raw: bytes, limits: Limits) -> bool:
     if len(raw) > limits.max_string_chars:
         return False
     shape = raw.translate(_SHAPE)
-    return shape.count(b"[") <= limits.max_depth and b"0" * (limits.max_int_digits + 1) not in shape
+    digits = b"0" * (limits.max_int_digits + 1)
+    return shape.count(b"[") <= limits.max_depth and shape.find(digits) < 0
 
 
 def _decode_strict(data: bytes, limits: Limits) -> Any:
@@ -183,6 +184,8 @@ def _find_special_float(value: Any) -> bool:
             stack.extend(item.values())
         elif isinstance(item, (list, tuple)):
             stack.extend(item)
+        elif isinstance(item, msgspec.Struct):
+            stack.extend(msgspec.structs.astuple(item))
     return False
 
 
@@ -190,8 +193,9 @@ def encode_json(value: Any) -> bytes:
     """Encode ``value`` as compact UTF-8 JSON.
 
     Args:
-        value: JSON data: dict (str keys), list, tuple, str, int, float, bool or None.
-            ``str`` subclasses such as ``StrEnum`` members encode as their value.
+        value: JSON data: dict (str keys), list, tuple, str, int, float, bool or None, or a
+            ``msgspec.Struct`` of them. ``str`` subclasses such as ``StrEnum`` members encode
+            as their value.
 
     Returns:
         The encoded bytes.
@@ -203,6 +207,7 @@ def encode_json(value: Any) -> bytes:
         encoded = _ENCODER.encode(value)
     except (TypeError, msgspec.EncodeError, UnicodeEncodeError) as exc:
         raise TypeError(f"value is not JSON serialisable: {exc}") from None
-    if b"null" in encoded and _find_special_float(value):
+    # find(), not "in": bytes.__contains__ raises and clears an exception before it searches.
+    if encoded.find(b"null") >= 0 and _find_special_float(value):
         raise TypeError("NaN and Infinity cannot be sent as JSON")
     return encoded
