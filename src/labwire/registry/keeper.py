@@ -74,7 +74,9 @@ __all__ = ["RegistrationKeeper"]
 
 _log = logging.getLogger(__name__)
 
-_UNREGISTER_TIMEOUT = 0.5
+#: How long the keeper's thread waits, whatever stop() says, for the reply to an UNREGISTER or
+#: to a registration from the background (stop() waits for the thread).
+_UNINTERRUPTED_TIMEOUT = 0.5
 _JOIN_TIMEOUT = 1.0
 
 
@@ -265,7 +267,7 @@ class RegistrationKeeper:
             self._sleep(delay)
             delay = min(delay * 2, 1.0)
 
-    def _register(self, timeout: float) -> None:
+    def _register(self, timeout: float, *, interruptible: bool = True) -> None:
         assert self._channel is not None
         proposed = self.name or self.proposed_name
         overwrite = self.overwrite and not self._yielded
@@ -280,6 +282,7 @@ class RegistrationKeeper:
                 self.public_key,
             ),
             timeout,
+            interruptible=interruptible,
         )
         if isinstance(reply, Ack) and reply.is_permission_denied:
             raise PermissionDenied(
@@ -359,13 +362,19 @@ class RegistrationKeeper:
         self._register_again(timeout)
 
     def _register_again(self, timeout: float) -> None:
-        """Register from the background thread; a refused takeover falls back to no overwrite."""
+        """Register from the background thread; a refused takeover falls back to no overwrite.
+
+        The wait for the reply is short and stop() does not cut it: a registration cut short
+        would leave the registry holding the name under an id this keeper never learnt, which
+        stop() could then not unregister.
+        """
+        timeout = min(timeout, _UNINTERRUPTED_TIMEOUT)
         try:
-            self._register(timeout)
+            self._register(timeout, interruptible=False)
         except PermissionDenied as exc:
             self._yielded = True
             _log.warning("%s; registering again without overwrite", exc.remote_message)
-            self._register(timeout)
+            self._register(timeout, interruptible=False)
 
     def _healthy(self) -> bool:
         if self._health_check is None:
@@ -389,7 +398,7 @@ class RegistrationKeeper:
             return
         try:
             reply = channel.request(
-                UnregisterRequest(uuid), _UNREGISTER_TIMEOUT, interruptible=False
+                UnregisterRequest(uuid), _UNINTERRUPTED_TIMEOUT, interruptible=False
             )
         except (Unavailable, RegistryError, AuthenticationError) as exc:
             _log.info("could not unregister %r: %s", self.name, exc)
