@@ -10,14 +10,28 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from collections.abc import Iterable
+from typing import Annotated, Any
 
 import msgspec
 
 from labwire.errors import LimitExceeded, ProtocolError
 from labwire.wire.limits import Limits
 
-__all__ = ["decode_json", "encode_json", "within_limits_by_text"]
+__all__ = [
+    "INT64_MAX",
+    "Int64",
+    "decode_json",
+    "encode_json",
+    "scalars_within_limits",
+    "within_limits_by_text",
+]
+
+INT64_MAX = 2**63 - 1
+#: The integers typed fast-path decoders accept. With the default limits (20 digits) all of
+#: them are within the integer limit; tighter limits are checked after decoding.
+Int64 = Annotated[int, msgspec.Meta(ge=-INT64_MAX, le=INT64_MAX)]
+_DECODED_SCALARS = frozenset({str, float, bool, type(None)})
 
 _ENCODER = msgspec.json.Encoder()
 
@@ -48,7 +62,7 @@ def _check_tree(value: Any, limits: Limits) -> None:
     """Walk decoded JSON once, checking depth, string lengths and integer sizes."""
     max_depth = limits.max_depth
     max_chars = limits.max_string_chars
-    int_bound = 10**limits.max_int_digits
+    int_bound = limits.int_bound
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -139,6 +153,23 @@ def within_limits_by_text(raw: bytes, limits: Limits) -> bool:
     shape = raw.translate(_SHAPE)
     digits = b"0" * (limits.max_int_digits + 1)
     return shape.count(b"[") <= limits.max_depth and shape.find(digits) < 0
+
+
+def scalars_within_limits(values: Iterable[Any], limits: Limits) -> bool:
+    """Whether decoded JSON ``values`` are all scalars, their integers within the limit.
+
+    Decoded from a frame no longer than ``limits.short_json_bytes``, such values are within
+    every other limit too: no nesting, and no string longer than the frame.
+    """
+    bound = limits.int_bound
+    for value in values:
+        kind = type(value)
+        if kind is int:
+            if not -bound < value < bound:
+                return False
+        elif kind not in _DECODED_SCALARS:
+            return False
+    return True
 
 
 def _decode_strict(data: bytes, limits: Limits) -> Any:

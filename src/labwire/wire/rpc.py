@@ -72,7 +72,14 @@ from typing import Annotated, Any
 import msgspec
 
 from labwire.errors import LimitExceeded, ProtocolError
-from labwire.wire.codec import decode_json, encode_json, within_limits_by_text
+from labwire.wire.codec import (
+    INT64_MAX,
+    Int64,
+    decode_json,
+    encode_json,
+    scalars_within_limits,
+    within_limits_by_text,
+)
 from labwire.wire.limits import Limits
 
 __all__ = [
@@ -495,14 +502,10 @@ def reply_extension(request: Request, server_id: str, **fields: Any) -> dict[str
 #
 # labwire's own small calls are JSON arrays, decoded into these typed structs in one pass.
 # msgspec is as strict as the general path about UTF-8, surrogates and NaN, but keeps the last
-# of duplicate keys; the only object in a compact request is its keyword arguments, and a
-# message takes the fast path only when they provably repeat no key (see _keys_unique), so it
-# cannot accept what the general path refuses.
+# of duplicate keys. The only objects in a compact request are its keyword arguments and any
+# among its arguments; a message takes the fast path only when they provably repeat no key
+# (see _keys_unique), so it cannot accept what the general path refuses.
 
-#: The integers the fast path accepts. With the default limits (20 digits) all of them are
-#: within the integer limit; tighter limits are checked after decoding.
-_INT64_MAX = 2**63 - 1
-_Int64 = Annotated[int, msgspec.Meta(ge=-_INT64_MAX, le=_INT64_MAX)]
 _ClientId = Annotated[str, msgspec.Meta(max_length=64)]
 
 
@@ -513,8 +516,8 @@ class _CompactCall(
     args: list[Any]
     kwargs: dict[str, Any]
     cid: _ClientId
-    rid: _Int64
-    ttl: _Int64 | None
+    rid: Int64
+    ttl: Int64 | None
     exp: float | None
     sid: str
 
@@ -524,14 +527,14 @@ class _CompactGet(
 ):
     property: str
     cid: _ClientId
-    rid: _Int64
-    ttl: _Int64 | None
+    rid: Int64
+    ttl: Int64 | None
     exp: float | None
     sid: str
 
 
 class _CompactReply(msgspec.Struct, gc=False, array_like=True, forbid_unknown_fields=True):
-    rid: _Int64
+    rid: Int64
     sid: str
     value: Any
 
@@ -545,7 +548,7 @@ _REPLY_DEPTH = 1
 #: A compact request's last fields, in order: the general path reads them as its "lw" object.
 _LW_FIELDS = ("cid", "rid", "ttl", "exp", "sid")
 _PLAIN_TYPES = frozenset({int, str, bool, type(None)})
-_DECODED_SCALARS = frozenset({str, float, bool, type(None)})
+_SCALARS = frozenset({str, float, bool, type(None)})
 _BUFFER_KEY_BYTES = b'"' + BUFFER_KEY.encode() + b'"'
 #: An int, not b":": ``bytes in bytes`` raises and clears an exception inside, ten times slower.
 _COLON = ord(":")
@@ -574,19 +577,12 @@ def _keys_unique(data: bytes, message: Any, keys: int) -> bool:
 def _within_limits(data: bytes, values: Iterable[Any], limits: Limits) -> bool:
     """Whether decoded ``values`` from ``data`` hold nothing the general path would refuse.
 
-    Scalars are checked against the integer limit; they are within every other limit when
-    the frame is no longer than the string limit. Containers need the text to prove the
-    limits and to hold no buffer placeholder.
+    Scalars are checked by value; containers need the text to prove the limits (its digit
+    runs cover the integers) and to hold no buffer placeholder.
     """
-    bound = limits.int_bound
-    for value in values:
-        kind = type(value)
-        if kind is int:
-            if not -bound < value < bound:
-                return False
-        elif kind not in _DECODED_SCALARS:
-            return data.find(_BUFFER_KEY_BYTES) < 0 and within_limits_by_text(data, limits)
-    return True
+    return scalars_within_limits(values, limits) or (
+        data.find(_BUFFER_KEY_BYTES) < 0 and within_limits_by_text(data, limits)
+    )
 
 
 def fast_request(data: bytes, limits: Limits) -> Request | None:
@@ -610,7 +606,7 @@ def fast_request(data: bytes, limits: Limits) -> Request | None:
         return None
     bound = limits.int_bound
     ttl = message.ttl
-    if bound <= _INT64_MAX and (
+    if bound <= INT64_MAX and (
         not -bound < message.rid < bound or (ttl is not None and not -bound < ttl < bound)
     ):
         return None
@@ -629,12 +625,13 @@ def fast_request(data: bytes, limits: Limits) -> Request | None:
                 return None
             if not _within_limits(data, kwargs.values(), limits):
                 return None
+        # scalars_within_limits(), written out: nearly every call has only scalars.
         for value in args:
             kind = type(value)
             if kind is int:
                 if not -bound < value < bound:
                     return None
-            elif kind not in _DECODED_SCALARS:
+            elif kind not in _SCALARS:
                 if not _within_limits(data, args, limits):
                     return None
                 break
@@ -786,7 +783,7 @@ def decode_plain_reply(data: bytes, request_id: int, server_id: str, limits: Lim
         if -bound < value < bound:
             return value
         return NOT_PLAIN
-    if kind in _DECODED_SCALARS:
+    if kind in _SCALARS:
         return value
     # A container (labwire servers write only scalars compactly): hold it to the same rules.
     if not _keys_unique(data, reply, 0) or not _within_limits(data, (value,), limits):

@@ -9,15 +9,13 @@ restart (new epoch), and a stale or repeated message (which it drops: delivery i
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import msgspec
 
 from labwire.errors import ProtocolError
-from labwire.wire.codec import decode_json, encode_json
+from labwire.wire.codec import Int64, decode_json, encode_json, scalars_within_limits
 from labwire.wire.limits import Limits
-
-_INT64_MAX = 2**63 - 1
 
 __all__ = [
     "SequenceTracker",
@@ -58,7 +56,7 @@ class _Emission(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=Fals
     args: list[Any]
     blocking: bool
     epoch: str
-    seq: Annotated[int, msgspec.Meta(ge=-_INT64_MAX, le=_INT64_MAX)]
+    seq: Int64
 
 
 def encode_signal(signal: str, args: Any, epoch: str, seq: int) -> bytes:
@@ -75,7 +73,6 @@ _EMISSION_DECODER = msgspec.json.Decoder(_Emission)
 _EMISSION_KEYS = len(_Emission.__struct_fields__)
 #: How deep an emission's containers go (its args list is at depth 2).
 _EMISSION_DEPTH = 2
-_SCALARS = frozenset({str, float, bool, type(None)})
 
 
 def _fast_signal(raw: bytes, limits: Limits) -> SignalMessage | None:
@@ -93,15 +90,8 @@ def _fast_signal(raw: bytes, limits: Limits) -> SignalMessage | None:
     except (msgspec.DecodeError, UnicodeError, RecursionError, ValueError):
         return None
     bound = limits.int_bound
-    if not -bound < emission.seq < bound:
+    if not -bound < emission.seq < bound or not scalars_within_limits(emission.args, limits):
         return None
-    for value in emission.args:
-        kind = type(value)
-        if kind is int:
-            if not -bound < value < bound:
-                return None
-        elif kind not in _SCALARS:
-            return None
     return SignalMessage(emission.signal, emission.args, emission.epoch, emission.seq)
 
 
