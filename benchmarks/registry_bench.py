@@ -62,7 +62,11 @@ def _on_sigterm() -> list[bool]:
 
 
 def _serve_raw() -> None:
-    """A plain ROUTER that answers every request with a fixed small ACK."""
+    """A plain ROUTER that answers every request with a fixed small ACK, in a tight loop.
+
+    It blocks in ``recv`` (no poller), as a single-socket raw server does; SIGTERM's default
+    action ends the process.
+    """
     context = zmq.Context.instance()
     router = context.socket(zmq.ROUTER)
     router.linger = 0
@@ -71,11 +75,9 @@ def _serve_raw() -> None:
     reply = json.dumps(
         {"event": "ACK", "payload": {"req_event": "CHECK_ALIVE", "success": True}}
     ).encode()
-    stopping = _on_sigterm()
-    while not stopping[0]:
-        if router.poll(100):
-            frames = router.recv_multipart()
-            router.send_multipart([*frames[:-1], reply])
+    while True:
+        frames = router.recv_multipart()
+        router.send_multipart([*frames[:-1], reply])
 
 
 def _serve_registry() -> None:

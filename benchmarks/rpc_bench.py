@@ -61,7 +61,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     context = zmq.Context()
     with peer("labwire") as (url, _), peer("raw") as (raw_ports, _):
-        rep_port, router_port, blob_port, pub_port = raw_ports.split()
+        rep_port, router_port, blob_port, pub_port, control_port = raw_ports.split()
         client = _BenchClient(None, url)
         req = context.socket(zmq.REQ)
         req.connect(f"tcp://127.0.0.1:{rep_port}")
@@ -109,13 +109,15 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                 _row(f"{label} buffer", mib / lw_t, mib / raw_t, "MiB/s", raw_t / lw_t, ">= 0.8x")
             )
 
+        control = context.socket(zmq.REQ)
+        control.connect(f"tcp://127.0.0.1:{control_port}")
         for subscribers in (1, 4):
             count = 20000 if quick else 100000
-            rows.append(_signals(client, url, req, pub_port, subscribers, count))
+            rows.append(_signals(client, url, control, pub_port, subscribers, count))
 
         rows.append(_threads(context, client, router_port, 2000 if quick else 10000))
         client.close()
-        for sock in (req, blob):
+        for sock in (req, blob, control):
             sock.close(0)
     context.term()
     return rows
@@ -124,7 +126,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 def _signals(
     client: _BenchClient,
     url: str,
-    req: zmq.Socket[Any],
+    control: zmq.Socket[Any],
     pub_port: str,
     subscribers: int,
     count: int,
@@ -173,8 +175,8 @@ def _signals(
                     process.stdout.close()
 
     def raw_command(command: bytes) -> None:
-        req.send(command)
-        req.recv()
+        control.send(command)
+        control.recv()
 
     labwire = burst(
         "sub-labwire", url, lambda: client.call("probe"), lambda: client.call("emit", count)
