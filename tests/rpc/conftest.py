@@ -43,12 +43,15 @@ def process_threads(pid: int) -> int:
 class DeviceProcess:
     """A Camera served by a real subprocess, killed by its own PID."""
 
-    def __init__(self, url: str = "tcp://127.0.0.1:0", *extra: str) -> None:
+    def __init__(
+        self, url: str = "tcp://127.0.0.1:0", *extra: str, env: dict[str, str] | None = None
+    ) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.rpc.devices", url, *extra],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             text=True,
+            env=env,
         )
         assert self.process.stdout is not None
         self.endpoint = self.process.stdout.readline().strip()

@@ -10,6 +10,7 @@ the process is alive, and its fd and thread counts are back at their baseline (Â
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -55,10 +56,12 @@ class Server:
         )
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
+@pytest.fixture(scope="module", params=["direct", "pyzmq"])
+def server(request: pytest.FixtureRequest) -> Iterator[Server]:
+    """The device under test, receiving over labwire's direct libzmq calls or pyzmq alone."""
     options = [f"--limit={name}={value}" for name, value in LIMITS.items()]
-    device = DeviceProcess("tcp://127.0.0.1:0", *options)
+    env = {**os.environ, "LABWIRE_DIRECT": "0" if request.param == "pyzmq" else "1"}
+    device = DeviceProcess("tcp://127.0.0.1:0", *options, env=env)
     try:
         with CameraClient(None, device.endpoint) as good:
             good.sleep(0.05)  # warm up: a slow call makes the server start its second runner

@@ -216,7 +216,7 @@ class RPCServer:
         self._replies: queue.SimpleQueue[_Reply] = queue.SimpleQueue()
         self._peer_key: str | None = None
         self._secure = self._transport.security is not None
-        self._last_frame: Any = None
+        self._last_origin: Any = None  # the last request's origin (see Socket.recv_routed)
         self._max_runners = max(2, workers or self._settings.workers)
         # The lock itself is taken on every call: "with lock" runs in C, where "with condition"
         # would add two Python-level calls.
@@ -425,11 +425,11 @@ class RPCServer:
             message = receive(_IDLE_POLL_MS)
             if message is None:
                 continue
-            identity, frames = message
+            identity, parts, origin = message
             if identity == wake_id:
                 self._drain_replies()
                 continue
-            self._on_message(identity, frames)
+            self._on_message(identity, parts, origin)
             if self._leader != me:
                 return True
         self._drain_replies()
@@ -557,16 +557,15 @@ class RPCServer:
         if not self._socket.send(frames, nowait=True):
             self.stats.unroutable += 1
 
-    def _on_message(self, identity: bytes, frames: list[Any]) -> None:
-        """Handle one request: ``frames`` are the parts after the sender's routing id."""
+    def _on_message(self, identity: bytes, parts: list[Any], origin: Any) -> None:
+        """Handle one request: ``parts`` come after the sender's routing id (see recv_routed)."""
         self.stats.requests += 1
-        last = frames[-1]
-        self._last_frame = last
+        self._last_origin = origin
         if self._secure:
-            self._peer_key = Socket.peer_key(last)
-        # labwire's own clients send small calls as one frame, with no delimiter, once they
+            self._peer_key = Socket.peer_key(origin)
+        # labwire's own clients send small calls as one part, with no delimiter, once they
         # know the server; the fast path takes method calls and property reads.
-        request = fast_request(last.bytes, self._limits) if len(frames) == 1 else None
+        request = fast_request(parts[0], self._limits) if len(parts) == 1 else None
         envelope: list[Any] = [identity]
         header: dict[str, Any] | None = None
         try:
@@ -574,13 +573,13 @@ class RPCServer:
                 self._targeted(envelope, request, time.monotonic())
                 return
             body_start = 0
-            while body_start < len(frames) and len(frames[body_start]) != 0:
+            while body_start < len(parts) and len(parts[body_start]) != 0:
                 body_start += 1
-            if body_start < len(frames):
-                envelope = [identity, *(f.bytes for f in frames[:body_start]), b""]
-                body = [f.buffer for f in frames[body_start + 1 :]]
-            else:  # no delimiter: labwire's one-frame layout, or a raw DEALER
-                body = [f.buffer for f in frames]
+            if body_start < len(parts):
+                envelope = [identity, *(bytes(part) for part in parts[:body_start]), b""]
+                body = [memoryview(part) for part in parts[body_start + 1 :]]
+            else:  # no delimiter: labwire's one-part layout, or a raw DEALER
+                body = [memoryview(part) for part in parts]
             if not body:
                 raise ProtocolError("empty request: no frame after the envelope")
             header, buffers = decode_frames(body, self._limits, expand_compact_request)
@@ -588,7 +587,7 @@ class RPCServer:
             self._dispatch(envelope, request, time.monotonic())
         except ProtocolError as exc:
             self.stats.bad_requests += 1
-            _log.debug("bad request from %s: %s", Socket.peer_address(last), exc)
+            _log.debug("bad request from %s: %s", Socket.peer_address(origin), exc)
             self._send(envelope + self._error_frames(header, request, ErrorCode.BAD_REQUEST, exc))
         except _Failure as exc:
             self._send(envelope + self._error_frames(header, request, exc.code, exc))
@@ -598,7 +597,7 @@ class RPCServer:
         if event in _TARGETED_EVENTS:
             self._targeted(envelope, request, received)
         elif event == RPCEvents.GET_INVENTORY:
-            self.peer_addr = Socket.peer_address(self._last_frame) or self.peer_addr
+            self.peer_addr = Socket.peer_address(self._last_origin) or self.peer_addr
             if request.is_labwire:
                 details = self._inventory_details()
                 self._send(envelope + self._reply(request, self._inventory(), extension=details))
@@ -613,7 +612,7 @@ class RPCServer:
         elif event == RPCEvents.STOP_SERVER:
             self._authorize("stop")
             self._send(envelope + self._reply(request, {}))
-            _log.info("STOP_SERVER received from %s", Socket.peer_address(self._last_frame))
+            _log.info("STOP_SERVER received from %s", Socket.peer_address(self._last_origin))
             self._stop = True
         else:  # EMIT_SIGNAL: the only event left
             raise _Failure(ErrorCode.BAD_REQUEST, "EMIT_SIGNAL is published by servers")
@@ -655,7 +654,7 @@ class RPCServer:
                 "refused %s from client key %s (%s): not an admin key",
                 operation,
                 self._peer_key,
-                Socket.peer_address(self._last_frame),
+                Socket.peer_address(self._last_origin),
             )
             raise _Failure(ErrorCode.DENIED, f"{operation} is restricted to admin keys")
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -95,6 +96,24 @@ _SEND: Any = zmq.backend.Socket.send
 _RECV: Any = zmq.backend.Socket.recv
 #: Frames smaller than this are copied (cheaper than tracking a zero-copy frame).
 _COPY_BELOW = 65536
+
+
+def _load_direct() -> Any:
+    """Labwire's direct libzmq calls for small messages, or None to use pyzmq alone.
+
+    None when the extension was not built (no C compiler at install time), when it cannot bind
+    to pyzmq's libzmq, or when the environment sets ``LABWIRE_DIRECT=0``.
+    """
+    if os.environ.get("LABWIRE_DIRECT", "1") == "0":
+        return None
+    try:
+        from labwire.transport import _direct
+    except ImportError:
+        return None
+    return _direct
+
+
+_DIRECT = _load_direct()
 
 
 class SocketType(enum.Enum):
@@ -222,6 +241,10 @@ class Socket:
         raw = self._raw
         flags = _NOBLOCK if nowait else 0
         try:
+            if _DIRECT is not None:  # small bytes parts: one C call; anything else: NotImplemented
+                sent = _DIRECT.send(raw, frames, flags, _COPY_BELOW)
+                if sent is not NotImplemented:
+                    return bool(sent)
             if len(frames) == 1:  # most messages: no loop to set up
                 frame = frames[0]
                 _SEND(raw, frame, flags, len(frame) < _COPY_BELOW)
@@ -293,6 +316,9 @@ class Socket:
         try:
             if timeout_ms != self._wait:
                 self._wait_at_most(timeout_ms)
+            if _DIRECT is not None:
+                head: bytes | None = _DIRECT.recv(self._raw, 0)
+                return head
             data: bytes = _RECV(self._raw, 0, True)
         except zmq.Again:
             return None
@@ -305,27 +331,42 @@ class Socket:
         """The parts that follow the last one received (none if it ended its message)."""
         raw = self._raw
         with translate_errors("receive"):
-            if not raw.get(zmq.RCVMORE):
+            if not (raw.get(zmq.RCVMORE) if _DIRECT is None else _DIRECT.rcvmore(raw)):
                 return []
             return _parts(raw, _RECV(raw, 0, False))
 
-    def recv_routed(self, timeout_ms: int | None = 0) -> tuple[bytes, list[zmq.Frame]] | None:
+    def recv_routed(self, timeout_ms: int | None = 0) -> tuple[bytes, list[Buffer], Any] | None:
         """Receive one message on a ROUTER socket: the sender's routing id, then the rest.
 
         Args:
             timeout_ms: How long to wait; 0 returns at once, None waits forever.
 
         Returns:
-            The routing id and the frames after it (at least one), or None when nothing
-            arrived in time.
+            None when nothing arrived in time; else the routing id, the parts after it (at
+            least one: a message of one part as bytes, the parts of a longer one as zero-copy
+            memoryviews, its first part possibly as bytes), and the message's origin, which
+            :meth:`peer_address` and :meth:`peer_key` read.
         """
         raw = self._raw
         try:
             if timeout_ms != self._wait:
                 self._wait_at_most(timeout_ms)
+            if _DIRECT is not None and not self.is_secure:
+                # The origin is the sender's address: without security there is no key.
+                message = _DIRECT.recv_routed(raw, 0)
+                if message is None:
+                    return None
+                identity, head, more, address = message
+                if not more:
+                    return identity, [head], address
+                rest = _parts(raw, _RECV(raw, 0, False))
+                return identity, [head, *(frame.buffer for frame in rest)], address
             identity = _RECV(raw, 0, True)  # a ROUTER always has a part after the id
             first = _RECV(raw, 0, False)
-            return identity, _parts(raw, first) if first.more else [first]
+            if not first.more:
+                return identity, [first.bytes], first
+            frames = _parts(raw, first)
+            return identity, [frame.buffer for frame in frames], frames[-1]
         except zmq.Again:
             return None
         except zmq.ZMQError as exc:
@@ -506,26 +547,38 @@ class Socket:
             return self._watcher.retry()
 
     @staticmethod
-    def peer_key(frame: zmq.Frame) -> str | None:
-        """The CurveZMQ public key (Z85 text) of the client that sent ``frame``.
+    def peer_key(origin: zmq.Frame | str) -> str | None:
+        """The CurveZMQ public key (Z85 text) of the client that sent a message.
 
-        Use a frame the peer sent (not the routing-id frame a ROUTER adds). The key comes from
-        the authenticator that let the client in, so it cannot be forged by the client.
+        The key comes from the authenticator that let the client in, so it cannot be forged
+        by the client.
+
+        Args:
+            origin: A frame the peer sent (not the routing-id frame a ROUTER adds), or the
+                origin :meth:`recv_routed` returned.
 
         Returns:
             The key, or None when the message did not come through a secured connection.
         """
+        if isinstance(origin, str):  # recv_routed's origin on a socket without security
+            return None
         try:
-            user_id = frame.get("User-Id")
+            user_id = origin.get("User-Id")
         except (zmq.ZMQError, UnicodeDecodeError):
             return None
         return user_id if isinstance(user_id, str) and is_key_text(user_id) else None
 
     @staticmethod
-    def peer_address(frame: zmq.Frame) -> str:
-        """The IP address of the peer that sent ``frame`` ("" when unknown, e.g. ipc)."""
+    def peer_address(origin: zmq.Frame | str) -> str:
+        """The IP address of the peer that sent a message ("" when unknown, e.g. ipc).
+
+        Args:
+            origin: A frame the peer sent, or the origin :meth:`recv_routed` returned.
+        """
+        if isinstance(origin, str):
+            return origin
         try:
-            return str(frame.get("Peer-Address"))
+            return str(origin.get("Peer-Address"))
         except (zmq.ZMQError, UnicodeDecodeError):
             return ""
 

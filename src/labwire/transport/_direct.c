@@ -1,0 +1,375 @@
+/* labwire.transport._direct: small messages sent and received with direct libzmq calls.
+ *
+ * pyzmq builds a Frame object (or walks its option tables) around every call; for a message of
+ * a few hundred bytes that costs several times the send or receive itself. These functions do
+ * the same work on the same libzmq socket with plain C calls, and cover only what the hot paths
+ * need: receive one part as bytes, ask whether more parts follow, receive a ROUTER's routing id
+ * with the part after it, and send parts that are all small bytes objects. Everything else
+ * (zero-copy buffers, socket options, security) stays with pyzmq.
+ *
+ * The functions of the libzmq that pyzmq loaded are looked up when this module is imported (it
+ * imports zmq first). The module refuses to load unless exactly one libzmq is in the process,
+ * so every call reaches the library that owns the socket; labwire then uses pyzmq alone.
+ *
+ * Errors are raised through pyzmq's own zmq.error._check_rc, so callers see the same
+ * exception types as from pyzmq. A socket is read from its pyzmq object on every call
+ * ("underlying" is NULL once pyzmq has closed it), never cached.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <link.h>
+#include <string.h>
+
+/* From zmq.h, part of libzmq's stable ABI. */
+#define ZMQ_DONTWAIT 1
+#define ZMQ_SNDMORE 2
+#define ZMQ_RCVMORE 13
+
+typedef struct {
+    unsigned char bytes[64];
+} __attribute__((aligned(sizeof(void *)))) zmq_msg_t;
+
+static struct {
+    int (*msg_init)(zmq_msg_t *);
+    int (*msg_recv)(zmq_msg_t *, void *, int);
+    int (*msg_close)(zmq_msg_t *);
+    void *(*msg_data)(zmq_msg_t *);
+    size_t (*msg_size)(const zmq_msg_t *);
+    int (*msg_more)(const zmq_msg_t *);
+    const char *(*msg_gets)(const zmq_msg_t *, const char *);
+    int (*send)(void *, const void *, size_t, int);
+    int (*getsockopt)(void *, int, void *, size_t *);
+    int (*errno_)(void);
+    void (*version)(int *, int *, int *);
+} zmq;
+
+static PyObject *check_rc;        /* zmq.error._check_rc */
+static PyObject *underlying_name; /* "underlying" */
+
+/* ------------------------------------------------------------------ finding libzmq */
+
+typedef struct {
+    int count;
+    char path[4096];
+} found_t;
+
+static int find_libzmq(struct dl_phdr_info *info, size_t size, void *data) {
+    found_t *found = data;
+    const char *name = info->dlpi_name;
+    const char *base = strrchr(name, '/');
+    base = base ? base + 1 : name;
+    (void)size;
+    if (strncmp(base, "libzmq", 6) == 0 && strlen(name) < sizeof(found->path)) {
+        if (found->count == 0)
+            strcpy(found->path, name);
+        found->count++;
+    }
+    return 0;
+}
+
+static int bind_libzmq(void) {
+    found_t found = {0};
+    dl_iterate_phdr(find_libzmq, &found);
+    if (found.count != 1) {
+        PyErr_Format(PyExc_ImportError, "expected one libzmq in the process, found %d",
+                     found.count);
+        return -1;
+    }
+    void *lib = dlopen(found.path, RTLD_NOW | RTLD_NOLOAD);
+    if (lib == NULL) {
+        PyErr_Format(PyExc_ImportError, "cannot open %s: %s", found.path, dlerror());
+        return -1;
+    }
+#define BIND(field, symbol)                                                                 \
+    *(void **)(&zmq.field) = dlsym(lib, symbol);                                            \
+    if (zmq.field == NULL) {                                                                \
+        PyErr_Format(PyExc_ImportError, "%s has no %s", found.path, symbol);                \
+        return -1;                                                                          \
+    }
+    BIND(msg_init, "zmq_msg_init");
+    BIND(msg_recv, "zmq_msg_recv");
+    BIND(msg_close, "zmq_msg_close");
+    BIND(msg_data, "zmq_msg_data");
+    BIND(msg_size, "zmq_msg_size");
+    BIND(msg_more, "zmq_msg_more");
+    BIND(msg_gets, "zmq_msg_gets");
+    BIND(send, "zmq_send");
+    BIND(getsockopt, "zmq_getsockopt");
+    BIND(errno_, "zmq_errno");
+    BIND(version, "zmq_version");
+#undef BIND
+    int major, minor, patch;
+    zmq.version(&major, &minor, &patch);
+    if (major < 4 || (major == 4 && minor < 3)) {
+        PyErr_Format(PyExc_ImportError, "libzmq %d.%d.%d is older than 4.3", major, minor,
+                     patch);
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ helpers */
+
+/* Raise the exception pyzmq raises for this errno; returns NULL. */
+static PyObject *raise_errno(int error) {
+    PyObject *result = PyObject_CallFunction(check_rc, "ii", -1, error);
+    Py_XDECREF(result);
+    if (!PyErr_Occurred())
+        PyErr_Format(PyExc_RuntimeError, "libzmq error %d was not raised", error);
+    return NULL;
+}
+
+/* The libzmq socket of a pyzmq socket; NULL with an exception set when it is closed. */
+static void *handle_of(PyObject *sock) {
+    PyObject *address = PyObject_GetAttr(sock, underlying_name);
+    if (address == NULL)
+        return NULL;
+    void *handle = PyLong_AsVoidPtr(address);
+    Py_DECREF(address);
+    if (handle == NULL && !PyErr_Occurred())
+        raise_errno(ENOTSOCK);
+    return handle;
+}
+
+/* Receive one part into msg (initialised here). 0: received; 1: nothing (EAGAIN); -1: an
+ * exception is set. The GIL is released while a blocking receive waits. */
+static int receive(void *handle, zmq_msg_t *msg, int flags) {
+    zmq.msg_init(msg);
+    for (;;) {
+        int rc, error = 0;
+        if (flags & ZMQ_DONTWAIT) {
+            rc = zmq.msg_recv(msg, handle, flags);
+            if (rc < 0)
+                error = zmq.errno_();
+        } else {
+            Py_BEGIN_ALLOW_THREADS
+            rc = zmq.msg_recv(msg, handle, flags);
+            if (rc < 0)
+                error = zmq.errno_();
+            Py_END_ALLOW_THREADS
+        }
+        if (rc >= 0)
+            return 0;
+        if (error == EINTR) { /* run Python's signal handlers, then wait on */
+            if (PyErr_CheckSignals() == 0)
+                continue;
+        } else if (error == EAGAIN) {
+            zmq.msg_close(msg);
+            return 1;
+        } else {
+            raise_errno(error);
+        }
+        zmq.msg_close(msg);
+        return -1;
+    }
+}
+
+/* The part's bytes; the message is closed either way. */
+static PyObject *take_bytes(zmq_msg_t *msg) {
+    PyObject *data = PyBytes_FromStringAndSize(zmq.msg_data(msg), (Py_ssize_t)zmq.msg_size(msg));
+    zmq.msg_close(msg);
+    return data;
+}
+
+/* Check the argument count and read the int flags at args[index]; -1 with an exception set. */
+static int parse_args(const char *name, Py_ssize_t nargs, Py_ssize_t expected, PyObject *value,
+                      int *flags) {
+    if (nargs != expected) {
+        PyErr_Format(PyExc_TypeError, "%s() takes %zd arguments (%zd given)", name, expected,
+                     nargs);
+        return -1;
+    }
+    long number = PyLong_AsLong(value);
+    if (number == -1 && PyErr_Occurred())
+        return -1;
+    *flags = (int)number;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ module functions */
+
+PyDoc_STRVAR(recv_doc, "recv(socket, flags) -> bytes | None\n\n"
+                       "Receive one part as bytes; None when nothing is there (EAGAIN).");
+
+static PyObject *direct_recv(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    int flags;
+    zmq_msg_t msg;
+    (void)module;
+    if (parse_args("recv", nargs, 2, nargs == 2 ? args[1] : NULL, &flags) < 0)
+        return NULL;
+    void *handle = handle_of(args[0]);
+    if (handle == NULL)
+        return NULL;
+    int got = receive(handle, &msg, flags);
+    if (got == 1)
+        Py_RETURN_NONE;
+    return got < 0 ? NULL : take_bytes(&msg);
+}
+
+PyDoc_STRVAR(rcvmore_doc, "rcvmore(socket) -> bool\n\n"
+                          "Whether more parts of the message being received follow.");
+
+static PyObject *direct_rcvmore(PyObject *module, PyObject *sock) {
+    int more = 0;
+    size_t size = sizeof(more);
+    (void)module;
+    void *handle = handle_of(sock);
+    if (handle == NULL)
+        return NULL;
+    if (zmq.getsockopt(handle, ZMQ_RCVMORE, &more, &size) < 0)
+        return raise_errno(zmq.errno_());
+    return PyBool_FromLong(more);
+}
+
+PyDoc_STRVAR(recv_routed_doc,
+             "recv_routed(socket, flags) -> (identity, first, more, peer_address) | None\n\n"
+             "Receive a ROUTER's routing id and the part after it, as bytes, with whether more\n"
+             "parts follow and the sender's address (\"\" when the transport has none). None\n"
+             "when nothing is there (EAGAIN).");
+
+static PyObject *direct_recv_routed(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    int flags;
+    zmq_msg_t msg;
+    (void)module;
+    if (parse_args("recv_routed", nargs, 2, nargs == 2 ? args[1] : NULL, &flags) < 0)
+        return NULL;
+    void *handle = handle_of(args[0]);
+    if (handle == NULL)
+        return NULL;
+    int got = receive(handle, &msg, flags);
+    if (got != 0)
+        return got == 1 ? Py_NewRef(Py_None) : NULL;
+    PyObject *identity = take_bytes(&msg);
+    if (identity == NULL)
+        return NULL;
+    /* A ROUTER delivers the routing id and the sender's parts as one message: the next part
+     * is already there, so this receive does not wait. */
+    if (receive(handle, &msg, ZMQ_DONTWAIT) != 0) {
+        Py_DECREF(identity);
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "a routed message ended after its routing id");
+        return NULL;
+    }
+    int more = zmq.msg_more(&msg);
+    const char *address = zmq.msg_gets(&msg, "Peer-Address");
+    PyObject *peer = PyUnicode_DecodeUTF8(address ? address : "", address ? strlen(address) : 0,
+                                          "replace");
+    PyObject *first = take_bytes(&msg);
+    if (peer == NULL || first == NULL) {
+        Py_DECREF(identity);
+        Py_XDECREF(peer);
+        Py_XDECREF(first);
+        return NULL;
+    }
+    PyObject *result = PyTuple_New(4);
+    if (result == NULL) {
+        Py_DECREF(identity);
+        Py_DECREF(peer);
+        Py_DECREF(first);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(result, 0, identity);
+    PyTuple_SET_ITEM(result, 1, first);
+    PyTuple_SET_ITEM(result, 2, PyBool_FromLong(more));
+    PyTuple_SET_ITEM(result, 3, peer);
+    return result;
+}
+
+PyDoc_STRVAR(send_doc,
+             "send(socket, parts, flags, below) -> bool | NotImplemented\n\n"
+             "Send a message whose parts (a list or tuple) are all bytes shorter than `below`,\n"
+             "copying each. False when the first part cannot be queued (EAGAIN with\n"
+             "ZMQ_DONTWAIT). NotImplemented, with nothing sent, when a part is anything else.");
+
+static PyObject *direct_send(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    int flags;
+    (void)module;
+    if (parse_args("send", nargs, 4, nargs == 4 ? args[2] : NULL, &flags) < 0)
+        return NULL;
+    PyObject *parts = args[1];
+    if (!PyList_CheckExact(parts) && !PyTuple_CheckExact(parts))
+        Py_RETURN_NOTIMPLEMENTED;
+    Py_ssize_t below = PyLong_AsSsize_t(args[3]);
+    if (below == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(parts);
+    PyObject **items = PySequence_Fast_ITEMS(parts);
+    if (count == 0)
+        Py_RETURN_NOTIMPLEMENTED;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (!PyBytes_CheckExact(items[i]) || PyBytes_GET_SIZE(items[i]) >= below)
+            Py_RETURN_NOTIMPLEMENTED;
+    }
+    void *handle = handle_of(args[0]);
+    if (handle == NULL)
+        return NULL;
+    /* The parts stay referenced by `parts`, which the caller holds, for the whole call. */
+    for (Py_ssize_t i = 0; i < count; i++) {
+        int part_flags = flags | (i + 1 < count ? ZMQ_SNDMORE : 0);
+        const char *data = PyBytes_AS_STRING(items[i]);
+        size_t size = (size_t)PyBytes_GET_SIZE(items[i]);
+        for (;;) {
+            int rc, error = 0;
+            if (flags & ZMQ_DONTWAIT) {
+                rc = zmq.send(handle, data, size, part_flags);
+                if (rc < 0)
+                    error = zmq.errno_();
+            } else {
+                Py_BEGIN_ALLOW_THREADS
+                rc = zmq.send(handle, data, size, part_flags);
+                if (rc < 0)
+                    error = zmq.errno_();
+                Py_END_ALLOW_THREADS
+            }
+            if (rc >= 0)
+                break;
+            if (error == EINTR) {
+                if (PyErr_CheckSignals() < 0)
+                    return NULL;
+                continue;
+            }
+            /* A multipart message is atomic: once its first part is queued, so are the rest. */
+            if (error == EAGAIN && i == 0)
+                Py_RETURN_FALSE;
+            return raise_errno(error);
+        }
+    }
+    Py_RETURN_TRUE;
+}
+
+static PyMethodDef methods[] = {
+    {"recv", (PyCFunction)(void (*)(void))direct_recv, METH_FASTCALL, recv_doc},
+    {"rcvmore", direct_rcvmore, METH_O, rcvmore_doc},
+    {"recv_routed", (PyCFunction)(void (*)(void))direct_recv_routed, METH_FASTCALL,
+     recv_routed_doc},
+    {"send", (PyCFunction)(void (*)(void))direct_send, METH_FASTCALL, send_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    "labwire.transport._direct",
+    "Small messages sent and received with direct libzmq calls (see _direct.c).",
+    -1,
+    methods,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+};
+
+PyMODINIT_FUNC PyInit__direct(void) {
+    PyObject *error_module = PyImport_ImportModule("zmq.error");
+    if (error_module == NULL)
+        return NULL;
+    check_rc = PyObject_GetAttrString(error_module, "_check_rc");
+    Py_DECREF(error_module);
+    if (check_rc == NULL)
+        return NULL;
+    underlying_name = PyUnicode_InternFromString("underlying");
+    if (underlying_name == NULL || bind_libzmq() < 0)
+        return NULL;
+    return PyModule_Create(&module_def);
+}
