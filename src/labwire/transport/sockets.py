@@ -6,6 +6,13 @@ heartbeats on TCP (so a vanished peer is noticed in seconds, not kernel minutes)
 are applied here too, so that no part of labwire can open an unprotected TCP socket by
 accident. ZeroMQ errors are translated into :mod:`labwire.errors` before they leave this module.
 
+Small messages (every part a bytes object under 64 KiB) are sent and received through
+``labwire.transport._direct`` when it was built: direct calls into the libzmq that pyzmq loaded,
+on the same sockets, without pyzmq's frame objects. Larger buffers (sent without copying),
+socket options, and routed receives on secured sockets (whose client key is read from pyzmq's
+frame) stay with pyzmq, as does everything when the extension is missing or ``LABWIRE_DIRECT=0``
+is set.
+
 Security (``Settings.security`` set; see :mod:`labwire.transport.security`): every socket that
 is not ``inproc://`` runs CurveZMQ. ``bind()`` makes CURVE servers that only let in allowed
 client keys (fail closed); ``connect()`` / ``unconnected()`` make CURVE clients.
