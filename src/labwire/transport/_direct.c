@@ -277,6 +277,8 @@ static PyObject *direct_recv_routed(PyObject *module, PyObject *const *args, Py_
     return result;
 }
 
+static PyObject *send_parts(void *handle, PyObject **items, Py_ssize_t count, int flags);
+
 PyDoc_STRVAR(send_doc,
              "send(socket, parts, flags, below) -> bool | NotImplemented\n\n"
              "Send a message whose parts (a list or tuple) are all bytes shorter than `below`,\n"
@@ -305,7 +307,23 @@ static PyObject *direct_send(PyObject *module, PyObject *const *args, Py_ssize_t
     void *handle = handle_of(args[0]);
     if (handle == NULL)
         return NULL;
-    /* The parts stay referenced by `parts`, which the caller holds, for the whole call. */
+    /* A send that may wait releases the GIL, and another thread could then change a list:
+     * such a send works on a tuple of the parts, which nothing else can change. A send that
+     * does not wait keeps the GIL, so `parts` itself holds the parts for the whole call. */
+    PyObject *held = NULL;
+    if (!(flags & ZMQ_DONTWAIT)) {
+        held = PySequence_Tuple(parts);
+        if (held == NULL)
+            return NULL;
+        items = PySequence_Fast_ITEMS(held);
+    }
+    PyObject *result = send_parts(handle, items, count, flags);
+    Py_XDECREF(held);
+    return result;
+}
+
+/* Send `count` bytes objects as one message; see direct_send. */
+static PyObject *send_parts(void *handle, PyObject **items, Py_ssize_t count, int flags) {
     for (Py_ssize_t i = 0; i < count; i++) {
         int part_flags = flags | (i + 1 < count ? ZMQ_SNDMORE : 0);
         const char *data = PyBytes_AS_STRING(items[i]);
