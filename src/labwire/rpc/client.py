@@ -65,6 +65,7 @@ from labwire.wire.rpc import (
     PROTOCOL_VERSION,
     ExtensionEvents,
     RPCEvents,
+    decode_buffer_reply,
     decode_frames,
     decode_plain_reply,
     encode_call,
@@ -755,24 +756,33 @@ class RPCClient(ClientBase):
     # ------------------------------------------------------------------ proxies
 
     def _invoke(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if self._protocol is not None and name in self._json_methods:
-            result = self._quick_call(name, list(args), kwargs)
-            if result is not _GENERAL:
-                return result
+        if self._protocol is not None:
+            if name in self._json_methods:
+                result = self._quick_call(name, list(args), kwargs)
+                if result is not _GENERAL:
+                    return result
+            elif name in self._buffer_methods:
+                result = self._quick_call(name, list(args), kwargs, buffer=True)
+                if result is not _GENERAL:
+                    return result
         result, info = self.execute(name, {"args": list(args), "kwargs": kwargs})
         if name in self._buffer_methods and not isinstance(result, NoResult):
             return result, info
         return result
 
-    def _quick_call(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        """A JSON method call to a labwire server, with the common case written out.
+    def _quick_call(
+        self, name: str, args: list[Any], kwargs: dict[str, Any], buffer: bool = False
+    ) -> Any:
+        """A method call to a labwire server, with the common case written out.
 
         The call is encoded, sent and (usually) answered in one pass; whatever is not the
-        common case (a reply that is not plain JSON, a slow reply, an error, a restart)
-        continues in the general loop with the same request. Returns ``_GENERAL``, before
-        sending anything, when the call needs the general path from the start.
+        common case (a reply that is not plain JSON, or for a ``buffer`` method not the usual
+        two frames, a slow reply, an error, a restart) continues in the general loop with the
+        same request. Returns ``_GENERAL``, before sending anything, when the call needs the
+        general path from the start. A buffer method's result is what :meth:`_invoke` returns
+        for it: ``(buffer, info)``, or a :class:`NoResult` alone.
         """
-        timeout_ms = self._json_methods[name]
+        timeout_ms = (self._buffer_methods if buffer else self._json_methods)[name]
         if self._overriding:
             override = self._overrides.value
             if override is not _DEFAULT:
@@ -801,8 +811,20 @@ class RPCClient(ClientBase):
                 self._send(channel, [frame], deadline, False)
                 socket = channel.socket
             wait_ms = min(timeout_ms, _HANDSHAKE_CHECK_MS if secure else _CONNECTION_CHECK_MS)
-            head = socket.recv_head(max(1, wait_ms))
             received = None
+            if buffer:
+                # A buffer reply has two parts or more: read them all, as zero-copy frames.
+                frames = socket.recv_frames(max(1, wait_ms))
+                if frames is not None:
+                    received = [part.buffer for part in frames]
+                    value = decode_buffer_reply(
+                        received[0], received[1:], rid, self._server_id, self._limits
+                    )
+                    if value is not NOT_PLAIN:
+                        return value
+                head = None
+            else:
+                head = socket.recv_head(max(1, wait_ms))
             if head is not None:
                 # A compact reply is one frame by its layout; anything else has its parts read.
                 result = decode_plain_reply(head, rid, self._server_id, self._limits)
@@ -818,7 +840,10 @@ class RPCClient(ClientBase):
             lock.release()
         if self._restarted(reply):
             self._on_restart()
-        return self._method_result(name, reply)[0]
+        result, info = self._method_result(name, reply)
+        if buffer and not isinstance(result, NoResult):
+            return result, info
+        return result
 
     def _get_property(self, name: str) -> Any:
         reply = self._request(

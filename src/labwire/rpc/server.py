@@ -53,6 +53,7 @@ from labwire.wire.rpc import (
     Request,
     RPCEvents,
     decode_frames,
+    encode_buffer_reply,
     encode_frames,
     encode_plain_reply,
     expand_compact_request,
@@ -759,6 +760,14 @@ class RPCServer:
         if request.is_labwire:
             if isinstance(buffer, (bytes, bytearray)):
                 buffer = memoryview(buffer)
+            if type(buffer) is memoryview and buffer.contiguous:
+                # What _reply() writes for this payload, without its walk over the buffer.
+                try:
+                    return encode_buffer_reply(request.request_id, self._server_id, buffer, info)
+                except TypeError as exc:
+                    raise _Failure(
+                        ErrorCode.REMOTE, f"result cannot be sent: {exc}", "TypeError"
+                    ) from None
             return self._reply(request, {}, payload={"result": [buffer, info]})
         try:
             return [encode_json(info), memoryview(buffer)]

@@ -90,8 +90,10 @@ __all__ = [
     "ErrorCode",
     "RPCEvents",
     "Request",
+    "decode_buffer_reply",
     "decode_frames",
     "decode_plain_reply",
+    "encode_buffer_reply",
     "encode_call",
     "encode_frames",
     "encode_get",
@@ -789,6 +791,77 @@ def decode_plain_reply(data: bytes, request_id: int, server_id: str, limits: Lim
     if not _keys_unique(data, reply, 0) or not _within_limits(data, (value,), limits):
         return NOT_PLAIN
     return value
+
+
+def encode_buffer_reply(
+    request_id: int | None, server_id: str, buffer: memoryview, info: Any
+) -> list[Buffer]:
+    """Encode a labwire buffer method's success reply, without the generic walk over it.
+
+    The frames are those :func:`encode_frames` writes for the payload
+    ``{"result": [buffer, info]}``, byte for byte.
+
+    Args:
+        request_id: The request's id.
+        server_id: This server's incarnation id.
+        buffer: A contiguous memoryview; it travels as frame 1, without copies.
+        info: The method's info; buffers inside it travel as frames 2 and up.
+
+    Raises:
+        TypeError: ``info`` cannot be encoded (the message names it).
+    """
+    buffers: list[Buffer] = [buffer]
+    extracted = _extract(info, buffers)
+    header = {
+        "success": True,
+        "lw": {"v": PROTOCOL_VERSION, "rid": request_id, "sid": server_id, "nbuf": len(buffers)},
+        "result": [{BUFFER_KEY: 0, "kind": "buffer"}, extracted],
+    }
+    return [encode_json(header), *buffers]
+
+
+def decode_buffer_reply(
+    head: bytes | memoryview,
+    buffers: Sequence[memoryview],
+    request_id: int,
+    server_id: str,
+    limits: Limits,
+) -> Any:
+    """Decode a labwire buffer method's success reply to one request, if it is the usual one.
+
+    The usual one is what :func:`encode_buffer_reply` writes for an ``info`` without buffers:
+    two frames, the header's result ``[{"$lwbuf": 0, "kind": "buffer"}, info]``.
+
+    Returns:
+        ``(buffer, info)``, the buffer being frame 1 as it is; or :data:`NOT_PLAIN` for
+        anything else (a failure, more frames, another request's reply, another incarnation,
+        a malformed message): read it with :func:`decode_frames`, which explains what is wrong.
+    """
+    if len(buffers) != 1:
+        return NOT_PLAIN
+    try:
+        check_frame_sizes((len(head), buffers[0].nbytes), limits)
+        header = decode_json(head, limits)
+    except ProtocolError:
+        return NOT_PLAIN
+    if type(header) is not dict or header.get("success") is not True or "error" in header:
+        return NOT_PLAIN
+    lw = header.get("lw")
+    if type(lw) is not dict or lw.get("rid") != request_id or lw.get("sid") != server_id:
+        return NOT_PLAIN
+    result = header.get("result")
+    if type(result) is not list or len(result) != 2:
+        return NOT_PLAIN
+    placeholder, info = result
+    if (
+        type(placeholder) is not dict
+        or type(placeholder.get(BUFFER_KEY)) is not int
+        or placeholder[BUFFER_KEY] != 0
+        or placeholder.get("kind") != "buffer"
+        or _find_placeholder(info) is not None
+    ):
+        return NOT_PLAIN
+    return buffers[0], info
 
 
 def expand_compact_reply(items: list[Any]) -> dict[str, Any]:

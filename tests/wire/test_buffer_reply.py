@@ -1,0 +1,91 @@
+"""The buffer-reply fast paths: encode_buffer_reply and decode_buffer_reply.
+
+encode_buffer_reply writes what encode_frames writes; decode_buffer_reply accepts only the
+usual reply and leaves everything else to decode_frames.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from labwire.wire.limits import Limits
+from labwire.wire.rpc import (
+    NOT_PLAIN,
+    PROTOCOL_VERSION,
+    decode_buffer_reply,
+    encode_buffer_reply,
+    encode_frames,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+LIMITS = Limits()
+BUFFER = memoryview(bytearray(b"pixels" * 100))
+
+
+@pytest.mark.parametrize(
+    "info",
+    [
+        {},
+        {"size": 3},
+        {"a": [1, 2.5, None, "x"], "t": (1, 2)},
+        {"raw": b"xy"},
+        {"array": np.arange(3)},
+        {"n": np.int64(4)},
+        [1, 2],
+        5,
+        None,
+    ],
+)
+def test_encode_buffer_reply_is_byte_identical_to_encode_frames(info: Any) -> None:
+    header = {"success": True, "lw": {"v": PROTOCOL_VERSION, "rid": 7, "sid": "s1"}}
+    expected = encode_frames(header, {"result": [BUFFER, info]})
+    frames = encode_buffer_reply(7, "s1", BUFFER, info)
+    assert [bytes(f) for f in frames] == [bytes(f) for f in expected]
+    assert frames[1] is BUFFER  # zero-copy: the caller's buffer itself
+
+
+@pytest.mark.parametrize("info", [{"$lwbuf": 1}, {"x": float("nan")}, {"o": object()}])
+def test_encode_buffer_reply_refuses_what_encode_frames_refuses(info: Any) -> None:
+    with pytest.raises(TypeError):
+        encode_buffer_reply(1, "s1", BUFFER, info)
+
+
+USUAL = (
+    b'{"success":true,"lw":{"v":1,"rid":7,"sid":"s1","nbuf":1},'
+    b'"result":[{"$lwbuf":0,"kind":"buffer"},{"size":600}]}'
+)
+
+
+def test_decode_buffer_reply_takes_the_usual_reply_without_copies() -> None:
+    buffer, info = decode_buffer_reply(memoryview(USUAL), [BUFFER], 7, "s1", LIMITS)
+    assert buffer is BUFFER and info == {"size": 600}
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        USUAL.replace(b'"rid":7', b'"rid":8'),  # another request's (late) reply
+        USUAL.replace(b'"sid":"s1"', b'"sid":"s2"'),  # another incarnation
+        USUAL.replace(b'"$lwbuf":0', b'"$lwbuf":false'),
+        USUAL.replace(b'"$lwbuf":0', b'"$lwbuf":0.0'),
+        USUAL.replace(b'"kind":"buffer"', b'"kind":"bytes"'),
+        USUAL.replace(b'{"size":600}', b'{"p":{"$lwbuf":0,"kind":"buffer"}}'),
+        USUAL.replace(b'{"size":600}', b'{"p":{"\\u0024lwbuf":0,"kind":"buffer"}}'),
+        USUAL.replace(b'{"success":true,', b'{"success":true,"success":true,'),
+        USUAL.replace(b"600", b"1" * 30),  # over the integer limit
+        b'{"success":false,"error":"x","lw":{"v":1,"rid":7,"sid":"s1"}}',
+        b'[7,"s1",5]',
+        b"not json",
+    ],
+)
+def test_decode_buffer_reply_leaves_anything_else_to_the_general_path(head: bytes) -> None:
+    assert decode_buffer_reply(memoryview(head), [BUFFER], 7, "s1", LIMITS) is NOT_PLAIN
+
+
+def test_decode_buffer_reply_needs_exactly_one_buffer_frame() -> None:
+    assert decode_buffer_reply(USUAL, [], 7, "s1", LIMITS) is NOT_PLAIN
+    assert decode_buffer_reply(USUAL, [BUFFER, BUFFER], 7, "s1", LIMITS) is NOT_PLAIN
