@@ -15,6 +15,7 @@ from labwire.wire.limits import Limits
 from labwire.wire.rpc import (
     NOT_PLAIN,
     PROTOCOL_VERSION,
+    Request,
     decode_buffer_reply,
     encode_buffer_reply,
     encode_frames,
@@ -24,6 +25,7 @@ pytestmark = pytest.mark.timeout(30)
 
 LIMITS = Limits()
 BUFFER = memoryview(bytearray(b"pixels" * 100))
+REQUEST = Request("METHOD_CALL", "grab", version=PROTOCOL_VERSION, client_id="c", request_id=7)
 
 
 @pytest.mark.parametrize(
@@ -40,18 +42,24 @@ BUFFER = memoryview(bytearray(b"pixels" * 100))
         None,
     ],
 )
-def test_encode_buffer_reply_is_byte_identical_to_encode_frames(info: Any) -> None:
+@pytest.mark.parametrize(
+    "buffer",
+    [BUFFER, memoryview(np.arange(12).reshape(3, 4)[:, ::2]), np.arange(4.0)],
+    ids=["contiguous", "strided", "ndarray"],
+)
+def test_encode_buffer_reply_is_byte_identical_to_encode_frames(buffer: Any, info: Any) -> None:
     header = {"success": True, "lw": {"v": PROTOCOL_VERSION, "rid": 7, "sid": "s1"}}
-    expected = encode_frames(header, {"result": [BUFFER, info]})
-    frames = encode_buffer_reply(7, "s1", BUFFER, info)
+    expected = encode_frames(header, {"result": [buffer, info]})
+    frames = encode_buffer_reply(REQUEST, "s1", buffer, info)
     assert [bytes(f) for f in frames] == [bytes(f) for f in expected]
-    assert frames[1] is BUFFER  # zero-copy: the caller's buffer itself
+    if buffer is BUFFER:
+        assert frames[1] is BUFFER  # zero-copy: the caller's buffer itself
 
 
 @pytest.mark.parametrize("info", [{"$lwbuf": 1}, {"x": float("nan")}, {"o": object()}])
 def test_encode_buffer_reply_refuses_what_encode_frames_refuses(info: Any) -> None:
     with pytest.raises(TypeError):
-        encode_buffer_reply(1, "s1", BUFFER, info)
+        encode_buffer_reply(REQUEST, "s1", BUFFER, info)
 
 
 USUAL = (

@@ -757,14 +757,14 @@ class RPCClient(ClientBase):
 
     def _invoke(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if self._protocol is not None:
-            if name in self._json_methods:
+            if name in self._json_methods:  # the common case first: one lookup
                 result = self._quick_call(name, list(args), kwargs)
-                if result is not _GENERAL:
-                    return result
             elif name in self._buffer_methods:
                 result = self._quick_call(name, list(args), kwargs, buffer=True)
-                if result is not _GENERAL:
-                    return result
+            else:
+                result = _GENERAL
+            if result is not _GENERAL:
+                return result
         result, info = self.execute(name, {"args": list(args), "kwargs": kwargs})
         if name in self._buffer_methods and not isinstance(result, NoResult):
             return result, info

@@ -760,15 +760,12 @@ class RPCServer:
         if request.is_labwire:
             if isinstance(buffer, (bytes, bytearray)):
                 buffer = memoryview(buffer)
-            if type(buffer) is memoryview and buffer.contiguous:
-                # What _reply() writes for this payload, without its walk over the buffer.
-                try:
-                    return encode_buffer_reply(request.request_id, self._server_id, buffer, info)
-                except TypeError as exc:
-                    raise _Failure(
-                        ErrorCode.REMOTE, f"result cannot be sent: {exc}", "TypeError"
-                    ) from None
-            return self._reply(request, {}, payload={"result": [buffer, info]})
+            try:  # what _reply() writes for this payload, with less glue
+                return encode_buffer_reply(request, self._server_id, buffer, info)
+            except TypeError as exc:
+                raise _Failure(
+                    ErrorCode.REMOTE, f"result cannot be sent: {exc}", "TypeError"
+                ) from None
         try:
             return [encode_json(info), memoryview(buffer)]
         except TypeError as exc:

@@ -794,30 +794,26 @@ def decode_plain_reply(data: bytes, request_id: int, server_id: str, limits: Lim
 
 
 def encode_buffer_reply(
-    request_id: int | None, server_id: str, buffer: memoryview, info: Any
+    request: Request, server_id: str, buffer: Buffer, info: Any
 ) -> list[Buffer]:
-    """Encode a labwire buffer method's success reply, without the generic walk over it.
+    """Encode a labwire buffer method's success reply, without the general reply's glue.
 
     The frames are those :func:`encode_frames` writes for the payload
     ``{"result": [buffer, info]}``, byte for byte.
 
     Args:
-        request_id: The request's id.
+        request: The request answered (a labwire request).
         server_id: This server's incarnation id.
-        buffer: A contiguous memoryview; it travels as frame 1, without copies.
+        buffer: The method's buffer; it travels as frame 1 (without a copy when contiguous).
         info: The method's info; buffers inside it travel as frames 2 and up.
 
     Raises:
         TypeError: ``info`` cannot be encoded (the message names it).
     """
-    buffers: list[Buffer] = [buffer]
-    extracted = _extract(info, buffers)
-    header = {
-        "success": True,
-        "lw": {"v": PROTOCOL_VERSION, "rid": request_id, "sid": server_id, "nbuf": len(buffers)},
-        "result": [{BUFFER_KEY: 0, "kind": "buffer"}, extracted],
-    }
-    return [encode_json(header), *buffers]
+    buffers: list[Buffer] = []
+    result = [_extract(buffer, buffers), _extract(info, buffers)]
+    extension = reply_extension(request, server_id, nbuf=len(buffers))
+    return [encode_json({"success": True, "lw": extension, "result": result}), *buffers]
 
 
 def decode_buffer_reply(
