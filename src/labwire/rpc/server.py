@@ -20,6 +20,8 @@ so at most ``workers - 1`` slow handlers run at once.
 Requests from labwire clients carry a client id, a request id and an expiry. The server never
 starts a request whose expiry has passed (checked on receipt), and answers a duplicate (same
 client id and request id, within a window) from a small cache instead of executing it twice.
+A duplicate can only be read while its original runs once the watchdog has handed the socket
+over, so the watchdog marks that request as running when it does; the duplicate is refused.
 Signals are published on one PUB socket (guarded by a
 lock, since any thread may emit), once per emission whatever the number of clients, each
 message numbered per signal under a random epoch drawn at start.
@@ -35,7 +37,6 @@ import socket as stdsocket
 import threading
 import time
 import traceback as tb
-from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
@@ -48,16 +49,17 @@ from labwire.transport import Socket, SocketType, Transport, parse_endpoint
 from labwire.wire.codec import encode_json
 from labwire.wire.rpc import (
     PROTOCOL_VERSION,
+    CompactCall,
     ErrorCode,
     ExtensionEvents,
     Request,
     RPCEvents,
+    decode_compact,
     decode_frames,
     encode_buffer_reply,
     encode_frames,
     encode_plain_reply,
     expand_compact_request,
-    fast_request,
     is_private_name,
     parse_request,
     reply_extension,
@@ -70,11 +72,16 @@ _log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: Replies kept for duplicate detection: how many, how long, and the largest one cached.
-_DEDUP_ENTRIES = 4096
-_DEDUP_SECONDS = 60.0
+#: Replies kept for duplicate detection, in two generations: the newer takes every reply and
+#: retires the older once it holds _DEDUP_ENTRIES replies or is _DEDUP_SECONDS old. So a reply
+#: is kept for at least _DEDUP_ENTRIES later replies or _DEDUP_SECONDS (whichever ends first),
+#: and for at most twice that. Replies over _DEDUP_MAX_BYTES are remembered but not kept.
+_DEDUP_ENTRIES = 2048
+_DEDUP_SECONDS = 30.0
 _DEDUP_MAX_BYTES = 64 * 1024
-_Reply = tuple[tuple[str, int] | None, list[Any], list[Any]]
+_Key = tuple[str, int]
+_Reply = tuple[_Key | None, list[Any], list[Any]]
+_Job = tuple[float, _Key | None]
 
 #: A handler running longer than this hands the socket over to another runner.
 _TAKEOVER_SECONDS = 0.002
@@ -212,8 +219,10 @@ class RPCServer:
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
         self._keeper: Any = None
-        self._dedup_swept = 0.0
-        self._dedup: OrderedDict[tuple[str, int], tuple[float, list[Any] | None]] = OrderedDict()
+        # Replies by (client id, request id); None: in progress, or too large to keep.
+        self._recent: dict[_Key, list[Any] | None] = {}
+        self._older: dict[_Key, list[Any] | None] = {}
+        self._recent_since = time.monotonic()
         self._replies: queue.SimpleQueue[_Reply] = queue.SimpleQueue()
         self._peer_key: str | None = None
         self._secure = self._transport.security is not None
@@ -224,8 +233,9 @@ class RPCServer:
         self._lead_lock = threading.Lock()
         self._lead = threading.Condition(self._lead_lock)
         self._leader = _VACANT
-        # When each runner's current handler started (None: not in a handler).
-        self._jobs: dict[int, float | None] = {}
+        # Each runner's current handler: when it started and its duplicate-table key (None: not
+        # in a handler).
+        self._jobs: dict[int, _Job | None] = {}
         self._idle_runners = 0
         self._runners: list[threading.Thread] = []
         self._watchdog: threading.Thread | None = None
@@ -424,7 +434,10 @@ class RPCServer:
             # A finite wait lets Python run signal handlers (e.g. SIGTERM -> stop_server)
             # even when the kernel delivered the signal to another thread.
             message = receive(_IDLE_POLL_MS)
-            if message is None:
+            if message is None:  # idle: replies age out without new ones to push them
+                now = time.monotonic()
+                if now - self._recent_since >= _DEDUP_SECONDS:
+                    self._retire_replies(now)
                 continue
             identity, parts, origin = message
             if identity == wake_id:
@@ -443,8 +456,8 @@ class RPCServer:
             with self._lead:
                 # The clock is read before the start time: _run_handler relies on that order.
                 now = time.monotonic()
-                started = self._jobs.get(self._leader)
-                if started is None or now - started < _TAKEOVER_SECONDS:
+                job = self._jobs.get(self._leader)
+                if job is None or now - job[0] < _TAKEOVER_SECONDS:
                     continue
                 if self._idle_runners == 0:
                     self._runners = [t for t in self._runners if t.is_alive()]
@@ -455,6 +468,9 @@ class RPCServer:
                     )
                     self._runners.append(runner)
                     runner.start()
+                key = job[1]
+                if key is not None:  # from now on a duplicate can arrive: it must not run
+                    self._recent[key] = None
                 self._leader = _VACANT
                 self._lead.notify()
             self._wake()
@@ -532,8 +548,8 @@ class RPCServer:
         """
         if not self._serving.is_set() or self._stop:
             return False
-        started = self._jobs.get(self._leader)
-        return started is None or time.monotonic() - started < max(1.0, self.alive_timeout / 2)
+        job = self._jobs.get(self._leader)
+        return job is None or time.monotonic() - job[0] < max(1.0, self.alive_timeout / 2)
 
     def advertised_endpoint(self) -> str:
         """The endpoint other hosts should connect to (a wildcard host replaced by this host)."""
@@ -565,12 +581,16 @@ class RPCServer:
         if self._secure:
             self._peer_key = Socket.peer_key(origin)
         # labwire's own clients send small calls as one part, with no delimiter, once they
-        # know the server; the fast path takes method calls and property reads.
-        request = fast_request(parts[0], self._limits) if len(parts) == 1 else None
+        # know the server, in the compact layout for method calls and property reads.
+        compact = decode_compact(parts[0], self._limits) if len(parts) == 1 else None
+        if type(compact) is CompactCall and self._quick_call(identity, compact):
+            return
         envelope: list[Any] = [identity]
         header: dict[str, Any] | None = None
+        request = None
         try:
-            if request is not None:
+            if compact is not None:
+                request = compact.request()
                 self._targeted(envelope, request, time.monotonic())
                 return
             body_start = 0
@@ -636,14 +656,14 @@ class RPCServer:
         key = None
         if request.client_id and request.request_id is not None:
             key = (request.client_id, request.request_id)
-            entry = self._dedup.get(key)
-            if entry is not None:
+            table = self._recent if key in self._recent else self._older
+            if key in table:
                 self.stats.duplicates += 1
-                if entry[1] is None:
+                body = table[key]
+                if body is None:
                     raise _Failure(ErrorCode.BAD_REQUEST, "duplicate request (already executed)")
-                self._send(envelope + entry[1])
+                self._send(envelope + body)
                 return
-            self._dedup[key] = (received, None)
         self._run_handler(envelope, request, received, key)
 
     def _authorize(self, operation: str) -> None:
@@ -673,34 +693,81 @@ class RPCServer:
         elif request.event == RPCEvents.PROPERTY_SET and self._rpc_properties[name].fset is None:
             raise _Failure(ErrorCode.BAD_REQUEST, f"property {name!r} is read-only")
 
-    def _remember(self, key: tuple[str, int], body: list[Any], now: float) -> None:
+    def _remember(self, key: _Key, body: list[Any], now: float) -> None:
         size = len(body[0]) if len(body) == 1 else sum(memoryview(f).nbytes for f in body)
-        dedup = self._dedup
-        dedup[key] = (now, body if size <= _DEDUP_MAX_BYTES else None)
-        if len(dedup) > _DEDUP_ENTRIES:
-            dedup.popitem(False)  # the oldest
-        if now - self._dedup_swept > 1.0:  # age out old entries about once a second
-            self._dedup_swept = now
-            while now - next(iter(dedup.values()))[0] >= _DEDUP_SECONDS:
-                dedup.popitem(last=False)
+        recent = self._recent
+        recent[key] = body if size <= _DEDUP_MAX_BYTES else None
+        if len(recent) >= _DEDUP_ENTRIES or now - self._recent_since >= _DEDUP_SECONDS:
+            self._retire_replies(now)
+
+    def _retire_replies(self, now: float) -> None:
+        """Forget the older generation of replies; the newer becomes the older."""
+        self._older, self._recent, self._recent_since = self._recent, {}, now
 
     # ------------------------------------------------------------------ workers
 
+    def _quick_call(self, identity: bytes, call: CompactCall) -> bool:
+        """A compact call to a JSON method: the common case, written out.
+
+        Returns False, having run nothing, for a call the general path must look at first (not
+        a JSON method, calls serialised, an expiry passed or on another clock, a duplicate).
+        A call that fails or whose result is not one JSON scalar is answered by the general
+        reply code.
+        """
+        name = call.method
+        if name not in self._json_methods or self._call_lock is not None:
+            return False
+        received = time.monotonic()
+        expiry = call.exp
+        key = (call.cid, call.rid)
+        if (
+            expiry is None
+            or call.sid != self._server_id
+            or received > expiry
+            or key in self._recent
+            or key in self._older
+        ):
+            return False
+        me = threading.get_ident()
+        self._jobs[me] = (received, key)  # read by the watchdog
+        try:
+            function, args, kwargs = getattr(self, name), call.args, call.kwargs
+            value = function(*args, **kwargs) if kwargs else function(*args)
+            frame = encode_plain_reply(call.rid, self._server_id, value)
+            frames = (
+                [frame]
+                if frame is not None
+                else self._reply(call.request(), {}, payload={"result": value})
+            )
+        except Exception as exc:
+            frames = self._failure_frames(call.request(), exc)
+        self._finish(me, [identity], frames, key, received)
+        return True
+
     def _run_handler(
-        self, envelope: list[Any], request: Request, received: float, key: tuple[str, int] | None
+        self, envelope: list[Any], request: Request, received: float, key: _Key | None
     ) -> None:
         me = threading.get_ident()
-        jobs = self._jobs
-        jobs[me] = received  # read by the watchdog
+        self._jobs[me] = (received, key)  # read by the watchdog
         try:
             frames = self._execute(request)
-        except _Failure as exc:
-            frames = self._error_frames(None, request, exc.code, exc)
         except Exception as exc:
-            frames = self._error_frames(
-                None, request, ErrorCode.REMOTE, exc, type(exc).__name__, tb.format_exc()
-            )
-        jobs[me] = None
+            frames = self._failure_frames(request, exc)
+        self._finish(me, envelope, frames, key, received)
+
+    def _failure_frames(self, request: Request, exc: Exception) -> list[Any]:
+        """The reply to a request whose handler (or its reply's encoding) raised ``exc``."""
+        if isinstance(exc, _Failure):
+            return self._error_frames(None, request, exc.code, exc)
+        return self._error_frames(
+            None, request, ErrorCode.REMOTE, exc, type(exc).__name__, tb.format_exc()
+        )
+
+    def _finish(
+        self, me: int, envelope: list[Any], frames: list[Any], key: _Key | None, received: float
+    ) -> None:
+        """Send a handler's reply, or queue it for the leader if the socket was handed over."""
+        self._jobs[me] = None
         # The watchdog reads the clock before it reads a start time, and takes the socket
         # only from a handler that started _TAKEOVER_SECONDS before: a handler that ended
         # sooner, as this clock reading after the store above shows, still holds it.

@@ -165,7 +165,7 @@ def scalars_within_limits(values: Iterable[Any], limits: Limits) -> bool:
     for value in values:
         kind = type(value)
         if kind is int:
-            if not -bound < value < bound:
+            if abs(value) >= bound:
                 return False
         elif kind not in _DECODED_SCALARS:
             return False
