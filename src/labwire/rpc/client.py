@@ -506,8 +506,8 @@ _HANDSHAKE_CHECK_SECONDS = 0.05
 _CONNECTION_CHECK_SECONDS = 0.1
 _CONNECTION_CHECK_MS = int(_CONNECTION_CHECK_SECONDS * 1000)
 _HANDSHAKE_CHECK_MS = int(_HANDSHAKE_CHECK_SECONDS * 1000)
-#: Returned by the quick call path when the call takes the general path.
-_GENERAL: Any = object()
+#: The timeout of a method the inventory does not list.
+_UNLISTED: Any = object()
 
 
 def _timeouts(value: Any) -> dict[str, int | None]:
@@ -756,49 +756,38 @@ class RPCClient(ClientBase):
     # ------------------------------------------------------------------ proxies
 
     def _invoke(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if self._protocol is not None:
-            if name in self._json_methods:  # the common case first: one lookup
-                result = self._quick_call(name, list(args), kwargs)
-            elif name in self._buffer_methods:
-                result = self._quick_call(name, list(args), kwargs, buffer=True)
-            else:
-                result = _GENERAL
-            if result is not _GENERAL:
-                return result
-        result, info = self.execute(name, {"args": list(args), "kwargs": kwargs})
-        if name in self._buffer_methods and not isinstance(result, NoResult):
-            return result, info
-        return result
-
-    def _quick_call(
-        self, name: str, args: list[Any], kwargs: dict[str, Any], buffer: bool = False
-    ) -> Any:
-        """A method call to a labwire server, with the common case written out.
+        """A method call: to a labwire server, with the common case written out.
 
         The call is encoded, sent and (usually) answered in one pass; whatever is not the
-        common case (a reply that is not plain JSON, or for a ``buffer`` method not the usual
-        two frames, a slow reply, an error, a restart) continues in the general loop with the
-        same request. Returns ``_GENERAL``, before sending anything, when the call needs the
-        general path from the start. A buffer method's result is what :meth:`_invoke` returns
-        for it: ``(buffer, info)``, or a :class:`NoResult` alone.
+        common case (a reply that is not plain JSON, or for a buffer method not the usual two
+        frames, a slow reply, an error, a restart) continues in the general loop with the same
+        request. A call that needs the general path from the start (a deployed server, no
+        deadline, arguments the compact layout cannot carry) takes :meth:`execute`.
         """
-        timeout_ms = (self._buffer_methods if buffer else self._json_methods)[name]
-        if self._overriding:
+        timeout_ms = self._json_methods.get(name, _UNLISTED)
+        buffer = timeout_ms is _UNLISTED
+        if buffer:
+            timeout_ms = self._buffer_methods.get(name, _UNLISTED)
+        if self._overriding and timeout_ms is not _UNLISTED:
             override = self._overrides.value
             if override is not _DEFAULT:
-                timeout_ms = override
-        if timeout_ms is None or self._closed:
-            return _GENERAL  # no deadline: the general loop pings the server
-        timeout_ms = int(timeout_ms)
-        start = time.monotonic()
-        deadline = start + timeout_ms / 1000.0
+                timeout_ms = None if override is None else int(override)
+        if self._protocol is None or timeout_ms is _UNLISTED or timeout_ms is None or self._closed:
+            return self._execute_call(name, args, kwargs)  # no deadline: the loop pings
+        deadline = time.monotonic() + timeout_ms / 1000.0
         rid = next(self._rids)
-        expiry = deadline + self._clock_offset
         frame = encode_call(
-            name, args, kwargs, self._client_id, rid, timeout_ms, expiry, self._server_id
+            name,
+            list(args),
+            kwargs,
+            self._client_id,
+            rid,
+            timeout_ms,
+            deadline + self._clock_offset,
+            self._server_id,
         )
         if frame is None:
-            return _GENERAL
+            return self._execute_call(name, args, kwargs)
         channel = self._local.channel
         if channel is None or channel.url != self.url:
             channel = self._channel()
@@ -842,6 +831,13 @@ class RPCClient(ClientBase):
             self._on_restart()
         result, info = self._method_result(name, reply)
         if buffer and not isinstance(result, NoResult):
+            return result, info
+        return result
+
+    def _execute_call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A method call through :meth:`execute`, returning what :meth:`_invoke` returns."""
+        result, info = self.execute(name, {"args": list(args), "kwargs": kwargs})
+        if name in self._buffer_methods and not isinstance(result, NoResult):
             return result, info
         return result
 
