@@ -93,6 +93,33 @@ def test_send_declines_all_but_small_bytes_and_sends_nothing(pair: Any, parts: A
     assert _direct.recv_routed(router, zmq.NOBLOCK) is None
 
 
+def test_request_sends_then_returns_the_first_part_of_the_reply(pair: Any) -> None:
+    router, dealer = pair
+    dealer.rcvtimeo = 200
+    assert _direct.request(dealer, b"ask", 1 << 16) is None  # sent; no reply in time
+    identity, first, more, _ = _direct.recv_routed(router, 0)
+    assert (first, more) == (b"ask", False)
+    assert _direct.send(router, (identity, b"head", b"tail"), 0, 1 << 16) is True
+    assert _direct.request(dealer, b"again", 1 << 16) == b"head"
+    assert _direct.rcvmore(dealer) is True and _direct.recv(dealer, 0) == b"tail"
+    assert _direct.recv_routed(router, 0)[1] == b"again"
+
+
+def test_request_that_cannot_be_queued_is_false_and_odd_parts_are_declined(pair: Any) -> None:
+    router, dealer = pair
+    for part in (memoryview(b"x"), bytearray(b"x"), b"x" * (1 << 16), [b"x"]):
+        assert _direct.request(dealer, part, 1 << 16) is NotImplemented
+    assert _direct.recv_routed(router, zmq.NOBLOCK) is None  # nothing was sent
+    context: zmq.Context[Any] = zmq.Context()
+    lonely = context.socket(zmq.DEALER)  # no peer at all: nothing can be queued
+    lonely.linger = 0
+    try:
+        assert _direct.request(lonely, b"x", 1 << 16) is False
+    finally:
+        lonely.close()
+        context.term()
+
+
 def test_closed_socket_raises_pyzmqs_error(pair: Any) -> None:
     _, dealer = pair
     dealer.close()
@@ -100,6 +127,7 @@ def test_closed_socket_raises_pyzmqs_error(pair: Any) -> None:
         lambda: _direct.recv(dealer, 0),
         lambda: _direct.rcvmore(dealer),
         lambda: _direct.send(dealer, [b"x"], 0, 1 << 16),
+        lambda: _direct.request(dealer, b"x", 1 << 16),
     ):
         with pytest.raises(zmq.ZMQError) as caught:
             operation()
@@ -147,6 +175,8 @@ def test_wrong_arguments_are_type_errors(pair: Any) -> None:
         _direct.recv(router, "flags")
     with pytest.raises(TypeError, match="takes 4 arguments"):
         _direct.send(router, [b"x"], 0)
+    with pytest.raises(TypeError, match="takes 3 arguments"):
+        _direct.request(router, b"x")
 
 
 def test_labwire_direct_0_turns_the_calls_off() -> None:

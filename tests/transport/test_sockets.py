@@ -339,6 +339,39 @@ def test_recv_head_then_tail_reads_a_message_part_by_part(transport: Transport) 
         server.close()
 
 
+def test_request_sends_and_returns_the_replys_first_part(transport: Transport) -> None:
+    server = transport.bind(SocketType.ROUTER, "tcp://127.0.0.1:0")
+    client = transport.connect(SocketType.DEALER, server.endpoint)
+    try:
+        assert client.request(b"first", timeout_ms=20) is None  # sent; no reply in time
+        received = server.recv_routed(timeout_ms=5000)
+        assert received is not None
+        identity, parts, _ = received
+        assert [bytes(part) for part in parts] == [b"first"]
+        assert server.send([identity, b"head", b"tail"])
+        assert client.request(b"second", timeout_ms=5000) == b"head"
+        assert [frame.bytes for frame in client.recv_tail()] == [b"tail"]
+        received = server.recv_routed(timeout_ms=5000)
+        assert received is not None and [bytes(part) for part in received[1]] == [b"second"]
+        big = b"x" * (1 << 17)  # past the direct calls' size: sent the general way
+        assert client.request(big, timeout_ms=20) is None
+        received = server.recv_routed(timeout_ms=5000)
+        assert received is not None and bytes(received[1][0]) == big
+    finally:
+        client.close()
+        server.close()
+
+
+def test_request_that_cannot_be_queued_is_false(transport: Transport) -> None:
+    dead = transport.connect(
+        SocketType.DEALER, f"tcp://127.0.0.1:{free_tcp_port()}", immediate=1
+    )  # no peer, and no queue before one connects
+    try:
+        assert dead.request(b"x", timeout_ms=20) is False
+    finally:
+        dead.close()
+
+
 def test_closed_socket_raises_closed_error(transport: Transport) -> None:
     sock = transport.bind(SocketType.PAIR, "tcp://127.0.0.1:0")
     sock.close()
@@ -352,6 +385,8 @@ def test_closed_socket_raises_closed_error(transport: Transport) -> None:
         sock.recv(timeout_ms=10)
     with pytest.raises(ClosedError):
         sock.recv_head(timeout_ms=10)
+    with pytest.raises(ClosedError):
+        sock.request(b"x", timeout_ms=10)
     with pytest.raises(ClosedError):
         sock.recv_tail()
     with pytest.raises(ClosedError):

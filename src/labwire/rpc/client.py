@@ -796,24 +796,29 @@ class RPCClient(ClientBase):
         try:
             socket = channel.socket
             secure = socket.is_secure
-            if secure or not socket.send((frame,), nowait=True):
-                self._send(channel, [frame], deadline, False)
-                socket = channel.socket
-            wait_ms = min(timeout_ms, _HANDSHAKE_CHECK_MS if secure else _CONNECTION_CHECK_MS)
+            wait_ms = max(
+                1, min(timeout_ms, _HANDSHAKE_CHECK_MS if secure else _CONNECTION_CHECK_MS)
+            )
+            # A JSON call on a plain socket is sent and its reply received in one step.
+            head = False if secure or buffer else socket.request(frame, wait_ms)
             received = None
-            if buffer:
-                # A buffer reply has two parts or more: read them all, as zero-copy frames.
-                frames = socket.recv_frames(max(1, wait_ms))
-                if frames is not None:
-                    received = [part.buffer for part in frames]
-                    value = decode_buffer_reply(
-                        received[0], received[1:], rid, self._server_id, self._limits
-                    )
-                    if value is not NOT_PLAIN:
-                        return value
-                head = None
-            else:
-                head = socket.recv_head(max(1, wait_ms))
+            if head is False:  # not sent yet
+                if secure or not socket.send((frame,), nowait=True):
+                    self._send(channel, [frame], deadline, False)
+                    socket = channel.socket
+                if buffer:
+                    # A buffer reply has two parts or more: read them all, as zero-copy frames.
+                    frames = socket.recv_frames(wait_ms)
+                    if frames is not None:
+                        received = [part.buffer for part in frames]
+                        value = decode_buffer_reply(
+                            received[0], received[1:], rid, self._server_id, self._limits
+                        )
+                        if value is not NOT_PLAIN:
+                            return value
+                    head = None
+                else:
+                    head = socket.recv_head(wait_ms)
             if head is not None:
                 # A compact reply is one frame by its layout; anything else has its parts read.
                 result = decode_plain_reply(head, rid, self._server_id, self._limits)

@@ -4,7 +4,8 @@
  * a few hundred bytes that costs several times the send or receive itself. These functions do
  * the same work on the same libzmq socket with plain C calls, and cover only what the hot paths
  * need: receive one part as bytes, ask whether more parts follow, receive a ROUTER's routing id
- * with the part after it, and send parts that are all small bytes objects. Everything else
+ * with the part after it, send parts that are all small bytes objects, and send a small request
+ * then receive its reply's first part in one call (a client's call). Everything else
  * (zero-copy buffers, socket options, security) stays with pyzmq.
  *
  * The functions of the libzmq that pyzmq loaded are looked up when this module is imported (it
@@ -357,12 +358,46 @@ static PyObject *send_parts(void *handle, PyObject **items, Py_ssize_t count, in
     Py_RETURN_TRUE;
 }
 
+PyDoc_STRVAR(request_doc,
+             "request(socket, part, below) -> bytes | None | False | NotImplemented\n\n"
+             "Send `part`, bytes shorter than `below`, as a message without waiting, then receive\n"
+             "the first part of the next message, as recv() does. False when the message cannot\n"
+             "be queued (EAGAIN); None when it was sent and nothing came (EAGAIN on the receive);\n"
+             "NotImplemented, with nothing sent, when `part` is anything else.");
+
+static PyObject *direct_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    zmq_msg_t msg;
+    (void)module;
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "request() takes 3 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *part = args[1];
+    Py_ssize_t below = PyLong_AsSsize_t(args[2]);
+    if (below == -1 && PyErr_Occurred())
+        return NULL;
+    if (!PyBytes_CheckExact(part) || PyBytes_GET_SIZE(part) >= below)
+        Py_RETURN_NOTIMPLEMENTED;
+    void *handle = handle_of(args[0]);
+    if (handle == NULL)
+        return NULL;
+    PyObject *sent = send_parts(handle, &part, 1, ZMQ_DONTWAIT);
+    if (sent != Py_True)
+        return sent; /* False, or NULL with an exception set */
+    Py_DECREF(sent);
+    int got = receive(handle, &msg, 0);
+    if (got == 1)
+        Py_RETURN_NONE;
+    return got < 0 ? NULL : take_bytes(&msg);
+}
+
 static PyMethodDef methods[] = {
     {"recv", (PyCFunction)(void (*)(void))direct_recv, METH_FASTCALL, recv_doc},
     {"rcvmore", direct_rcvmore, METH_O, rcvmore_doc},
     {"recv_routed", (PyCFunction)(void (*)(void))direct_recv_routed, METH_FASTCALL,
      recv_routed_doc},
     {"send", (PyCFunction)(void (*)(void))direct_send, METH_FASTCALL, send_doc},
+    {"request", (PyCFunction)(void (*)(void))direct_request, METH_FASTCALL, request_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -50,7 +50,7 @@ import errno
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import zmq
 
@@ -333,6 +333,35 @@ class Socket:
             with translate_errors("receive"):
                 raise exc
         return data
+
+    def request(self, frame: bytes, timeout_ms: int | None = 0) -> bytes | Literal[False] | None:
+        """Send a one-part message without waiting, then receive the first part of the next.
+
+        :meth:`send` (``nowait``) and :meth:`recv_head` in one step, for a client's small
+        request and its reply.
+
+        Args:
+            frame: The message.
+            timeout_ms: How long to wait for the reply; 0 returns at once, None waits forever.
+
+        Returns:
+            False when the message could not be queued (nothing was sent); None when it was
+            sent and nothing arrived in time; else the first part received, as
+            :meth:`recv_head` returns it.
+        """
+        if _DIRECT is not None:
+            try:
+                if timeout_ms != self._wait:
+                    self._wait_at_most(timeout_ms)
+                head: bytes | Literal[False] | None = _DIRECT.request(self._raw, frame, _COPY_BELOW)
+            except zmq.ZMQError as exc:
+                with translate_errors("request"):
+                    raise exc
+            if head is not NotImplemented:
+                return head
+        if not self.send((frame,), nowait=True):
+            return False
+        return self.recv_head(timeout_ms)
 
     def recv_tail(self) -> list[zmq.Frame]:
         """The parts that follow the last one received (none if it ended its message)."""
