@@ -454,7 +454,7 @@ class RPCServer:
         """Hand the socket to another runner when the leader is stuck in a slow handler."""
         while not self._stopped.wait(_WATCHDOG_SECONDS):
             with self._lead:
-                # The clock is read before the start time: _run_handler relies on that order.
+                # The clock is read before the start time: _finish relies on that order.
                 now = time.monotonic()
                 job = self._jobs.get(self._leader)
                 if job is None or now - job[0] < _TAKEOVER_SECONDS:

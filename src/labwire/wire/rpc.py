@@ -544,19 +544,7 @@ class CompactCall(
 
     def request(self) -> Request:
         """The same call as the general path's :class:`Request`."""
-        return Request(
-            _METHOD_CALL,
-            self.method,
-            self.args,
-            self.kwargs,
-            None,
-            PROTOCOL_VERSION,
-            self.cid,
-            self.rid,
-            self.ttl,
-            self.exp,
-            self.sid,
-        )
+        return _request_of(self, _METHOD_CALL, self.method, self.args, self.kwargs)
 
 
 class CompactGet(
@@ -582,19 +570,30 @@ class CompactGet(
 
     def request(self) -> Request:
         """The same read as the general path's :class:`Request`."""
-        return Request(
-            _PROPERTY_GET,
-            self.property,
-            [],
-            {},
-            None,
-            PROTOCOL_VERSION,
-            self.cid,
-            self.rid,
-            self.ttl,
-            self.exp,
-            self.sid,
-        )
+        return _request_of(self, _PROPERTY_GET, self.property, [], {})
+
+
+def _request_of(
+    message: CompactCall | CompactGet,
+    event: str,
+    name: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+) -> Request:
+    """The :class:`Request` a compact message stands for."""
+    return Request(
+        event,
+        name,
+        args,
+        kwargs,
+        None,
+        PROTOCOL_VERSION,
+        message.cid,
+        message.rid,
+        message.ttl,
+        message.exp,
+        message.sid,
+    )
 
 
 _REQUEST_DECODER = msgspec.json.Decoder(CompactCall | CompactGet)
