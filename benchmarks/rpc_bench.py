@@ -92,7 +92,11 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
         blob = context.socket(zmq.REQ)
         blob.connect(f"tcp://127.0.0.1:{blob_port}")
-        for size, label, repeat in ((1 << 20, "1 MiB", 200), (64 << 20, "64 MiB", 10)):
+        # Targets as set for labwire: 64 MiB at 0.8x of raw or better; 1 MiB is measured.
+        for size, label, repeat, target in (
+            (1 << 20, "1 MiB", 200, "-"),
+            (64 << 20, "64 MiB", 10, ">= 0.8x"),
+        ):
             repeat = max(3, repeat // (5 if quick else 1))
 
             def raw_blob(size: int = size) -> None:
@@ -112,7 +116,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             raw_t, lw_t = statistics.median(raw_samples), statistics.median(lw_samples)
             mib = size / (1 << 20)
             rows.append(
-                _row(f"{label} buffer", mib / lw_t, mib / raw_t, "MiB/s", raw_t / lw_t, ">= 0.8x")
+                _row(f"{label} buffer", mib / lw_t, mib / raw_t, "MiB/s", raw_t / lw_t, target)
             )
 
         control = context.socket(zmq.REQ)
