@@ -68,7 +68,8 @@ def test_a_call_resent_while_it_runs_is_refused_not_run_twice(
     request = call(camera, "sleep", [0.5], rid=7)
     dealer.send(request)
     wait_for(lambda: camera._executed == 1)
-    time.sleep(0.05)  # long enough for the watchdog to hand the socket to another runner
+    # The watchdog hands the socket to another runner, marking the call as running.
+    wait_for(lambda: ("d0d0", 7) in camera._recent)
     dealer.send(request)
     refusal = reply(dealer)
     assert refusal["success"] is False
