@@ -554,11 +554,11 @@ class CompactGet(
 
     Attributes:
         property: The property's name.
-        cid: Client id.
+        cid: Client id (the five fields from here on are :class:`CompactCall`'s).
         rid: Request id.
         ttl: Milliseconds the caller waits, or None.
-        exp: Expiry on the server's monotonic clock, or None.
-        sid: The server incarnation ``exp`` was computed against.
+        exp: Expiry on the server's clock, or None.
+        sid: The server incarnation of ``exp``.
     """
 
     property: str
