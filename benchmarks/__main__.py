@@ -6,7 +6,7 @@ import argparse
 import importlib
 from typing import Any
 
-MODULES = ("rpc_bench", "registry_bench")
+MODULES = ("rpc_bench", "registry_bench", "alternatives_bench")
 
 
 def _format(value: Any) -> str:
@@ -26,14 +26,14 @@ def main() -> None:
             continue
         module = importlib.import_module(f"benchmarks.{name}")
         rows.extend(module.run(quick=options.quick))
-    headers = ("benchmark", "labwire", "raw pyzmq", "unit", "ratio", "target")
+    headers = ("benchmark", "measured", "raw pyzmq", "unit", "ratio", "target")
     table = [
         (
             r["name"],
-            _format(r["labwire"]),
+            _format(r["measured"]),
             _format(r["raw"]),
             r["unit"],
-            f"{r['ratio']:.2f}x",
+            "-" if r["ratio"] is None else f"{r['ratio']:.2f}x",
             r["target"],
         )
         for r in rows

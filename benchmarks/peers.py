@@ -6,6 +6,7 @@ Each prints its endpoint(s) on the first line, then serves until it receives SIG
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -121,6 +122,55 @@ def serve_raw() -> None:
         signal.pause()  # SIGTERM's default action ends the process
 
 
+def serve_pyro5() -> None:
+    """Pyro5 at its fastest settings: the multiplexing server and the marshal serializer."""
+    import Pyro5.api
+    from Pyro5 import config
+
+    config.SERVERTYPE = "multiplex"
+    config.SERIALIZER = "marshal"
+
+    @Pyro5.api.expose
+    class Device:
+        def add(self, a: int, b: int = 1) -> int:
+            return a + b
+
+    daemon = Pyro5.api.Daemon(host="127.0.0.1")
+    print(daemon.register(Device(), "device"), flush=True)
+    daemon.requestLoop()
+
+
+def serve_rpyc() -> None:
+    """An RPyC service on its threaded server, with its default settings."""
+    import rpyc
+    from rpyc.utils.server import ThreadedServer
+
+    class Device(rpyc.Service):  # type: ignore[misc]
+        def exposed_add(self, a: int, b: int = 1) -> int:
+            return a + b
+
+    server = ThreadedServer(Device, hostname="127.0.0.1", port=0)
+    print(server.port, flush=True)
+    server.start()
+
+
+def serve_zerorpc() -> None:
+    """A zerorpc server (msgpack over ZeroMQ, on gevent)."""
+    import zerorpc
+
+    class Device:
+        def add(self, a: int, b: int = 1) -> int:
+            return a + b
+
+    with socket.socket() as probe:  # a free port; zerorpc reports no bound endpoint
+        probe.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    server = zerorpc.Server(Device())
+    server.bind(endpoint)
+    print(endpoint, flush=True)
+    server.run()
+
+
 class _Counter:
     """Counts a burst of ticks; a probe (-1) only announces that the subscriber is ready."""
 
@@ -189,6 +239,9 @@ if __name__ == "__main__":
     {
         "labwire": serve_labwire,
         "raw": serve_raw,
+        "pyro5": serve_pyro5,
+        "rpyc": serve_rpyc,
+        "zerorpc": serve_zerorpc,
         "sub-labwire": subscribe_labwire,
         "sub-raw": subscribe_raw,
     }[role](*args)

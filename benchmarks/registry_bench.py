@@ -304,7 +304,7 @@ def _row(
 ) -> dict[str, Any]:
     return {
         "name": name,
-        "labwire": round(labwire * scale, 1),
+        "measured": round(labwire * scale, 1),
         "raw": round(raw * scale, 1),
         "unit": unit,
         "ratio": round(labwire / raw, 2) if raw else float("inf"),
@@ -319,7 +319,8 @@ def run(quick: bool) -> list[dict[str, Any]]:
         quick: Shorter measurement window and fewer samples.
 
     Returns:
-        One row per figure with keys name, labwire, raw, unit, ratio, target.
+        One row per figure with keys name, measured (labwire's figure), raw, unit, ratio,
+        target.
     """
     window = 3.0 if quick else 10.0
     samples = 500 if quick else 3000
@@ -362,7 +363,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
         ),
         {
             "name": "renewals unanswered or refused during the run",
-            "labwire": float(lost),
+            "measured": float(lost),
             "raw": 0.0,
             "unit": "requests",
             "ratio": float(lost),

@@ -41,11 +41,11 @@ def _p99(samples: list[float]) -> float:
 
 
 def _row(
-    name: str, labwire: float, raw: float, unit: str, ratio: float, target: str
+    name: str, measured: float | str, raw: float | str, unit: str, ratio: float | None, target: str
 ) -> dict[str, Any]:
     return {
         "name": name,
-        "labwire": labwire,
+        "measured": measured,
         "raw": raw,
         "unit": unit,
         "ratio": ratio,
