@@ -21,7 +21,7 @@ def test_quick_run_prints_every_row_with_a_ratio() -> None:
         timeout=220,
     )
     assert result.returncode == 0, result.stderr
-    header, rule, *lines = result.stdout.splitlines()
+    header, _rule, *lines = result.stdout.splitlines()
     assert [cell.strip() for cell in header.split(" | ")][:3] == [
         "benchmark",
         "measured",
