@@ -15,7 +15,7 @@ from labwire.registry import AsyncRegistryClient, DeviceRegistry, WatchEventKind
 from labwire.transport import Transport
 from labwire.transport.security import Security
 from tests.registry.conftest import HEARTBEAT
-from tests.registry.test_security import Keys
+from tests.registry.test_security import Keys, foreign_publisher_registry
 
 pytestmark = pytest.mark.timeout(15)
 
@@ -86,3 +86,17 @@ def test_refused_client_fails_fast(secured_registry, keys, who):
             assert time.monotonic() - started < QUICK
 
     asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+def test_watch_refused_by_the_event_publisher_fails_fast(keys):
+    async def scenario(url: str) -> None:
+        settings = keys.client("user")
+        async with AsyncRegistryClient(url, settings=settings, timeout=5) as client:
+            assert await client.list_devices() == []  # the request socket lets the user in
+            started = time.monotonic()
+            with pytest.raises(AuthenticationError):
+                await client.watch()
+            assert time.monotonic() - started < QUICK
+
+    with foreign_publisher_registry(keys) as url:
+        asyncio.run(asyncio.wait_for(scenario(url), 10))

@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,15 @@ from labwire.registry import (
     connect,
     register_device,
 )
-from labwire.transport import Transport
+from labwire.transport import SocketType, Transport
+from labwire.transport.endpoints import parse_endpoint
 from labwire.transport.security import Security, generate_keypair, load_public_key, load_secret_key
 from labwire.wire.limits import Limits
 from labwire.wire.registry import (
     REGISTER_DENIED,
     Ack,
     DeviceInfo,
+    DeviceListing,
     EventType,
     LeaseTable,
     RegisterRequest,
@@ -83,6 +86,53 @@ class Keys:
 @pytest.fixture
 def keys(tmp_path: Path) -> Keys:
     return Keys(tmp_path)
+
+
+@contextmanager
+def foreign_publisher_registry(keys: Keys) -> Iterator[str]:
+    """A registry stand-in that lets "user" in, but publishes its events under another key.
+
+    Its request socket answers every request with an empty listing; its event publisher holds
+    the device's keypair, so a client that trusts the registry's key is refused there alone.
+    Yields the request endpoint.
+    """
+    allowed = frozenset({keys.public["user"]})
+    router = Transport(
+        None, Settings(security=Security(secret_key=keys.secret["registry"], allowed_keys=allowed))
+    ).bind(SocketType.ROUTER, "tcp://127.0.0.1:0")
+    publisher = Transport(
+        None, Settings(security=Security(secret_key=keys.secret["device"], allowed_keys=allowed))
+    ).bind(SocketType.PUB, "tcp://127.0.0.1:0")
+    listing = DeviceListing((), "stand-in", 0, event_port=parse_endpoint(publisher.endpoint).port)
+    stop = threading.Event()
+
+    def answer() -> None:
+        while not stop.is_set():
+            frames = router.recv(50)
+            if frames is not None:
+                *envelope, data = frames
+                _, meta = decode_request(data, Limits())
+                router.send([*envelope, encode_reply(listing, meta)])
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        yield router.endpoint
+    finally:
+        stop.set()
+        thread.join()
+        router.close(linger_ms=0)
+        publisher.close(linger_ms=0)
+
+
+def test_watch_refused_by_the_event_publisher_fails_fast(keys):
+    settings = keys.client("user")
+    with foreign_publisher_registry(keys) as url, RegistryClient(url, settings=settings) as client:
+        assert client.list_devices() == []  # the request socket lets the user in
+        started = time.monotonic()
+        with pytest.raises(AuthenticationError):
+            client.watch()
+        assert time.monotonic() - started < 1.0
 
 
 @pytest.fixture

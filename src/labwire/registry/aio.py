@@ -322,4 +322,12 @@ class AsyncRegistryWatch(WatchBase):
         if deadline is not None:
             limit = min(limit, deadline)
         while not self._core.is_live and time.monotonic() < limit:
-            await self._wait(limit)
+            subscriber = self._subscriber
+            if subscriber is None or not subscriber.is_secure:
+                await self._wait(limit)
+                continue
+            # A secured subscriber waits in slices and looks at its handshake news between
+            # them: a publisher that refuses this client fails the watch at once.
+            await self._wait(min(limit, time.monotonic() + _HANDSHAKE_CHECK_SECONDS))
+            if not self._core.is_live:
+                subscriber.check_handshake(retry=True)
