@@ -54,6 +54,7 @@ from labwire.wire.rpc import (
     ExtensionEvents,
     Request,
     RPCEvents,
+    compact_lane,
     decode_compact,
     decode_frames,
     encode_buffer_reply,
@@ -429,15 +430,24 @@ class RPCServer:
     def _lead_loop(self, me: int) -> bool:
         """Serve as leader. Returns True when leadership was taken over, False on stop."""
         receive = self._socket.recv_routed
+        serve = self._socket.serve_compact
+        lane = self._lane()
         wake_id = self._wake_id
         while not self._stop:
             # A finite wait lets Python run signal handlers (e.g. SIGTERM -> stop_server)
             # even when the kernel delivered the signal to another thread.
-            message = receive(_IDLE_POLL_MS)
+            message = receive(_IDLE_POLL_MS) if lane is None else serve(lane, _IDLE_POLL_MS)
+            if message is True:  # a call the compiled lane answered (in less than takeover)
+                continue
             if message is None:  # idle: replies age out without new ones to push them
                 now = time.monotonic()
                 if now - self._recent_since >= _DEDUP_SECONDS:
                     self._retire_replies(now)
+                continue
+            if len(message) == 6:  # a call the lane ran, whose answer needs the server
+                self._complete_quick(*message)
+                if self._leader != me:
+                    return True
                 continue
             identity, parts, origin = message
             if identity == wake_id:
@@ -449,6 +459,33 @@ class RPCServer:
         self._drain_replies()
         self._shutdown()
         return False
+
+    def _lane(self) -> tuple[Any, ...] | None:
+        """What the compiled lane needs to answer compact calls as :meth:`_quick_call` does.
+
+        None when every call must take the Python paths (calls serialised, or limits that
+        leave no compact call to decode).
+        """
+        decoding = compact_lane(self._limits)
+        if decoding is None or self._call_lock is not None:
+            return None
+        decode, call_type, max_bytes, int_bound, encode = decoding
+        return (
+            self,
+            decode,
+            call_type,
+            self._json_methods,
+            self._server_id,
+            self._jobs,
+            max_bytes,
+            int_bound,
+            encode,
+            _TAKEOVER_SECONDS,
+            _DEDUP_MAX_BYTES,
+            _DEDUP_ENTRIES,
+            _DEDUP_SECONDS,
+            self.stats,
+        )
 
     def _watch(self) -> None:
         """Hand the socket to another runner when the leader is stuck in a slow handler."""
@@ -733,16 +770,43 @@ class RPCServer:
         try:
             function, args, kwargs = getattr(self, name), call.args, call.kwargs
             value = function(*args, **kwargs) if kwargs else function(*args)
-            frame = encode_plain_reply(call.rid, self._server_id, value)
-            frames = (
-                [frame]
-                if frame is not None
-                else self._reply(call.request(), {}, payload={"result": value})
-            )
         except Exception as exc:
-            frames = self._failure_frames(call.request(), exc)
-        self._finish(me, [identity], frames, key, received)
+            self._complete_quick(identity, call, received, key, exc, True)
+            return True
+        frame = encode_plain_reply(call.rid, self._server_id, value)
+        if frame is None:
+            self._complete_quick(identity, call, received, key, value, False)
+        else:
+            self._finish(me, [identity], [frame], key, received)
         return True
+
+    def _complete_quick(
+        self,
+        identity: bytes,
+        call: CompactCall,
+        received: float,
+        key: _Key,
+        outcome: Any,
+        raised: bool,
+    ) -> None:
+        """Answer a compact call whose handler ran: with the general reply code if need be.
+
+        ``outcome`` is the handler's result, or the exception it raised.
+        """
+        request = call.request()
+        if raised:
+            frames = self._failure_frames(request, outcome)
+        else:
+            try:
+                frame = encode_plain_reply(call.rid, self._server_id, outcome)
+                frames = (
+                    [frame]
+                    if frame is not None
+                    else self._reply(request, {}, payload={"result": outcome})
+                )
+            except Exception as exc:
+                frames = self._failure_frames(request, exc)
+        self._finish(threading.get_ident(), [identity], frames, key, received)
 
     def _run_handler(
         self, envelope: list[Any], request: Request, received: float, key: _Key | None
@@ -759,9 +823,8 @@ class RPCServer:
         """The reply to a request whose handler (or its reply's encoding) raised ``exc``."""
         if isinstance(exc, _Failure):
             return self._error_frames(None, request, exc.code, exc)
-        return self._error_frames(
-            None, request, ErrorCode.REMOTE, exc, type(exc).__name__, tb.format_exc()
-        )
+        trace = "".join(tb.format_exception(exc))
+        return self._error_frames(None, request, ErrorCode.REMOTE, exc, type(exc).__name__, trace)
 
     def _finish(
         self, me: int, envelope: list[Any], frames: list[Any], key: _Key | None, received: float

@@ -8,6 +8,11 @@
  * then receive its reply's first part in one call (a client's call). Everything else
  * (zero-copy buffers, socket options, security) stays with pyzmq.
  *
+ * One function goes further: serve_compact, the RPC server's lane for its most common request,
+ * receives a compact method call, runs its handler and sends the reply without returning to
+ * Python in between. It answers only what RPCServer._quick_call would answer by itself; any
+ * other message is returned untouched, so the server's Python code stays the reference.
+ *
  * The functions of the libzmq that pyzmq loaded are looked up when this module is imported (it
  * imports zmq first). The module refuses to load unless exactly one libzmq is in the process,
  * so every call reaches the library that owns the socket; labwire then uses pyzmq alone.
@@ -21,6 +26,8 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <link.h>
+#include <math.h>
+#include <time.h>
 #include <string.h>
 
 /* From zmq.h, part of libzmq's stable ABI. */
@@ -391,6 +398,367 @@ static PyObject *direct_request(PyObject *module, PyObject *const *args, Py_ssiz
     return got < 0 ? NULL : take_bytes(&msg);
 }
 
+/* ------------------------------------------------------------------ the RPC server's lane */
+
+/* Attribute names read on every call, interned once. */
+static PyObject *one; /* 1 */
+static PyObject *name_method, *name_args, *name_kwargs, *name_cid, *name_rid, *name_ttl,
+    *name_exp, *name_sid, *name_recent, *name_older, *name_recent_since, *name_retire,
+    *name_requests, *name_unroutable;
+
+/* The lane tuple's items (see serve_compact_doc). */
+enum {
+    LANE_SERVER,
+    LANE_DECODE,
+    LANE_CALL_TYPE,
+    LANE_METHODS,
+    LANE_SERVER_ID,
+    LANE_JOBS,
+    LANE_MAX_BYTES,
+    LANE_INT_BOUND,
+    LANE_ENCODE,
+    LANE_TAKEOVER,
+    LANE_REPLY_MAX,
+    LANE_ENTRIES,
+    LANE_SECONDS,
+    LANE_STATS,
+    LANE_SIZE
+};
+
+static double monotonic(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now); /* the clock of Python's time.monotonic() */
+    return (double)now.tv_sec + (double)now.tv_nsec * 1e-9;
+}
+
+/* |value| < bound for an int value, as decode_compact() checks; -1 with an exception set. */
+static int int_within(PyObject *value, long long bound) {
+    int overflow;
+    long long number = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (number == -1 && PyErr_Occurred())
+        return -1;
+    return !overflow && number > -bound && number < bound;
+}
+
+/* Add one to a counter attribute of the server's stats; -1 with an exception set. */
+static int count(PyObject *stats, PyObject *name) {
+    PyObject *value = PyObject_GetAttr(stats, name);
+    if (value == NULL)
+        return -1;
+    PyObject *more = PyNumber_Add(value, one);
+    Py_DECREF(value);
+    if (more == NULL)
+        return -1;
+    int rc = PyObject_SetAttr(stats, name, more);
+    Py_DECREF(more);
+    return rc;
+}
+
+/* Whether the decoded `call` is the common case the lane answers: no keyword arguments, a
+ * request id (and wait) within the bound, only scalar arguments, a JSON method, an expiry on
+ * this incarnation's clock that has not passed, not a duplicate. Fills `key` and `received`.
+ * 1: yes; 0: no (nothing changed); -1: an exception is set. */
+static int is_common(PyObject *lane, PyObject *call, PyObject **key, double *received) {
+    long long bound = PyLong_AsLongLong(PyTuple_GET_ITEM(lane, LANE_INT_BOUND));
+    if (bound == -1 && PyErr_Occurred())
+        return -1;
+    int common = 0;
+    PyObject *kwargs = PyObject_GetAttr(call, name_kwargs);
+    PyObject *args = PyObject_GetAttr(call, name_args);
+    PyObject *rid = PyObject_GetAttr(call, name_rid);
+    PyObject *ttl = PyObject_GetAttr(call, name_ttl);
+    PyObject *exp = PyObject_GetAttr(call, name_exp);
+    PyObject *sid = PyObject_GetAttr(call, name_sid);
+    PyObject *method = PyObject_GetAttr(call, name_method);
+    PyObject *cid = PyObject_GetAttr(call, name_cid);
+    if (!kwargs || !args || !rid || !ttl || !exp || !sid || !method || !cid) {
+        common = -1;
+        goto done;
+    }
+    if (!PyDict_CheckExact(kwargs) || PyDict_GET_SIZE(kwargs) != 0 || !PyList_CheckExact(args))
+        goto done;
+    if ((common = int_within(rid, bound)) != 1)
+        goto done;
+    if (ttl != Py_None && (common = int_within(ttl, bound)) != 1)
+        goto done;
+    common = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(args); i++) {
+        PyObject *value = PyList_GET_ITEM(args, i);
+        if (PyLong_CheckExact(value)) {
+            int within = int_within(value, bound);
+            if (within != 1) {
+                common = within;
+                goto done;
+            }
+        } else if (!PyUnicode_CheckExact(value) && !PyFloat_CheckExact(value) &&
+                   !PyBool_Check(value) && value != Py_None) {
+            goto done; /* containers: decode_compact() checks them against the text */
+        }
+    }
+    int listed = PyDict_Contains(PyTuple_GET_ITEM(lane, LANE_METHODS), method);
+    if (listed != 1) {
+        common = listed;
+        goto done;
+    }
+    if (!PyFloat_CheckExact(exp))
+        goto done;
+    int same = PyObject_RichCompareBool(sid, PyTuple_GET_ITEM(lane, LANE_SERVER_ID), Py_EQ);
+    if (same != 1) {
+        common = same;
+        goto done;
+    }
+    *received = monotonic();
+    if (*received > PyFloat_AS_DOUBLE(exp))
+        goto done;
+    PyObject *server = PyTuple_GET_ITEM(lane, LANE_SERVER);
+    *key = PyTuple_Pack(2, cid, rid);
+    if (*key == NULL) {
+        common = -1;
+        goto done;
+    }
+    for (int generation = 0; generation < 2; generation++) {
+        PyObject *table = PyObject_GetAttr(server, generation ? name_older : name_recent);
+        int seen = table == NULL ? -1 : PyDict_Contains(table, *key);
+        Py_XDECREF(table);
+        if (seen != 0) {
+            Py_CLEAR(*key);
+            common = seen > 0 ? 0 : -1;
+            goto done;
+        }
+    }
+    common = 1;
+done:
+    Py_XDECREF(kwargs);
+    Py_XDECREF(args);
+    Py_XDECREF(rid);
+    Py_XDECREF(ttl);
+    Py_XDECREF(exp);
+    Py_XDECREF(sid);
+    Py_XDECREF(method);
+    Py_XDECREF(cid);
+    return common;
+}
+
+/* Keep a sent reply for duplicates, as RPCServer._remember() does; -1 with an exception set. */
+static int remember(PyObject *lane, PyObject *key, PyObject *frame, double received) {
+    PyObject *server = PyTuple_GET_ITEM(lane, LANE_SERVER);
+    Py_ssize_t reply_max = PyLong_AsSsize_t(PyTuple_GET_ITEM(lane, LANE_REPLY_MAX));
+    Py_ssize_t entries = PyLong_AsSsize_t(PyTuple_GET_ITEM(lane, LANE_ENTRIES));
+    double seconds = PyFloat_AsDouble(PyTuple_GET_ITEM(lane, LANE_SECONDS));
+    if (PyErr_Occurred())
+        return -1;
+    PyObject *recent = PyObject_GetAttr(server, name_recent);
+    if (recent == NULL)
+        return -1;
+    /* The reply as the server keeps it: its frames, or None when it is too big to keep. */
+    PyObject *body = Py_NewRef(Py_None);
+    if (PyBytes_GET_SIZE(frame) <= reply_max) {
+        Py_SETREF(body, PyList_New(1));
+        if (body != NULL)
+            PyList_SET_ITEM(body, 0, Py_NewRef(frame));
+    }
+    int stored = body == NULL ? -1 : PyDict_SetItem(recent, key, body);
+    Py_XDECREF(body);
+    if (stored < 0) {
+        Py_DECREF(recent);
+        return -1;
+    }
+    Py_ssize_t size = PyDict_GET_SIZE(recent);
+    Py_DECREF(recent);
+    PyObject *since = PyObject_GetAttr(server, name_recent_since);
+    if (since == NULL)
+        return -1;
+    double since_value = PyFloat_AsDouble(since);
+    Py_DECREF(since);
+    if (since_value == -1.0 && PyErr_Occurred())
+        return -1;
+    if (size >= entries || received - since_value >= seconds) {
+        PyObject *now = PyFloat_FromDouble(received);
+        PyObject *done = now ? PyObject_CallMethodOneArg(server, name_retire, now) : NULL;
+        Py_XDECREF(now);
+        if (done == NULL)
+            return -1;
+        Py_DECREF(done);
+    }
+    return 0;
+}
+
+/* Run the call's handler and answer it: see serve_compact_doc. */
+static PyObject *answer(void *handle, PyObject *lane, PyObject *identity, PyObject *call,
+                        PyObject *key, double received) {
+    PyObject *server = PyTuple_GET_ITEM(lane, LANE_SERVER);
+    PyObject *jobs = PyTuple_GET_ITEM(lane, LANE_JOBS);
+    PyObject *result = NULL, *outcome = NULL, *frame = NULL, *args = NULL, *function = NULL;
+    int failed = 0;
+    PyObject *me = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+    PyObject *start = PyFloat_FromDouble(received);
+    PyObject *job = (me && start) ? PyTuple_Pack(2, start, key) : NULL;
+    if (job == NULL || count(PyTuple_GET_ITEM(lane, LANE_STATS), name_requests) < 0 ||
+        PyDict_SetItem(jobs, me, job) < 0) /* read by the watchdog */
+        goto done;
+    PyObject *method = PyObject_GetAttr(call, name_method);
+    if (method != NULL) {
+        function = PyObject_GetAttr(server, method);
+        Py_DECREF(method);
+    }
+    args = PyObject_GetAttr(call, name_args);
+    if (function != NULL && args != NULL)
+        outcome = PyObject_Vectorcall(function, PySequence_Fast_ITEMS(args),
+                                      (size_t)PyList_GET_SIZE(args), NULL);
+    if (outcome == NULL) {
+        /* Like the server's `except Exception`: anything else goes on up. */
+        if (!PyErr_ExceptionMatches(PyExc_Exception))
+            goto done;
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        PyErr_NormalizeException(&type, &value, &traceback);
+        if (traceback != NULL)
+            PyException_SetTraceback(value, traceback);
+        Py_XDECREF(type);
+        Py_XDECREF(traceback);
+        outcome = value;
+        failed = 1;
+    } else if (PyLong_CheckExact(outcome) || PyUnicode_CheckExact(outcome) ||
+               PyBool_Check(outcome) || outcome == Py_None ||
+               (PyFloat_CheckExact(outcome) && isfinite(PyFloat_AS_DOUBLE(outcome)))) {
+        PyObject *rid = PyObject_GetAttr(call, name_rid);
+        PyObject *reply =
+            rid ? PyTuple_Pack(3, rid, PyTuple_GET_ITEM(lane, LANE_SERVER_ID), outcome) : NULL;
+        Py_XDECREF(rid);
+        if (reply == NULL)
+            goto done;
+        frame = PyObject_CallOneArg(PyTuple_GET_ITEM(lane, LANE_ENCODE), reply);
+        Py_DECREF(reply);
+        if (frame == NULL)
+            PyErr_Clear(); /* the server's general reply code says what cannot be encoded */
+        else if (!PyBytes_CheckExact(frame) || PyBytes_GET_SIZE(frame) >= 65536)
+            Py_CLEAR(frame);
+    }
+    if (PyDict_SetItem(jobs, me, Py_None) < 0)
+        goto done;
+    /* As RPCServer._finish(): the clock is read after the job is cleared; a handler that ended
+     * sooner than the takeover time still holds the socket. */
+    double takeover = PyFloat_AsDouble(PyTuple_GET_ITEM(lane, LANE_TAKEOVER));
+    if (takeover == -1.0 && PyErr_Occurred())
+        goto done;
+    if (frame == NULL || monotonic() - received >= takeover) {
+        PyObject *start_again = PyFloat_FromDouble(received);
+        if (start_again != NULL)
+            result = PyTuple_Pack(6, identity, call, start_again, key, outcome,
+                                  failed ? Py_True : Py_False);
+        Py_XDECREF(start_again);
+        goto done;
+    }
+    PyObject *parts[2] = {identity, frame};
+    PyObject *sent = send_parts(handle, parts, 2, ZMQ_DONTWAIT);
+    if (sent == NULL)
+        goto done;
+    int queued = sent == Py_True;
+    Py_DECREF(sent);
+    if ((!queued && count(PyTuple_GET_ITEM(lane, LANE_STATS), name_unroutable) < 0) ||
+        remember(lane, key, frame, received) < 0)
+        goto done;
+    result = Py_NewRef(Py_True);
+done:
+    Py_XDECREF(me);
+    Py_XDECREF(start);
+    Py_XDECREF(job);
+    Py_XDECREF(function);
+    Py_XDECREF(args);
+    Py_XDECREF(outcome);
+    Py_XDECREF(frame);
+    return result;
+}
+
+PyDoc_STRVAR(
+    serve_compact_doc,
+    "serve_compact(socket, lane) -> True | (identity, first, more, peer_address) | tuple | "
+    "None\n\n"
+    "The RPC server's lane for its most common request: receive one message on a ROUTER\n"
+    "socket, as recv_routed(socket, 0) does; when it is a compact call that RPCServer's quick\n"
+    "path would answer without help (decoded by the lane's decoder; no keyword arguments,\n"
+    "scalar arguments within the bound, a JSON method, a live expiry on this incarnation's\n"
+    "clock, not a duplicate), run its handler here and answer it.\n\n"
+    "`lane` is the tuple (server, decode, CompactCall, json_methods, server_id, jobs,\n"
+    "max_bytes, int_bound, encode, takeover_seconds, reply_max_bytes, dedup_entries,\n"
+    "dedup_seconds, stats). Returns True when the call was answered (its reply sent and kept\n"
+    "in server._recent); None when nothing came in time; recv_routed()'s 4-tuple, with\n"
+    "nothing done, for any other message; or, when the handler ran but its answer needs the\n"
+    "server (it raised, its result is not one JSON scalar, or it ran for the takeover time),\n"
+    "(identity, call, started, key, result or exception, raised).");
+
+static PyObject *direct_serve_compact(PyObject *module, PyObject *const *args,
+                                      Py_ssize_t nargs) {
+    zmq_msg_t msg;
+    (void)module;
+    if (nargs != 2 || !PyTuple_CheckExact(args[1]) || PyTuple_GET_SIZE(args[1]) != LANE_SIZE) {
+        PyErr_SetString(PyExc_TypeError, "serve_compact() takes a socket and a lane tuple");
+        return NULL;
+    }
+    PyObject *lane = args[1];
+    Py_ssize_t max_bytes = PyLong_AsSsize_t(PyTuple_GET_ITEM(lane, LANE_MAX_BYTES));
+    if (max_bytes == -1 && PyErr_Occurred())
+        return NULL;
+    void *handle = handle_of(args[0]);
+    if (handle == NULL)
+        return NULL;
+    int got = receive(handle, &msg, 0);
+    if (got != 0)
+        return got == 1 ? Py_NewRef(Py_None) : NULL;
+    PyObject *identity = take_bytes(&msg);
+    if (identity == NULL)
+        return NULL;
+    if (receive(handle, &msg, ZMQ_DONTWAIT) != 0) {
+        Py_DECREF(identity);
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "a routed message ended after its routing id");
+        return NULL;
+    }
+    int more = zmq.msg_more(&msg);
+    size_t size = zmq.msg_size(&msg);
+    PyObject *first = PyBytes_FromStringAndSize(zmq.msg_data(&msg), (Py_ssize_t)size);
+    PyObject *call = NULL, *key = NULL, *result = NULL;
+    double received = 0.0;
+    int common = 0;
+    if (first == NULL)
+        goto fail;
+    /* Without a colon the text has no object keys, so no keyword arguments. */
+    if (!more && size <= (size_t)max_bytes && memchr(zmq.msg_data(&msg), ':', size) == NULL) {
+        call = PyObject_CallOneArg(PyTuple_GET_ITEM(lane, LANE_DECODE), first);
+        if (call == NULL)
+            PyErr_Clear(); /* the general path decodes it again and says what is wrong */
+        else if ((PyObject *)Py_TYPE(call) == PyTuple_GET_ITEM(lane, LANE_CALL_TYPE))
+            common = is_common(lane, call, &key, &received);
+        if (common < 0)
+            goto fail;
+    }
+    if (common) {
+        zmq.msg_close(&msg);
+        result = answer(handle, lane, identity, call, key, received);
+    } else {
+        const char *address = zmq.msg_gets(&msg, "Peer-Address");
+        PyObject *peer = PyUnicode_DecodeUTF8(address ? address : "",
+                                              address ? (Py_ssize_t)strlen(address) : 0,
+                                              "replace");
+        zmq.msg_close(&msg);
+        if (peer != NULL)
+            result = PyTuple_Pack(4, identity, first, more ? Py_True : Py_False, peer);
+        Py_XDECREF(peer);
+    }
+    Py_DECREF(identity);
+    Py_DECREF(first);
+    Py_XDECREF(call);
+    Py_XDECREF(key);
+    return result;
+fail:
+    zmq.msg_close(&msg);
+    Py_DECREF(identity);
+    Py_XDECREF(first);
+    Py_XDECREF(call);
+    Py_XDECREF(key);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"recv", (PyCFunction)(void (*)(void))direct_recv, METH_FASTCALL, recv_doc},
     {"rcvmore", direct_rcvmore, METH_O, rcvmore_doc},
@@ -398,6 +766,8 @@ static PyMethodDef methods[] = {
      recv_routed_doc},
     {"send", (PyCFunction)(void (*)(void))direct_send, METH_FASTCALL, send_doc},
     {"request", (PyCFunction)(void (*)(void))direct_request, METH_FASTCALL, request_doc},
+    {"serve_compact", (PyCFunction)(void (*)(void))direct_serve_compact, METH_FASTCALL,
+     serve_compact_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -424,5 +794,25 @@ PyMODINIT_FUNC PyInit__direct(void) {
     underlying_name = PyUnicode_InternFromString("underlying");
     if (underlying_name == NULL || bind_libzmq() < 0)
         return NULL;
+    struct {
+        PyObject **name;
+        const char *text;
+    } names[] = {
+        {&name_method, "method"},         {&name_args, "args"},
+        {&name_kwargs, "kwargs"},         {&name_cid, "cid"},
+        {&name_rid, "rid"},               {&name_ttl, "ttl"},
+        {&name_exp, "exp"},               {&name_sid, "sid"},
+        {&name_recent, "_recent"},        {&name_older, "_older"},
+        {&name_recent_since, "_recent_since"}, {&name_retire, "_retire_replies"},
+        {&name_requests, "requests"},     {&name_unroutable, "unroutable"},
+    };
+    one = PyLong_FromLong(1);
+    if (one == NULL)
+        return NULL;
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        *names[i].name = PyUnicode_InternFromString(names[i].text);
+        if (*names[i].name == NULL)
+            return NULL;
+    }
     return PyModule_Create(&module_def);
 }

@@ -167,6 +167,15 @@ def translate_errors(what: str) -> Iterator[None]:
         raise TransportError(f"{what}: {exc.strerror}") from exc
 
 
+def _routed(raw: Any, message: tuple[bytes, bytes, bool, str]) -> tuple[bytes, list[Any], str]:
+    """recv_routed()'s result from a direct receive's (identity, first, more, address)."""
+    identity, head, more, address = message
+    if not more:
+        return identity, [head], address
+    rest = _parts(raw, _RECV(raw, 0, False))
+    return identity, [head, *(frame.buffer for frame in rest)], address
+
+
 def _parts(raw: zmq.Socket[Any], first: zmq.Frame) -> list[zmq.Frame]:
     """``first`` and the parts of its message after it, read while their "more" flag says so."""
     frames = [first]
@@ -390,19 +399,45 @@ class Socket:
             if _DIRECT is not None and not self.is_secure:
                 # The origin is the sender's address: without security there is no key.
                 message = _DIRECT.recv_routed(raw, 0)
-                if message is None:
-                    return None
-                identity, head, more, address = message
-                if not more:
-                    return identity, [head], address
-                rest = _parts(raw, _RECV(raw, 0, False))
-                return identity, [head, *(frame.buffer for frame in rest)], address
+                return None if message is None else _routed(raw, message)
             identity = _RECV(raw, 0, True)  # a ROUTER always has a part after the id
             first = _RECV(raw, 0, False)
             if not first.more:
                 return identity, [first.bytes], first
             frames = _parts(raw, first)
             return identity, [frame.buffer for frame in frames], frames[-1]
+        except zmq.Again:
+            return None
+        except zmq.ZMQError as exc:
+            with translate_errors("receive"):
+                raise exc
+        return None
+
+    def serve_compact(self, lane: tuple[Any, ...], timeout_ms: int | None) -> Any:
+        """Receive one message on a ROUTER socket; answer it at once if it is a common RPC call.
+
+        The RPC server's compiled lane (``serve_compact`` in ``_direct.c`` says what it answers
+        and what ``lane`` holds). Without the direct calls, or on a secured socket, this is
+        :meth:`recv_routed`.
+
+        Args:
+            lane: The server's lane tuple.
+            timeout_ms: How long to wait; 0 returns at once, None waits forever.
+
+        Returns:
+            True when a call was answered; a 6-tuple for a call whose handler ran but whose
+            answer needs the server; otherwise what :meth:`recv_routed` returns.
+        """
+        if _DIRECT is None or self.is_secure:
+            return self.recv_routed(timeout_ms)
+        raw = self._raw
+        try:
+            if timeout_ms != self._wait:
+                self._wait_at_most(timeout_ms)
+            message = _DIRECT.serve_compact(raw, lane)
+            if message is None or message is True or len(message) == 6:
+                return message
+            return _routed(raw, message)
         except zmq.Again:
             return None
         except zmq.ZMQError as exc:

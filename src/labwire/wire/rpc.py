@@ -92,6 +92,7 @@ __all__ = [
     "ErrorCode",
     "RPCEvents",
     "Request",
+    "compact_lane",
     "decode_buffer_reply",
     "decode_compact",
     "decode_frames",
@@ -688,6 +689,24 @@ def decode_compact(data: bytes, limits: Limits) -> CompactCall | CompactGet | No
                 return None
             break
     return call
+
+
+def compact_lane(limits: Limits) -> tuple[Any, type[CompactCall], int, int, Any] | None:
+    """What a compiled server loop needs to decode compact calls as :func:`decode_compact` does.
+
+    Args:
+        limits: Limits to enforce.
+
+    Returns:
+        ``(decode, CompactCall, max_bytes, int_bound, encode)``: the request decoder's
+        ``decode``, the call type, the longest compact request, the bound on integers (at most
+        ``INT64_MAX``: a larger integer is left to :func:`decode_compact`) and the encoder's
+        ``encode`` for compact replies. None when ``limits`` leave no compact request to decode.
+    """
+    if limits.max_depth < _REQUEST_DEPTH:
+        return None
+    bound = min(limits.int_bound, INT64_MAX)
+    return _REQUEST_DECODER.decode, CompactCall, limits.short_json_bytes, bound, _ENCODER.encode
 
 
 def expand_compact_request(items: list[Any]) -> dict[str, Any]:
