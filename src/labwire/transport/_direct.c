@@ -237,51 +237,62 @@ PyDoc_STRVAR(recv_routed_doc,
              "parts follow and the sender's address (\"\" when the transport has none). None\n"
              "when nothing is there (EAGAIN).");
 
+/* Receive a ROUTER's routing id as bytes, and the part after it into msg, left open.
+ * 0: received; 1: nothing (EAGAIN); -1: an exception is set. */
+static int receive_routed(void *handle, int flags, PyObject **identity, zmq_msg_t *msg) {
+    int got = receive(handle, msg, flags);
+    if (got != 0)
+        return got;
+    *identity = take_bytes(msg);
+    if (*identity == NULL)
+        return -1;
+    /* A ROUTER delivers the routing id and the sender's parts as one message: the next part
+     * is already there, so this receive does not wait. */
+    if (receive(handle, msg, ZMQ_DONTWAIT) != 0) {
+        Py_CLEAR(*identity);
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "a routed message ended after its routing id");
+        return -1;
+    }
+    return 0;
+}
+
+/* recv_routed()'s tuple for a routing id and the open part after it (closed here), whose
+ * bytes are `first`. */
+static PyObject *routed_tuple(PyObject *identity, PyObject *first, zmq_msg_t *msg) {
+    int more = zmq.msg_more(msg);
+    const char *address = zmq.msg_gets(msg, "Peer-Address");
+    PyObject *peer = PyUnicode_DecodeUTF8(address ? address : "",
+                                          address ? (Py_ssize_t)strlen(address) : 0, "replace");
+    zmq.msg_close(msg);
+    if (peer == NULL)
+        return NULL;
+    PyObject *result = PyTuple_Pack(4, identity, first, more ? Py_True : Py_False, peer);
+    Py_DECREF(peer);
+    return result;
+}
+
 static PyObject *direct_recv_routed(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     int flags;
     zmq_msg_t msg;
+    PyObject *identity = NULL;
     (void)module;
     if (parse_args("recv_routed", nargs, 2, nargs == 2 ? args[1] : NULL, &flags) < 0)
         return NULL;
     void *handle = handle_of(args[0]);
     if (handle == NULL)
         return NULL;
-    int got = receive(handle, &msg, flags);
+    int got = receive_routed(handle, flags, &identity, &msg);
     if (got != 0)
         return got == 1 ? Py_NewRef(Py_None) : NULL;
-    PyObject *identity = take_bytes(&msg);
-    if (identity == NULL)
-        return NULL;
-    /* A ROUTER delivers the routing id and the sender's parts as one message: the next part
-     * is already there, so this receive does not wait. */
-    if (receive(handle, &msg, ZMQ_DONTWAIT) != 0) {
-        Py_DECREF(identity);
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_RuntimeError, "a routed message ended after its routing id");
-        return NULL;
-    }
-    int more = zmq.msg_more(&msg);
-    const char *address = zmq.msg_gets(&msg, "Peer-Address");
-    PyObject *peer = PyUnicode_DecodeUTF8(address ? address : "", address ? strlen(address) : 0,
-                                          "replace");
-    PyObject *first = take_bytes(&msg);
-    if (peer == NULL || first == NULL) {
-        Py_DECREF(identity);
-        Py_XDECREF(peer);
-        Py_XDECREF(first);
-        return NULL;
-    }
-    PyObject *result = PyTuple_New(4);
-    if (result == NULL) {
-        Py_DECREF(identity);
-        Py_DECREF(peer);
-        Py_DECREF(first);
-        return NULL;
-    }
-    PyTuple_SET_ITEM(result, 0, identity);
-    PyTuple_SET_ITEM(result, 1, first);
-    PyTuple_SET_ITEM(result, 2, PyBool_FromLong(more));
-    PyTuple_SET_ITEM(result, 3, peer);
+    PyObject *first = PyBytes_FromStringAndSize(zmq.msg_data(&msg), (Py_ssize_t)zmq.msg_size(&msg));
+    PyObject *result = NULL;
+    if (first != NULL)
+        result = routed_tuple(identity, first, &msg);
+    else
+        zmq.msg_close(&msg);
+    Py_DECREF(identity);
+    Py_XDECREF(first);
     return result;
 }
 
@@ -702,18 +713,10 @@ static PyObject *direct_serve_compact(PyObject *module, PyObject *const *args,
     void *handle = handle_of(args[0]);
     if (handle == NULL)
         return NULL;
-    int got = receive(handle, &msg, 0);
+    PyObject *identity = NULL;
+    int got = receive_routed(handle, 0, &identity, &msg);
     if (got != 0)
         return got == 1 ? Py_NewRef(Py_None) : NULL;
-    PyObject *identity = take_bytes(&msg);
-    if (identity == NULL)
-        return NULL;
-    if (receive(handle, &msg, ZMQ_DONTWAIT) != 0) {
-        Py_DECREF(identity);
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_RuntimeError, "a routed message ended after its routing id");
-        return NULL;
-    }
     int more = zmq.msg_more(&msg);
     size_t size = zmq.msg_size(&msg);
     PyObject *first = PyBytes_FromStringAndSize(zmq.msg_data(&msg), (Py_ssize_t)size);
@@ -736,14 +739,7 @@ static PyObject *direct_serve_compact(PyObject *module, PyObject *const *args,
         zmq.msg_close(&msg);
         result = answer(handle, lane, identity, call, key, received);
     } else {
-        const char *address = zmq.msg_gets(&msg, "Peer-Address");
-        PyObject *peer = PyUnicode_DecodeUTF8(address ? address : "",
-                                              address ? (Py_ssize_t)strlen(address) : 0,
-                                              "replace");
-        zmq.msg_close(&msg);
-        if (peer != NULL)
-            result = PyTuple_Pack(4, identity, first, more ? Py_True : Py_False, peer);
-        Py_XDECREF(peer);
+        result = routed_tuple(identity, first, &msg);
     }
     Py_DECREF(identity);
     Py_DECREF(first);
