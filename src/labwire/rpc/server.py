@@ -770,10 +770,10 @@ class RPCServer:
         try:
             function, args, kwargs = getattr(self, name), call.args, call.kwargs
             value = function(*args, **kwargs) if kwargs else function(*args)
+            frame = encode_plain_reply(call.rid, self._server_id, value)
         except Exception as exc:
             self._complete_quick(identity, call, received, key, exc, True)
             return True
-        frame = encode_plain_reply(call.rid, self._server_id, value)
         if frame is None:
             self._complete_quick(identity, call, received, key, value, False)
         else:
@@ -793,19 +793,18 @@ class RPCServer:
 
         ``outcome`` is the handler's result, or the exception it raised.
         """
-        request = call.request()
         if raised:
-            frames = self._failure_frames(request, outcome)
+            frames = self._failure_frames(call.request(), outcome)
         else:
             try:
                 frame = encode_plain_reply(call.rid, self._server_id, outcome)
                 frames = (
                     [frame]
                     if frame is not None
-                    else self._reply(request, {}, payload={"result": outcome})
+                    else self._reply(call.request(), {}, payload={"result": outcome})
                 )
             except Exception as exc:
-                frames = self._failure_frames(request, exc)
+                frames = self._failure_frames(call.request(), exc)
         self._finish(threading.get_ident(), [identity], frames, key, received)
 
     def _run_handler(
