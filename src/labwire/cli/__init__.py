@@ -1198,6 +1198,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--lores", action="store_true", help="half-resolution images")
     _add_common(sub, registry=False)
     sub.set_defaults(handler=cmd_demo)
+
+    from labwire.cli import brokers, cluster, rigs  # command groups of their own modules
+
+    for group in (rigs, cluster, brokers):
+        group.add_commands(command)
     return parser
 
 
