@@ -337,3 +337,13 @@ def test_keys_never_overwrite_and_show_needs_a_key_file(tmp_path: Path) -> None:
     shown = labwire("keys", "show", str(tmp_path / "notes.txt"))
     assert shown.returncode == 1
     assert "no key" in shown.stderr
+
+
+def test_an_out_of_range_key_in_the_environment_exits_5_with_a_clear_message() -> None:
+    env = {**environment(UNREACHABLE), "LABWIRE_SECRET_KEY": "#" * 40}
+    result = subprocess.run(
+        [sys.executable, "-m", "labwire", "ls"], capture_output=True, text=True, env=env, timeout=20
+    )
+    assert result.returncode == 5
+    assert "LABWIRE_SECRET_KEY" in result.stderr and "decodes out of range" in result.stderr
+    assert "Traceback" not in result.stderr

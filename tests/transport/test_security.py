@@ -225,6 +225,41 @@ def test_bad_key_files_are_reported(tmp_path: Path) -> None:
         load_secret_key(mismatched)
 
 
+OUT_OF_RANGE = "#" * 40  # forty valid Z85 characters that decode past 2**32
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "LABWIRE_SECRET_KEY",
+        "LABWIRE_CLIENT_SECRET_KEY",
+        "LABWIRE_SERVER_KEY",
+        "LABWIRE_ALLOWED_KEYS",
+    ],
+)
+def test_a_key_that_decodes_out_of_range_is_refused_clearly(variable: str) -> None:
+    with pytest.raises(SecurityConfigError, match=rf"^{variable}: .*decodes out of range"):
+        Settings.from_env({variable: OUT_OF_RANGE})
+
+
+def test_a_key_file_holding_an_out_of_range_key_is_refused_clearly(tmp_path: Path) -> None:
+    public_path, secret_path = generate_keypair(tmp_path, "x")
+    public = load_public_key(public_path)
+    public_path.write_text(public_path.read_text().replace(public, OUT_OF_RANGE))
+    with pytest.raises(SecurityConfigError, match=rf"{public_path}.*decodes out of range"):
+        load_public_key(public_path)
+    secret = load_secret_key(secret_path)
+    secret_path.write_text(
+        secret_path.read_text().replace(secret, OUT_OF_RANGE).replace(public, OUT_OF_RANGE)
+    )
+    with pytest.raises(SecurityConfigError, match="decodes out of range"):
+        load_secret_key(secret_path)
+    with pytest.raises(SecurityConfigError, match="decodes out of range"):
+        Security(secret_key=OUT_OF_RANGE)
+    with pytest.raises(SecurityConfigError, match="decodes out of range"):
+        Security(allowed_keys=frozenset({OUT_OF_RANGE}))
+
+
 # ------------------------------------------------------------------------------------ settings
 
 

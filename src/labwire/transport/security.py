@@ -66,6 +66,7 @@ import logging
 import os
 import re
 import stat
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -149,15 +150,35 @@ _SECRET_BANNER = """#   ****  Generated on {now} by labwire  ****
 # --------------------------------------------------------------------------------- key material
 
 
-def is_key_text(text: object) -> bool:
-    """Whether ``text`` is a CurveZMQ key in its 40-character Z85 form."""
+def _has_key_shape(text: object) -> bool:
+    """Whether ``text`` is 40 Z85 characters (a key, or text that only looks like one)."""
     return isinstance(text, str) and _KEY_TEXT.fullmatch(text) is not None
 
 
+def _decodes(text: str) -> bool:
+    """Whether Z85 ``text`` decodes: each group of five characters must stay below 2**32."""
+    try:
+        z85.decode(text)
+    except (ValueError, struct.error):
+        return False
+    return True
+
+
+def is_key_text(text: object) -> bool:
+    """Whether ``text`` is a CurveZMQ key in its 40-character Z85 form."""
+    return _has_key_shape(text) and _decodes(str(text))
+
+
 def _check_key(text: object, what: str) -> str:
-    if not is_key_text(text):
+    """``text`` if it is a key; otherwise the one clear error every key source gives."""
+    if not _has_key_shape(text):
         raise SecurityConfigError(f"{what} is not a CurveZMQ key (40 Z85 characters): {text!r}")
     assert isinstance(text, str)
+    if not _decodes(text):
+        raise SecurityConfigError(
+            f"{what} is not a CurveZMQ key: {text!r} has the 40 Z85 characters of one but "
+            "decodes out of range (a mistyped or made-up key; make one with `labwire keys new`)"
+        )
     return text
 
 
@@ -585,13 +606,13 @@ def _from_env(values: Mapping[str, str], name: str, parse: Callable[[str], _T]) 
 def _secret_key_from_text(text: str) -> str | None:
     if not text:
         return None
-    return text if is_key_text(text) else load_secret_key(text)
+    return _check_key(text, "the value") if _has_key_shape(text) else load_secret_key(text)
 
 
 def _public_key_from_text(text: str) -> str | None:
     if not text:
         return None
-    return text if is_key_text(text) else public_key_of(text)
+    return _check_key(text, "the value") if _has_key_shape(text) else public_key_of(text)
 
 
 def _key_list(text: str) -> tuple[set[str], list[Path], bool]:
@@ -605,8 +626,8 @@ def _key_list(text: str) -> tuple[set[str], list[Path], bool]:
             continue
         if entry == "*":
             allow_any = True
-        elif is_key_text(entry):
-            keys.add(entry)
+        elif _has_key_shape(entry):
+            keys.add(_check_key(entry, "an entry"))
         elif Path(entry).expanduser().is_dir():
             folders.append(Path(entry).expanduser())
         else:
