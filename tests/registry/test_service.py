@@ -10,7 +10,7 @@ import time
 import pytest
 import zmq
 
-from labwire.errors import EndpointError
+from labwire.errors import ConfigurationError, EndpointError
 from labwire.registry import (
     ALIVE_TIMEOUT,
     DeviceRegistry,
@@ -111,6 +111,45 @@ def test_name_rules_end_to_end(registry):
     assert register_device(None, "stage", "tcp://h:5", "", url)[0] == "stage-1"
     assert register_device(None, "camera", "tcp://h:6", "cam", url, overwrite=True)[0] == "cam"
     assert registry.get_devices()["cam"] == ("camera", "tcp://h:6")
+
+
+BAD_NAMES = [
+    pytest.param("cam\x1b[2J", id="escape-sequence"),
+    pytest.param("cam\nera", id="newline"),
+    pytest.param("cam\x00", id="nul"),
+    pytest.param("\u202ecam", id="bidi-override"),
+    pytest.param("lab/cam", id="slash"),
+    pytest.param("lab\\cam", id="backslash"),
+    pytest.param("..", id="dot-dot"),
+    pytest.param(".", id="dot"),
+    pytest.param("my cam", id="space"),
+    pytest.param("c" * 257, id="too-long"),
+]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_a_name_that_breaks_the_rule_is_refused_and_the_registry_goes_on(registry, name):
+    with pytest.raises(ConfigurationError, match="device name"):
+        register_device(None, "camera", "tcp://h:2", name, registry.url)
+    with pytest.raises(ConfigurationError, match="device type"):
+        register_device(None, name, "tcp://h:2", "", registry.url)
+    _name, uuid = register_device(None, "camera", "tcp://h:1", "cam", registry.url)
+    for payload in (
+        {"device_type": "camera", "addr": "tcp://h:3", "name": name, "overwrite": False},
+        {"device_type": name, "addr": "tcp://h:3", "name": "", "overwrite": False},
+    ):
+        reply = ask(registry.url, {"event": "REGISTER", "payload": payload})
+        assert reply["event"] == "UNSUPPORTED"
+        assert "device_type" in reply["payload"]["error"] or "name" in reply["payload"]["error"]
+    assert registry.get_devices() == {"cam": ("camera", "tcp://h:1")}
+    assert send_alive_check(None, uuid, registry.url) == "ok"
+
+
+def test_names_in_any_script_with_dots_and_dashes_are_good(registry):
+    for name in ("cam-1", "rig.2", "kamera_ü", "カメラ", "a" * 256):
+        assert (
+            register_device(None, "camera", f"tcp://h:{len(name)}", name, registry.url)[0] == name
+        )
 
 
 def test_lease_expires_after_alive_timeout_and_renewal_extends_it(registry):

@@ -39,6 +39,7 @@ from labwire.wire.registry import (
     decode_event,
     decode_reply,
     decode_request,
+    device_name_problem,
     encode_event,
     encode_reply,
     encode_request,
@@ -47,9 +48,20 @@ from labwire.wire.registry import (
 LIMITS = Limits()
 
 names = st.text(max_size=20)
+device_names = st.text(
+    st.characters(blacklist_categories=("C", "Z"), blacklist_characters="/\\"), max_size=20
+).filter(lambda name: name not in (".", ".."))
 timeouts = st.none() | st.floats(min_value=0.01, max_value=1000, allow_nan=False)
 requests = st.one_of(
-    st.builds(RegisterRequest, names, names, names, st.booleans(), st.text(max_size=8), timeouts),
+    st.builds(
+        RegisterRequest,
+        device_names,
+        names,
+        device_names,
+        st.booleans(),
+        st.text(max_size=8),
+        timeouts,
+    ),
     st.builds(UnregisterRequest, names),
     st.builds(CheckAliveRequest, names, timeouts),
     st.builds(ListDevicesRequest, st.none() | names, st.none() | names),
@@ -89,6 +101,19 @@ def test_request_round_trip(request, request_id):
     assert (meta is None) == (request_id is None)
     if meta is not None:
         assert meta.request_id == request_id
+
+
+@given(names, names)
+def test_a_register_request_decodes_only_with_names_that_follow_the_rule(name, device_type):
+    request = RegisterRequest(device_type, "tcp://h:1", name, False)
+    try:
+        decoded, _meta = decode_request(encode_request(request, 1), LIMITS)
+    except RequestRejected as exc:
+        assert exc.req_event == "REGISTER"
+        assert any(device_name_problem(text) for text in (name, device_type) if text)
+    else:
+        assert decoded == request
+        assert not any(device_name_problem(text) for text in (name, device_type) if text)
 
 
 @given(replies, st.none() | st.integers(0, 2**40))

@@ -19,7 +19,7 @@ import logging
 from typing import Any
 
 from labwire.config import Settings
-from labwire.errors import RegistryError, Unavailable
+from labwire.errors import ConfigurationError, RegistryError, Unavailable
 from labwire.registry._channel import RequestChannel
 from labwire.transport import Context, Transport
 from labwire.wire.registry import (
@@ -31,6 +31,7 @@ from labwire.wire.registry import (
     RegistryReply,
     RegistryRequest,
     UnregisterRequest,
+    device_name_problem,
 )
 
 __all__ = ["register_device", "send_alive_check", "unregister_device"]
@@ -68,6 +69,20 @@ def own_public_key(transport: Transport, public_key: str | None) -> str:
         return public_key
     security = transport.security
     return "" if security is None else security.public_key or ""
+
+
+def check_registration(device_type: str, name: str) -> None:
+    """Refuse, at the caller, a device type or proposed name that breaks the name rule.
+
+    The rule is in :mod:`labwire.wire.registry`; an empty name asks the registry for one.
+
+    Raises:
+        ConfigurationError: ``device_type`` or ``name`` breaks the rule (the message says how).
+    """
+    for what, value in (("device type", device_type), ("device name", name)):
+        problem = device_name_problem(value) if value else None
+        if problem is not None:
+            raise ConfigurationError(f"{what} {value!r} {problem}")
 
 
 def exchange(
@@ -122,9 +137,11 @@ def register_device(
         the seed documents.
 
     Raises:
+        ConfigurationError: ``device_type`` or ``name`` breaks the device-name rule.
         EndpointError: ``registry_url`` is not a valid endpoint.
         AuthenticationError: Security is on and the registry refused the handshake.
     """
+    check_registration(device_type, name)
     transport = as_transport(context)
     request = RegisterRequest(
         device_type, addr, name, overwrite, public_key=own_public_key(transport, public_key)

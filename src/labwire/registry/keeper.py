@@ -58,7 +58,7 @@ from labwire.errors import (
     Unavailable,
 )
 from labwire.registry._channel import Interrupted, RequestChannel, Waker
-from labwire.registry.device_calls import as_transport, own_public_key
+from labwire.registry.device_calls import as_transport, check_registration, own_public_key
 from labwire.transport import Context, Poller, Transport, parse_endpoint
 from labwire.wire.registry import (
     ALIVE_TIMEOUT,
@@ -150,6 +150,11 @@ class RegistrationKeeper:
         incarnation: This keeper's incarnation id (sent with every REGISTER).
         renew_interval: Seconds between renewals.
         public_key: The public key published with the registration ("" when none).
+
+    Raises:
+        ConfigurationError: ``device_type`` or ``name`` breaks the device-name rule (see
+            :mod:`labwire.wire.registry`).
+        ValueError: ``alive_timeout`` is not positive.
     """
 
     def __init__(
@@ -170,6 +175,7 @@ class RegistrationKeeper:
     ) -> None:
         if not alive_timeout > 0:
             raise ValueError("alive_timeout must be positive")
+        check_registration(device_type, name)
         self.transport = as_transport(context, settings)
         self.public_key = own_public_key(self.transport, public_key)
         parse_endpoint(registry_url)

@@ -543,6 +543,8 @@ class RPCServer:
             The name accepted by the registry.
 
         Raises:
+            ConfigurationError: ``type_`` or ``name`` breaks the device-name rule (printable,
+                no whitespace, no ``/``; see :mod:`labwire.wire.registry`).
             RegistryError: The registry refused the registration.
             Unavailable: The registry could not be reached in time.
             AuthenticationError: Security is on and the registry refused the handshake.
@@ -551,8 +553,6 @@ class RPCServer:
         """
         from labwire.registry import RegistrationKeeper
 
-        if self._keeper is not None:
-            self._keeper.stop()
         security = self._transport.security
         keeper = RegistrationKeeper(
             self._transport,
@@ -567,6 +567,8 @@ class RPCServer:
             public_key=None if security is None else security.public_key,
             register_timeout=timeout,
         )
+        if self._keeper is not None:
+            self._keeper.stop()
         accepted: str = keeper.start()
         self._keeper = keeper
         self.name, self.uuid, self.registry_addr = accepted, keeper.uuid, registry_url

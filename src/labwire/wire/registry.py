@@ -47,6 +47,12 @@ by another registration of the same name (``overwrite=True``). Every change is n
 (``seq``) so that the event stream and snapshots can be matched up; the table keeps a bounded
 memory of ended leases so a CHECK_ALIVE for one can say *why* it failed.
 
+Names and device types are 1 to 256 characters, printable and without whitespace (no control
+or format characters: no NUL, newline, escape sequence or bidirectional override), without
+``/`` or a backslash, and neither ``.`` nor ``..``: a name is safe to print in a terminal, to use as
+a file name and to put in a URL path. :func:`device_name_problem` says what is wrong with one;
+a REGISTER that breaks the rule is refused with that reason.
+
 Names follow the seed's rule: a free proposed name is granted as is; a taken one gets the first
 free suffix ``-1``, ``-2``...; ``overwrite=True`` takes the name over (the holder's lease ends
 with reason "replaced"); an empty proposed name yields ``<device_type>-<n>`` with n >= 1. A
@@ -74,6 +80,7 @@ from __future__ import annotations
 import heapq
 import math
 import re
+import unicodedata
 import uuid as uuid_module
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -125,6 +132,7 @@ __all__ = [
     "decode_event",
     "decode_reply",
     "decode_request",
+    "device_name_problem",
     "encode_event",
     "encode_reply",
     "encode_request",
@@ -464,6 +472,44 @@ def _text(
     return value
 
 
+def device_name_problem(name: str) -> str | None:
+    """What makes ``name`` unusable as a device name or type, or None when it is a good one.
+
+    The rule (see the module docs) keeps names safe in terminals, file names and URLs.
+
+    Args:
+        name: A proposed device name or device type.
+
+    Returns:
+        A sentence naming the problem, or None.
+    """
+    if not name:
+        return "is empty"
+    if len(name) > MAX_NAME_CHARS:
+        return f"is longer than {MAX_NAME_CHARS} characters"
+    if name in (".", ".."):
+        return f"cannot be {name!r}"
+    for char in name:
+        if char in "/\\":
+            return f"contains {char!r} (names may not hold '/' or '\\')"
+        if char.isspace():
+            return f"contains whitespace ({char!r})"
+        if unicodedata.category(char)[0] == "C":
+            return f"contains the control or format character U+{ord(char):04X}"
+    return None
+
+
+def _device_name(obj: Mapping[str, Any], key: str, what: str, *, required: bool) -> str:
+    """A name or type field: empty (the registry picks), or one that follows the name rule."""
+    value = _text(obj, key, MAX_NAME_CHARS, what, default=None if required else "")
+    if not value:
+        return value
+    problem = device_name_problem(value)
+    if problem is not None:
+        raise ProtocolError(f"field {key!r} of {what} {problem}: {value!r}")
+    return value
+
+
 def _number(obj: Mapping[str, Any], key: str, what: str, default: float | None = None) -> float:
     value = obj.get(key)
     if value is None:
@@ -631,9 +677,9 @@ def _parse_request(event: str, message: Mapping[str, Any]) -> RegistryRequest:
     if event == EventType.REGISTER:
         payload = _payload(message, event)
         return RegisterRequest(
-            device_type=_text(payload, "device_type", MAX_NAME_CHARS, event),
+            device_type=_device_name(payload, "device_type", event, required=True),
             addr=_text(payload, "addr", MAX_ADDRESS_CHARS, event),
-            name=_text(payload, "name", MAX_NAME_CHARS, event, default=""),
+            name=_device_name(payload, "name", event, required=False),
             overwrite=_flag(payload, "overwrite", event),
             incarnation=_text(payload, "incarnation", MAX_INCARNATION_CHARS, event, default=""),
             alive_timeout=_alive_timeout(payload, event),
