@@ -281,7 +281,7 @@ def test_deployed_client_calls_json_and_buffer_methods(
 def test_deployed_client_gets_error_objects(camera: Camera, legacy_client: LegacyRPCClient) -> None:
     for fields, message in [
         (_method("fail", "broken lens"), "broken lens"),
-        (_method("nope"), "no method named 'nope'"),
+        (_method("nope"), "method 'nope' not implemented: no method named 'nope'"),
         (_method("_count"), "is private"),
         (_method("get_image", bogus=True), "unexpected keyword argument 'bogus'"),
         ({"property": "counter", "value": 3}, "read-only"),

@@ -726,7 +726,9 @@ class RPCServer:
             raise _Failure(ErrorCode.NOT_FOUND, f"{name!r} is private and cannot be reached")
         if request.event == RPCEvents.METHOD_CALL:
             if name not in self._methods:
-                raise _Failure(ErrorCode.NOT_FOUND, f"no method named {name!r}")
+                # The deployed wording first: deployed clients look for "not implemented".
+                message = f"method {name!r} not implemented: no method named {name!r}"
+                raise _Failure(ErrorCode.NOT_FOUND, message)
         elif name not in self._rpc_properties:
             raise _Failure(ErrorCode.NOT_FOUND, f"no RPC property named {name!r}")
         elif request.event == RPCEvents.PROPERTY_SET and self._rpc_properties[name].fset is None:
