@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from labwire.rpc import RPCProperty, RPCSignal
+from labwire.rpc.signal import coerce_to_generic, is_instance_of_generic
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -151,3 +152,21 @@ def test_rpc_property_without_auto_notify_leaves_emission_to_the_setter() -> Non
     assert seen == []
     with pytest.raises(AttributeError):
         RPCProperty(lambda self: 1).__set__(Device(), 2)
+
+
+def test_a_tuple_of_types_matches_as_isinstance_does() -> None:
+    expected = (list[int], dict[str, int])
+    assert is_instance_of_generic([1, 2], expected)
+    assert is_instance_of_generic({"a": 1}, expected)
+    assert not is_instance_of_generic({"a": "b"}, expected)
+    assert is_instance_of_generic(3, (int, str)) and not is_instance_of_generic(3.5, (int, str))
+    assert coerce_to_generic(("1", "2"), (list[int], dict[str, int])) == [1, 2]
+    assert coerce_to_generic({"a": "1"}, (list[int], dict[str, int])) == {"a": 1}
+
+
+@pytest.mark.parametrize("expected", [list[int], tuple[int, ...], set[str], tuple[str, str]])
+def test_text_is_never_split_into_a_container(expected: Any) -> None:
+    with pytest.raises(TypeError, match="text is not a container"):
+        coerce_to_generic("123", expected)
+    with pytest.raises(TypeError):
+        coerce_to_generic(b"12", expected)

@@ -30,8 +30,11 @@ def is_instance_of_generic(value: Any, expected: Any) -> bool:
     """Whether ``value`` matches ``expected``, which may be a generic alias.
 
     Supports plain classes, ``Any``, ``None``, unions/``Optional``, ``Literal``, ``list[T]``,
-    ``set[T]``, ``tuple[T, ...]``, ``tuple[A, B]`` and ``dict[K, V]``.
+    ``set[T]``, ``tuple[T, ...]``, ``tuple[A, B]``, ``dict[K, V]``, and a tuple of any of these
+    (as :func:`isinstance` takes): ``value`` matches when it matches one of them.
     """
+    if isinstance(expected, tuple):
+        return any(is_instance_of_generic(value, option) for option in expected)
     if expected is Any or expected is object:
         return True
     if expected is None or expected is type(None):
@@ -69,6 +72,9 @@ def is_instance_of_generic(value: Any, expected: Any) -> bool:
 def coerce_to_generic(value: Any, expected: Any) -> Any:
     """Convert ``value`` to ``expected`` (e.g. a JSON list to ``tuple[int, int]``).
 
+    ``expected`` may also be a tuple of types (the first one that converts wins). Text is never
+    split into a container: ``coerce_to_generic("123", list[int])`` raises.
+
     Raises:
         TypeError: ``value`` cannot be converted.
     """
@@ -76,6 +82,10 @@ def coerce_to_generic(value: Any, expected: Any) -> Any:
         return value
     origin = get_origin(expected)
     args = get_args(expected)
+    if isinstance(expected, tuple):
+        origin, args = Union, expected
+    if origin in (tuple, list, set, frozenset, dict) and isinstance(value, str | bytes):
+        raise TypeError(f"cannot convert {value!r} to {expected!r}: text is not a container")
     try:
         if origin in (Union, types.UnionType):
             for arg in args:
