@@ -770,6 +770,10 @@ def _signal_slot(printer: _LinePrinter, label: str, name: str) -> Callable[..., 
 
 def cmd_sim(args: argparse.Namespace, ctx: _Context) -> int:
     """Serve a simulated device until Ctrl-C."""
+    if args.kind == "rig":
+        from labwire.cli.rigs import cmd_sim_rig
+
+        return cmd_sim_rig(args, ctx)
     try:
         from labwire import sim
     except ImportError as exc:  # numpy or Pillow missing
@@ -1134,8 +1138,10 @@ def build_parser() -> argparse.ArgumentParser:
         "serve a simulated device and register it",
         "labwire sim stage --name stage",
         "labwire sim camera --stage stage",
+        "labwire sim rig camera-left --bind udp://0.0.0.0:11001",
     )
-    sub.add_argument("kind", choices=("camera", "stage", "controller"), help="which device")
+    sub.add_argument("kind", choices=("camera", "stage", "controller", "rig"), help="which device")
+    sub.add_argument("rig_name", nargs="?", metavar="NAME", help="rig: the rig's name")
     sub.add_argument("--name", help="name to register (default: the kind)")
     sub.add_argument(
         "--bind",

@@ -9,6 +9,8 @@ for the devices of a plant-imaging rig in a demo or in your own tests:
   ``move_to(x, y, z)`` taking ``distance / speed`` seconds, travel limits;
 * :class:`SimController` / :class:`ControllerClient` (:class:`ControllerInterface`):
   ``run_scan(config)`` moves the stage around a circle and saves an image at each stop;
+* :class:`SimRig`: an auxiliary rig answering experiment messages like a camera PC (over
+  the deployed UDP protocol and labwire's transport);
 * :class:`SimLab` runs a registry, a camera and a stage in separate processes, and
   :class:`Demo` runs the whole ``labwire demo`` scan on top of it.
 
@@ -37,6 +39,7 @@ from labwire.sim.controller import (
 from labwire.sim.demo import Demo, DemoReport
 from labwire.sim.lab import SimLab, SimProcessError
 from labwire.sim.render import View, render_plant
+from labwire.sim.rig import SimRig
 from labwire.sim.stage import DEFAULT_LIMITS, SimStage, StageClient, StageInterface, StagePosition
 
 __all__ = [
@@ -57,6 +60,7 @@ __all__ = [
     "SimController",
     "SimLab",
     "SimProcessError",
+    "SimRig",
     "SimStage",
     "StageClient",
     "StageInterface",
