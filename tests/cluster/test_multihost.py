@@ -1,0 +1,72 @@
+"""Tier 3: devices on several hosts (network namespaces on one bridge).
+
+Discovery by broadcast on the LAN, glob subscriptions and requests across hosts, a member
+with the wrong key ignored and counted, a host's link cut (its devices expire) and healed
+(they come back).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from labwire.testing import NamespaceNetwork, namespaces_unavailable
+from tests.cluster.conftest import EXPIRY
+from tests.cluster.peer import Peer
+
+SUBNET = "10.78.0.0/24"
+
+
+@pytest.fixture
+def network() -> Iterator[NamespaceNetwork]:
+    reason = namespaces_unavailable()
+    if reason is not None:
+        pytest.skip(f"multi-host tests need network namespaces: {reason}")
+    with NamespaceNetwork(SUBNET) as net:
+        yield net
+
+
+def test_group_across_hosts_with_key_cut_and_heal(network: NamespaceNetwork, group: str) -> None:
+    gps_host, nav_host, stranger_host = (network.add_host(n) for n in ("gps", "nav", "stranger"))
+    peers: list[Peer] = []
+
+    def start(host_prefix: list[str], name: str, *options: str, key: str = "rover") -> Peer:
+        argv = ["--name", name, "--group", group, "--network", SUBNET, "--key", key, *options]
+        peer = Peer(argv, prefix=host_prefix)
+        peers.append(peer)
+        peer.expect("READY")
+        return peer
+
+    try:
+        gps = start(gps_host.prefix, "gps")
+        nav = start(nav_host.prefix, "nav", "--subscribe", "*/GPSPosition")
+        logger = start(nav_host.prefix, "logger", "--subscribe", "gps/*")
+        stranger = start(stranger_host.prefix, "stranger", "--subscribe", "*/*", key="guess")
+
+        nav.wait_peers({"gps", "logger"})
+        gps.wait_peers({"nav", "logger"})
+        assert nav.request("gps whoami") == ("RESULT", json.dumps(["gps", gps.pid]))
+        assert gps.request("logger add [2, 3]") == ("RESULT", "5")
+
+        gps.send('publish GPSPosition {"lat": 52.13, "lon": -106.63}')
+        assert nav.expect("EVENT") == 'gps/GPSPosition {"lat": 52.13, "lon": -106.63}'
+        assert logger.expect("EVENT") == 'gps/GPSPosition {"lat": 52.13, "lon": -106.63}'
+
+        assert stranger.peers() == []
+        assert json.loads(stranger.ask("stats", "STATS"))["rejected_beacons"] > 0
+        assert json.loads(nav.ask("stats", "STATS"))["rejected_beacons"] > 0
+
+        gps_host.cut()
+        nav.wait_peers({"logger"}, timeout=EXPIRY + 5)
+        kind, text = nav.request("gps whoami", timeout=3)
+        assert kind == "ERROR" and text.startswith("UnknownPeer"), text
+        gps_host.heal()
+        nav.wait_peers({"gps", "logger"})
+        assert nav.request("gps whoami") == ("RESULT", json.dumps(["gps", gps.pid]))
+        gps.send("publish GPSPosition 2")
+        assert nav.expect("EVENT") == "gps/GPSPosition 2"
+    finally:
+        for peer in peers:
+            peer.close()
