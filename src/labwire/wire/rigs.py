@@ -354,7 +354,7 @@ class Status(Payload):
 
     message: ClassVar[ExpMessage] = ExpMessage.EXPSTATUS
     signature: ClassVar[str] = "(status)"
-    status: ExpStatus = ExpStatus.CONNECTED
+    status: ExpStatus
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", parse_status(self.status))
@@ -382,7 +382,7 @@ class Info(Payload):
 
     message: ClassVar[ExpMessage] = ExpMessage.EXPINFO
     signature: ClassVar[str] = "(status, data=None)"
-    status: ExpStatus = ExpStatus.CONNECTED
+    status: ExpStatus
     data: Any = None
 
     def __post_init__(self) -> None:
@@ -485,6 +485,8 @@ def build_payload(message: object, *args: Any, **kwargs: Any) -> Payload:
     cls = _PAYLOADS[kind]
     try:
         return cls(*args, **kwargs)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{kind.name}: {exc}") from None
     except TypeError as exc:
         if "argument" not in str(exc):
             raise
