@@ -157,6 +157,8 @@ async def _main(options: argparse.Namespace) -> None:
             line = await loop.run_in_executor(None, sys.stdin.readline)
             if not line or line.strip() == "quit":
                 return
+            if not line.strip():
+                continue
             await _command(device, line.split(maxsplit=3 if line.startswith("request") else 2))
 
 
