@@ -349,10 +349,10 @@ class Auxiliaries:
                 deadline, so this ends).
 
         Raises:
-            KeyError: No push has this key, or its results were already fetched.
+            KeyError: No push has this key, its results were already fetched, or it was
+                dropped by :meth:`clear_message_queue`.
             TimeoutError: ``timeout`` passed first.
-            RuntimeError: The push was cancelled (:meth:`clear_message_queue`, :meth:`close`)
-                or the loop thread failed.
+            RuntimeError: The push was cancelled by :meth:`close`, or the loop thread failed.
         """
         with self._lock:
             finished = self._finished.pop(key, None)
