@@ -68,7 +68,7 @@ __all__ = [
 BEACON_MAGIC = b"LWCB"
 BEACON_VERSION = 1
 #: Largest beacon datagram, header and tag included.
-MAX_BEACON_BYTES = 512
+MAX_BEACON_BYTES = 1024
 #: Longest device or group name.
 MAX_NAME_CHARS = 64
 _TAG_BYTES = 32
