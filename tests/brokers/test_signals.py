@@ -1,0 +1,46 @@
+"""A device's RPC signals reach a subscriber that only knows a signal broker's address."""
+
+from __future__ import annotations
+
+import pytest
+import zmq
+
+from labwire.brokers import FORWARDER, ThreadDevice
+from labwire.errors import EndpointError
+from labwire.rpc import RPCServer, RPCSignal, RPCSignalReceiver
+from tests.brokers.conftest import wait_for
+
+
+class Thermometer(RPCServer):
+    temperatureChanged = RPCSignal(float)
+
+
+def test_signals_reach_a_subscriber_through_the_broker() -> None:
+    broker = ThreadDevice(FORWARDER, zmq.XSUB, zmq.XPUB)
+    broker.bind_in("tcp://127.0.0.1:0")
+    broker.bind_out("tcp://127.0.0.1:0")
+    broker.start()
+    device = Thermometer(None, "tcp://127.0.0.1:0", signal_broker=broker.in_endpoints[0])
+    device.start()
+    readings: list[float] = []
+    local = {"temperatureChanged": RPCSignal(float)}
+    local["temperatureChanged"].connect(readings.append)
+    receiver = RPCSignalReceiver(None, broker.out_endpoints[0], local)
+    receiver.start()
+    try:
+        # Subscriptions travel up through the broker to the device: probe until one arrives.
+        wait_for(lambda: (device.temperatureChanged.emit(-1.0), readings)[1], timeout=10)
+        for value in (20.5, 21.0, 21.5):
+            device.temperatureChanged.emit(value)
+        wait_for(lambda: [r for r in readings if r != -1.0] == [20.5, 21.0, 21.5])
+        assert receiver.tracker.gaps == 0
+        assert broker.statistics().in_side.frames_received >= 3
+    finally:
+        receiver.close()
+        device.close()
+        broker.stop()
+
+
+def test_a_bad_broker_address_is_refused_at_construction() -> None:
+    with pytest.raises(EndpointError):
+        Thermometer(None, "tcp://127.0.0.1:0", signal_broker="tcp://nowhere:port")
