@@ -158,6 +158,11 @@ class RPCServer:
         admin_operations: With security on, the operations only admin keys may run:
             ``"stop"`` (STOP_SERVER) and/or ``"set_property"``. Default: ``("stop",)``.
             Refusals are answered with a permission error and logged with the client's key.
+        signal_broker: The in (XSUB) address of a signal broker (``labwire broker signals``, or
+            a :mod:`labwire.brokers` FORWARDER from XSUB to XPUB). Every signal is also
+            published there, through a PUB socket connected to it, so that subscribers that
+            only know the broker's out address receive it; :attr:`signal_endpoint` keeps
+            publishing as well. None (default): no broker.
 
     Attributes:
         context: The ZeroMQ context.
@@ -170,6 +175,7 @@ class RPCServer:
         registry_addr: URL of the registry this server is registered with, or "".
         peer_addr: IP address of the client whose inventory request (peer discovery) came
             last, or None.
+        signal_broker: The signal broker address given at construction, or None.
     """
 
     def __init__(
@@ -182,6 +188,7 @@ class RPCServer:
         workers: int | None = None,
         serialize_calls: bool = False,
         admin_operations: Collection[str] = ("stop",),
+        signal_broker: str | None = None,
     ) -> None:
         unknown = set(admin_operations) - {"stop", "set_property"}
         if unknown:
@@ -261,6 +268,18 @@ class RPCServer:
             self._socket.close(0)
             self._signal_socket.close(0)
             raise
+        self.signal_broker = signal_broker
+        self._broker_socket: Socket | None = None
+        if signal_broker is not None:
+            try:
+                self._broker_socket = self._transport.connect(
+                    SocketType.PUB, signal_broker, sndhwm=self._settings.signal_hwm
+                )
+            except LabwireError:
+                self._socket.close(0)
+                self._signal_socket.close(0)
+                self._waker.close(0)
+                raise
         for signal in self._signals.values():
             signal._publisher = self._publish
 
@@ -393,8 +412,10 @@ class RPCServer:
         self._socket.close()
         with self._pub_lock:
             signal_socket, self._signal_socket = self._signal_socket, None
-        if signal_socket is not None:
-            signal_socket.close()
+            broker_socket, self._broker_socket = self._broker_socket, None
+        for publisher in (signal_socket, broker_socket):
+            if publisher is not None:
+                publisher.close()
         with self._waker_lock:
             waker, self._waker = self._waker, None
         if waker is not None:
@@ -985,6 +1006,8 @@ class RPCServer:
             frame = encode_signal(name, args, self._server_id, seq)
             if not self._signal_socket.send([frame], nowait=True):
                 _log.debug("signal %s #%d dropped: publisher queue full", name, seq)
+            if self._broker_socket is not None:
+                self._broker_socket.send([frame], nowait=True)
 
 
 def _claims_labwire(header: dict[str, Any] | None) -> bool:
