@@ -9,6 +9,7 @@ the process is alive, and its fd and thread counts are back at their baseline (Â
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -21,6 +22,7 @@ import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from labwire.rpc import AsyncRPCClient, NoResult
 from tests.rpc.conftest import DeviceProcess, process_fds, process_threads, wait_for
 from tests.rpc.devices import CameraClient
 
@@ -561,3 +563,56 @@ def test_raw_tcp_garbage_leaves_the_server_healthy(
                 pass
         assert_healthy(server, entered)  # also while this connection is open
     assert_healthy(server, entered)
+
+
+# --------------------------------------------------------- refusals from labwire's own clients
+
+
+@pytest.mark.parametrize(
+    "value",
+    [pytest.param("x" * 5000, id="string"), pytest.param({"k": "x" * 5000}, id="in-a-dict")],
+)
+def test_a_call_over_a_limit_gets_the_error_at_once_not_a_timeout(
+    server: Server, value: Any
+) -> None:
+    with server.good.override_timeout(30_000):  # a refusal that cannot be routed waits all this
+        result = server.good.echo(value)
+    assert isinstance(result, NoResult)
+    assert result.error_type == "LimitExceeded"
+    assert f"longer than {MAX_STRING_CHARS} characters" in result.error
+    assert_healthy(server, entered=server.good.executed())
+
+
+def test_the_asyncio_client_gets_the_same_refusal(server: Server) -> None:
+    async def main() -> Any:
+        async with AsyncRPCClient(None, server.endpoint, timeout=30_000) as client:
+            return await client.call("echo", {"k": "x" * 5000})
+
+    result = asyncio.run(main())
+    assert isinstance(result, NoResult)
+    assert f"longer than {MAX_STRING_CHARS} characters" in result.error
+
+
+def process_rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS line")
+
+
+@pytest.mark.parametrize("direct", ["1", "0"])
+def test_a_refused_large_message_is_not_kept_in_memory(direct: str) -> None:
+    device = DeviceProcess("tcp://127.0.0.1:0", env={**os.environ, "LABWIRE_DIRECT": direct})
+    try:
+        with CameraClient(None, device.endpoint) as client:
+            for _ in range(100):
+                client.add(1)
+            baseline = process_rss_bytes(device.pid)
+            refused = client.echo("x" * 200_000_000)  # over the 16 MiB JSON frame limit
+            assert isinstance(refused, NoResult) and "exceeds" in refused.error
+            for _ in range(100):  # quick calls only: nothing rebinds the refused message
+                assert client.add(1) == 2
+            wait_for(lambda: process_rss_bytes(device.pid) < baseline + 50_000_000)
+    finally:
+        device.close()

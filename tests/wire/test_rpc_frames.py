@@ -18,7 +18,9 @@ from labwire.wire.rpc import (
     PROTOCOL_VERSION,
     Request,
     RPCEvents,
+    claimed_request_id,
     decode_frames,
+    encode_call,
     encode_frames,
     is_private_name,
     parse_request,
@@ -498,3 +500,42 @@ def test_property_labwire_call_round_trip(value: Any, blobs: list[bytes]) -> Non
     request = receive(call_frames(*args, extra=value))
     assert request.args == args
     assert request.kwargs == {"extra": value}
+
+
+# ------------------------------------------------------------------ claimed request ids
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=10,
+)
+
+
+@given(
+    st.integers(0, 2**63 - 1),
+    st.lists(json_values, max_size=4),
+    st.none() | st.integers(0, 10**9),
+    st.none() | st.floats(0, 1e9),
+)
+def test_a_request_in_either_layout_names_its_request_id_at_its_end(
+    rid: int, args: list[Any], ttl: int | None, expiry: float | None
+) -> None:
+    compact = encode_call("m", args, {}, "c0ffee", rid, ttl, expiry, "5e4d")
+    general = encode_frames(
+        {"event": "METHOD_CALL", "method": "m", "lw": lw(rid=rid, ttl=ttl, exp=expiry)},
+        {"params": {"args": args, "kwargs": {"k": args}}},
+    )[0]
+    for frame in (compact, general):
+        if frame is not None:
+            assert claimed_request_id(memoryview(bytes(frame))) == rid
+
+
+@given(st.binary(max_size=600))
+def test_bytes_that_do_not_end_like_a_request_claim_nothing_or_an_integer(data: bytes) -> None:
+    claimed = claimed_request_id(data)
+    assert claimed is None or 0 <= claimed < 2**63
+
+
+def test_a_deployed_request_claims_no_request_id() -> None:
+    deployed = b'{"event":"METHOD_CALL","method":"m","params":{"args":[1],"kwargs":{}}}'
+    assert claimed_request_id(deployed) is None

@@ -54,6 +54,7 @@ from labwire.wire.rpc import (
     ExtensionEvents,
     Request,
     RPCEvents,
+    claimed_request_id,
     compact_lane,
     decode_compact,
     decode_frames,
@@ -470,11 +471,12 @@ class RPCServer:
                 if self._leader != me:
                     return True
                 continue
-            identity, parts, origin = message
-            if identity == wake_id:
+            # Not unpacked into locals: they would keep a large message alive while the
+            # lane answers the calls after it.
+            if message[0] == wake_id:
                 self._drain_replies()
                 continue
-            self._on_message(identity, parts, origin)
+            self._on_message(*message)
             if self._leader != me:
                 return True
         self._drain_replies()
@@ -648,6 +650,7 @@ class RPCServer:
         envelope: list[Any] = [identity]
         header: dict[str, Any] | None = None
         request = None
+        first: Any = None  # the body's first frame, for a refusal to find its request id
         try:
             if compact is not None:
                 request = compact.request()
@@ -663,15 +666,21 @@ class RPCServer:
                 body = [memoryview(part) for part in parts]
             if not body:
                 raise ProtocolError("empty request: no frame after the envelope")
+            first = body[0]
             header, buffers = decode_frames(body, self._limits, expand_compact_request)
             request = parse_request(header, buffers)
             self._dispatch(envelope, request, time.monotonic())
         except ProtocolError as exc:
             self.stats.bad_requests += 1
             _log.debug("bad request from %s: %s", Socket.peer_address(origin), exc)
+            if header is None and first is not None:  # refused undecoded: route it all the same
+                rid = claimed_request_id(first)
+                header = None if rid is None else {"lw": {"rid": rid}}
             self._send(envelope + self._error_frames(header, request, ErrorCode.BAD_REQUEST, exc))
         except _Failure as exc:
             self._send(envelope + self._error_frames(header, request, exc.code, exc))
+        finally:
+            self._last_origin = None  # a refused message's last frame may be large
 
     def _dispatch(self, envelope: list[Any], request: Request, received: float) -> None:
         event = request.event

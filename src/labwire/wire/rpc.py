@@ -65,6 +65,7 @@ subscribe to everything, ignore the extra fields.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Sequence
 from enum import StrEnum
 from typing import Annotated, Any, cast
@@ -92,6 +93,7 @@ __all__ = [
     "ErrorCode",
     "RPCEvents",
     "Request",
+    "claimed_request_id",
     "compact_lane",
     "decode_buffer_reply",
     "decode_compact",
@@ -279,7 +281,8 @@ def encode_frames(header: dict[str, Any], payload: dict[str, Any] | None = None)
 
     Args:
         header: JSON fields copied as they are. When it has an ``"lw"`` object, the number of
-            buffer frames is written to ``lw["nbuf"]``.
+            buffer frames is written to ``lw["nbuf"]``; a request's (a header with an
+            ``"event"``) is written last.
         payload: Fields whose values may contain bytes, memoryviews or numpy arrays; these
             travel as raw frames after the header, without copies.
 
@@ -293,6 +296,8 @@ def encode_frames(header: dict[str, Any], payload: dict[str, Any] | None = None)
     if payload:
         for key, value in payload.items():
             header[key] = _extract(value, buffers)
+        if "lw" in header and "event" in header:  # a request's last: see claimed_request_id
+            header["lw"] = header.pop("lw")
     if buffers:
         extension = header.get("lw")
         if not isinstance(extension, dict):
@@ -361,6 +366,45 @@ def restore_buffers(value: Any, buffers: Sequence[memoryview]) -> Any:
     if not buffers:
         return value
     return _restore(value, buffers)
+
+
+#: How much of a refused frame's end :func:`claimed_request_id` reads.
+_CLAIM_WINDOW = 512
+#: The end of a compact request: ``..., cid, rid, ttl, exp, sid]``.
+_COMPACT_TAIL = re.compile(
+    rb',"[0-9a-zA-Z]*",(\d{1,19}),(?:null|\d{1,19}),(?:null|[-+0-9.eE]{1,32}),"[0-9a-zA-Z]*"\]$'
+)
+#: The end of a request object: ``..., "lw": {...}}`` (labwire writes "lw" last, flat).
+_OBJECT_TAIL = re.compile(rb'"lw":(\{[^{}]*\})\}$')
+
+
+def claimed_request_id(frame: bytes | memoryview) -> int | None:
+    """The request id a labwire request claims, read from the end of a frame that was refused.
+
+    A request too large (or otherwise over a limit) is refused before it is decoded, so its
+    ``"lw"`` fields are unknown; labwire clients write them last in both layouts, so the end
+    of the frame names the request id, and the refusal can reach the caller at once instead
+    of leaving it to wait out its deadline. Only the last few hundred bytes are read.
+
+    Args:
+        frame: The request's first frame.
+
+    Returns:
+        The claimed request id, or None when the frame does not end like a labwire request.
+    """
+    tail = bytes(frame[-_CLAIM_WINDOW:]).rstrip()
+    match = _COMPACT_TAIL.search(tail)
+    if match is not None:
+        return int(match.group(1))
+    match = _OBJECT_TAIL.search(tail)
+    if match is None:
+        return None
+    try:
+        extension = msgspec.json.decode(match.group(1))
+    except msgspec.DecodeError:
+        return None
+    rid = extension.get("rid")
+    return rid if type(rid) is int and 0 <= rid < 2**63 else None
 
 
 # --------------------------------------------------------------------------- requests
