@@ -7,7 +7,10 @@ and sent again, with a doubling interval, until the peer echoes the same bytes o
 passes, so one lost datagram (either way) never ends the link. While a datagram waits for its
 echo, an incoming datagram from that peer counts as the echo only if it is byte-identical to
 what was sent and more copies were sent than echoes came back; anything else is the peer's own
-traffic (for example its reply, overtaking a lost echo) and is handled as such.
+traffic (for example its reply, overtaking a lost echo) and is handled as such. After a send
+ends, echoes still owed for its resent copies are absorbed for a short grace period, so a late
+echo is never taken for a new message (the deployed wire cannot tell them apart otherwise when
+a reply is byte-identical to its request, as ``[32,0]`` to ``[32,0]``).
 
 Every other non-error datagram is echoed back at once, exactly, and handed to the owner's
 ``on_datagram`` callback, unless the same bytes from the same peer are still being handled
@@ -33,8 +36,10 @@ _log = logging.getLogger(__name__)
 
 Address = tuple[Any, ...]
 #: First wait for an echo before sending again; doubles up to _RESEND_MAX.
-_RESEND_FIRST = 0.1
+_RESEND_FIRST = 0.2
 _RESEND_MAX = 1.0
+#: How long echoes of resent copies are still expected after a send ended.
+_ECHO_GRACE = 2 * _RESEND_MAX
 
 
 @dataclass
@@ -154,11 +159,21 @@ class EchoEndpoint(asyncio.DatagramProtocol):
                     return True
                 interval = min(interval * 2, _RESEND_MAX)
         finally:
-            queue.remove(pending)
-            if not queue:
-                self._outgoing.pop(addr, None)
             if not pending.echoed.done():
                 pending.echoed.cancel()
+            if pending.echoes < pending.sent:
+                # Echoes of the resent copies may still be on their way: absorb them for a
+                # while, so that none is taken for a new message from the peer.
+                loop.call_later(_ECHO_GRACE, self._forget, addr, pending)
+            else:
+                self._forget(addr, pending)
+
+    def _forget(self, addr: Address, pending: _Outgoing) -> None:
+        queue = self._outgoing.get(addr, [])
+        if pending in queue:
+            queue.remove(pending)
+        if not queue:
+            self._outgoing.pop(addr, None)
 
     def begin(self, data: bytes, addr: Address) -> None:
         """Note that ``data`` from ``addr`` is being handled (resends are only echoed)."""

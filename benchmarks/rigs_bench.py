@@ -1,0 +1,161 @@
+"""Rig coordination against raw pyzmq: one push to 8 rigs, replies collated.
+
+A peer subprocess serves 8 labwire rig services (each on labwire's transport and on the
+deployed UDP protocol) and 8 raw pyzmq REP sockets. Here, alternating in short rounds so both
+see the same machine load: ``Auxiliaries.push(..., wait=True)`` to the 8 rigs, and the raw
+baseline: one REQ round trip per rig, the 8 requests sent before the 8 replies are read.
+
+    python -m benchmarks.rigs_bench [--quick]
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from labwire.rigs import Auxiliaries
+
+RIGS = 8
+_ROUNDS = 20
+
+
+def _row(
+    name: str, measured: float, raw: float, unit: str, ratio: float | None, target: str
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "measured": measured,
+        "raw": raw,
+        "unit": unit,
+        "ratio": ratio,
+        "target": target,
+    }
+
+
+def _serve_peer() -> None:
+    """The peer process: 8 rig services and 8 raw REP sockets, until stdin closes."""
+    from labwire.rigs import RigService
+
+    rigs = [
+        RigService(f"rig{i}", udp="udp://127.0.0.1:0", url="tcp://127.0.0.1:0").start()
+        for i in range(RIGS)
+    ]
+    context = zmq.Context()
+    reps = []
+    for _ in range(RIGS):
+        rep = context.socket(zmq.REP)
+        rep.bind("tcp://127.0.0.1:*")
+        reps.append(rep)
+
+    def echo(rep: zmq.Socket[bytes]) -> None:
+        while True:
+            try:
+                rep.send(rep.recv())
+            except zmq.ZMQError:
+                return
+
+    for rep in reps:
+        threading.Thread(target=echo, args=(rep,), daemon=True).start()
+    ready = {
+        "tcp": [rig.endpoint for rig in rigs],
+        "udp": [rig.udp_endpoint for rig in rigs],
+        "raw": [rep.getsockopt(zmq.LAST_ENDPOINT).decode() for rep in reps],
+    }
+    sys.stdout.write(json.dumps(ready) + "\n")
+    sys.stdout.flush()
+    sys.stdin.read()
+    for rig in rigs:
+        rig.close()
+    context.destroy(linger=0)
+
+
+def _samples(call: Callable[[], Any], count: int) -> list[float]:
+    call()
+    samples = []
+    for _ in range(count):
+        start = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    """Measure a push to 8 rigs over each link against raw round trips."""
+    pushes = 100 if quick else 1000
+    peer = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.rigs_bench", "--peer"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    context = zmq.Context()
+    try:
+        assert peer.stdout is not None
+        endpoints = json.loads(peer.stdout.readline())
+        reqs = []
+        for url in endpoints["raw"]:
+            req = context.socket(zmq.REQ)
+            req.connect(url)
+            reqs.append(req)
+        message = b'[32,0]'
+
+        def raw_round() -> None:
+            for req in reqs:
+                req.send(message)
+            for req in reqs:
+                req.recv()
+
+        rows = []
+        for link in ("tcp", "udp"):
+            clients = {f"rig{i}": url for i, url in enumerate(endpoints[link])}
+            with Auxiliaries(clients) as rigs:
+
+                def push(rigs: Auxiliaries = rigs) -> None:
+                    replies = rigs.push("EXPSTATUS", 0, wait=True)
+                    assert isinstance(replies, dict) and len(replies) == RIGS, replies
+
+                lw: list[float] = []
+                raw: list[float] = []
+                for _ in range(_ROUNDS):
+                    raw += _samples(raw_round, pushes // _ROUNDS)
+                    lw += _samples(push, pushes // _ROUNDS)
+            lw_med, raw_med = statistics.median(lw), statistics.median(raw)
+            label = "labwire transport" if link == "tcp" else "deployed UDP"
+            rows.append(
+                _row(
+                    f"push to {RIGS} rigs, {label}, median",
+                    lw_med * 1e6,
+                    raw_med * 1e6,
+                    "us",
+                    lw_med / raw_med,
+                    "-",
+                )
+            )
+        return rows
+    finally:
+        context.destroy(linger=0)
+        if peer.stdin is not None:
+            peer.stdin.close()
+        try:
+            peer.wait(5)
+        except subprocess.TimeoutExpired:
+            peer.kill()
+            peer.wait(5)
+        if peer.stdout is not None:
+            peer.stdout.close()
+
+
+if __name__ == "__main__":
+    if "--peer" in sys.argv:
+        _serve_peer()
+    else:
+        for row in run(quick="--quick" in sys.argv):
+            print(row)
