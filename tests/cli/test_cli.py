@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from labwire.registry import RegistryClient
+from labwire.registry import DeviceRegistry, RegistryClient, register_device
+from labwire.rpc import RPCProperty, RPCServer, RPCSignal
 from labwire.sim import CameraClient, SimStage, StageClient
 from labwire.transport.security import public_key_of
 
@@ -23,6 +24,7 @@ from .conftest import Lab, Running, environment, labwire
 pytestmark = pytest.mark.timeout(40)
 
 UNREACHABLE = "tcp://127.0.0.1:1"  # nobody listens on port 1
+LOCAL = "tcp://127.0.0.1:0"
 
 COMMANDS = ["registry", "ls", "info", "call", "get", "set", "watch", "sim", "keys", "demo"]
 
@@ -347,3 +349,35 @@ def test_an_out_of_range_key_in_the_environment_exits_5_with_a_clear_message() -
     assert result.returncode == 5
     assert "LABWIRE_SECRET_KEY" in result.stderr and "decodes out of range" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# ------------------------------------------------------------ network text is never markup
+
+
+class _Hostile(RPCServer):
+    """A device whose names, docstrings and values look like markup and escape sequences."""
+
+    noticed = RPCSignal(str)
+
+    @RPCServer.register_method_json()
+    def describe(self, size: list[int]) -> str:
+        """Shows [/x] and [red]red[/red] and a [width, height] list; \x1b[2J clears."""
+        return "[/x]"
+
+    def _label(self) -> str:
+        return "[red]\x1b[31mlabel\u202e"
+
+    label = RPCProperty(_label)
+
+
+def test_text_from_the_network_is_shown_as_text(tmp_path: Path) -> None:
+    with DeviceRegistry(None, "127.0.0.1", "0") as registry, _Hostile(None, LOCAL) as device:
+        register_device(None, "[bold]type", device.endpoint, "[bold]cam[red]", registry.url)
+        listed = labwire("ls", registry=registry.url)
+        assert listed.returncode == 0, listed.stderr
+        assert "[bold]cam[red]" in listed.stdout and "[bold]type" in listed.stdout
+        info = labwire("info", device.endpoint)
+    assert info.returncode == 0, info.stderr
+    for shown in ("[/x]", "[red]red[/red]", "[width, height]", "\\x1b[2J", "[red]\\u001b[31mlabel"):
+        assert shown in info.stdout
+    assert "\x1b" not in info.stdout and "\u202e" not in info.stdout

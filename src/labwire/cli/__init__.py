@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from labwire.config import Settings, default_settings
 from labwire.errors import (
@@ -173,6 +174,27 @@ def _context(args: argparse.Namespace) -> _Context:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _shown(text: object, *, lines: bool = False) -> Text:
+    """Text from the network (or any text) as it is to appear on a terminal.
+
+    Never read as markup, and control or format characters (escape sequences, bidirectional
+    overrides, NUL) are shown as Python escapes instead of being sent to the terminal.
+
+    Args:
+        text: What to show (``str()`` of it).
+        lines: Keep line breaks (docstrings) instead of showing them as escapes.
+    """
+    plain = str(text)
+    if not plain.isprintable():
+        plain = "".join(
+            char
+            if char.isprintable() or (lines and char == "\n")
+            else char.encode("unicode_escape").decode("ascii")
+            for char in plain
+        )
+    return Text(plain)
 
 
 def _print_json(value: Any) -> None:
@@ -356,7 +378,7 @@ class _LinePrinter:
                 sys.stdout.write(json.dumps(record, default=_jsonable) + "\n")
                 sys.stdout.flush()
             else:
-                self.ctx.out.print(text, markup=False)
+                self.ctx.out.print(_shown(text))
             if self.remaining is not None:
                 self.remaining -= 1
                 if self.remaining <= 0:
@@ -443,16 +465,16 @@ def cmd_ls(args: argparse.Namespace, ctx: _Context) -> int:
         return EXIT_OK
     if not devices:
         what = f"devices of type {args.type!r}" if args.type else "devices"
-        ctx.err.print(f"no {what} registered at {ctx.registry_url}", markup=False)
+        ctx.err.print(_shown(f"no {what} registered at {ctx.registry_url}"))
         return EXIT_OK
     table = Table(box=box.SIMPLE_HEAD, title=f"devices at {ctx.registry_url}")
     for column in ("name", "type", "address", "registered", "last seen"):
         table.add_column(column, no_wrap=column != "address")
     for device in devices:
         table.add_row(
-            device.name,
-            device.device_type,
-            device.address,
+            _shown(device.name),
+            _shown(device.device_type),
+            _shown(device.address),
             _age(device.registered_since) + " ago",
             _age(device.last_seen) + " ago",
         )
@@ -498,18 +520,20 @@ def cmd_info(args: argparse.Namespace, ctx: _Context) -> int:
             )
             return EXIT_OK
         kind = "labwire server" if client.is_labwire_server else "deployed server"
-        ctx.out.print(f"[bold]{label}[/bold]  {client.url}  ({kind})")
+        ctx.out.print(
+            Text.assemble((_shown(label).plain, "bold"), _shown(f"  {client.url}  ({kind})"))
+        )
         table = Table(box=box.SIMPLE_HEAD, title="methods", title_justify="left")
         for column in ("method", "kind", "timeout", "signature", "description"):
             table.add_column(column)
         for name, method in methods.items():
             timeout = method["timeout_ms"]
             table.add_row(
-                name,
-                method["kind"],
+                _shown(name),
+                _shown(method["kind"]),
                 "none" if timeout is None else f"{timeout} ms",
-                method["signature"],
-                method["doc"],
+                _shown(method["signature"]),
+                _shown(method["doc"], lines=True),
             )
         ctx.out.print(table)
         table = Table(box=box.SIMPLE_HEAD, title="properties", title_justify="left")
@@ -518,15 +542,15 @@ def cmd_info(args: argparse.Namespace, ctx: _Context) -> int:
         for name, prop in properties.items():
             access = {True: "read/write", False: "read-only", None: "?"}[prop["writable"]]
             value = json.dumps(prop["value"], default=_jsonable)
-            table.add_row(name, value, access, prop["doc"])
+            table.add_row(_shown(name), _shown(value), access, _shown(prop["doc"], lines=True))
         ctx.out.print(table)
         if value_error:
-            ctx.err.print(f"could not read the property values: {value_error}", markup=False)
+            ctx.err.print(_shown(f"could not read the property values: {value_error}"))
         table = Table(box=box.SIMPLE_HEAD, title="signals", title_justify="left")
         table.add_column("signal")
         table.add_column("arguments")
         for name, arg_types in signals.items():
-            table.add_row(name, ", ".join(arg_types))
+            table.add_row(_shown(name), _shown(", ".join(arg_types)))
         ctx.out.print(table)
         return EXIT_OK
     finally:
@@ -579,7 +603,7 @@ def cmd_call(args: argparse.Namespace, ctx: _Context) -> int:
             sys.stderr.write(json.dumps(info, default=_jsonable) + "\n")
         else:
             _print_json(info)
-            ctx.err.print(f"saved {_human_bytes(size)} to {path}", markup=False)
+            ctx.err.print(_shown(f"saved {_human_bytes(size)} to {path}"))
         return EXIT_OK
     finally:
         client.close()
@@ -679,7 +703,7 @@ def _watch_registry(args: argparse.Namespace, ctx: _Context) -> int:
             watch = registry.watch()
     except Unavailable as exc:
         raise _registry_unreachable(ctx, exc) from None
-    ctx.err.print(f"watching the registry at {ctx.registry_url}; Ctrl-C to stop", markup=False)
+    ctx.err.print(_shown(f"watching the registry at {ctx.registry_url}; Ctrl-C to stop"))
     try:
         while not printer.done.is_set():
             event = watch.next_event()
@@ -735,9 +759,7 @@ def _watch_device(args: argparse.Namespace, ctx: _Context) -> int:
         if n.isidentifier() and not hasattr(RPCClient, n) and n not in _CLIENT_ATTRIBUTES
     ]
     for name in sorted(set(names) - set(usable)):
-        ctx.err.print(
-            f"cannot watch signal {name!r}: its name clashes with the client", markup=False
-        )
+        ctx.err.print(_shown(f"cannot watch signal {name!r}: its name clashes with the client"))
     if not usable:
         raise CommandError(f"{label} has no signals to watch", EXIT_NOT_FOUND)
     watcher_class = type("SignalWatcher", (RPCClient,), {n: RPCSignal() for n in usable})
@@ -748,7 +770,7 @@ def _watch_device(args: argparse.Namespace, ctx: _Context) -> int:
             signal_object: RPCSignal = getattr(client, name)
             signal_object.connect(_signal_slot(printer, label, name))
         ctx.err.print(
-            f"watching {', '.join(usable)} of {label} ({client.url}); Ctrl-C to stop", markup=False
+            _shown(f"watching {', '.join(usable)} of {label} ({client.url}); Ctrl-C to stop")
         )
         printer.done.wait()
     except KeyboardInterrupt:
@@ -928,9 +950,10 @@ def cmd_demo(args: argparse.Namespace, ctx: _Context) -> int:
         with err.status("starting a registry, a camera and a stage (separate processes)..."):
             demo.start()
         err.print(
-            f"registry at {demo.lab.registry_url}; found "
-            + ", ".join(f"{d.name} ({d.address})" for d in demo.devices),
-            markup=False,
+            _shown(
+                f"registry at {demo.lab.registry_url}; found "
+                + ", ".join(f"{d.name} ({d.address})" for d in demo.devices)
+            )
         )
         with Progress(
             "[progress.description]{task.description}",
@@ -976,7 +999,7 @@ def _demo_summary(ctx: _Context, report: Any) -> None:
     table.add_column("what", style="bold")
     table.add_column("value")
     devices = ", ".join(d.name for d in report.devices)
-    table.add_row("devices found", f"{len(report.devices)} ({devices})")
+    table.add_row("devices found", _shown(f"{len(report.devices)} ({devices})"))
     table.add_row("images saved", f"{summary['images']} in {report.output}")
     table.add_row("bytes moved", _human_bytes(summary["bytes"]))
     table.add_row("images per second", f"{summary['images_per_second']:.1f}")
@@ -1272,13 +1295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except (LabwireError, CommandError, OSError) as exc:
         code, message, hint = _explain(exc)
-        err.print(f"[bold red]error:[/] {_escape(message)}")
+        err.print(Text.assemble(("error:", "bold red"), " ", _shown(message, lines=True)))
         if hint:
-            err.print(f"[dim]hint:[/] {_escape(hint)}")
+            err.print(Text.assemble(("hint:", "dim"), " ", _shown(hint)))
         return code
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
