@@ -55,6 +55,7 @@ def lab() -> Iterator[Lab]:
 def environment(registry_url: str | None) -> dict[str, str]:
     """This process's environment without LABWIRE_* settings, plus LABWIRE_REGISTRY."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABWIRE_")}
+    env["COLUMNS"] = "200"  # wide tables: a test reads phrases that a narrow one would wrap
     if registry_url is not None:
         env["LABWIRE_REGISTRY"] = registry_url
     return env
