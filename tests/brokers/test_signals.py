@@ -7,11 +7,15 @@ import zmq
 
 from labwire.brokers import FORWARDER, ThreadDevice
 from labwire.errors import EndpointError
-from labwire.rpc import RPCServer, RPCSignal, RPCSignalReceiver
+from labwire.rpc import RPCClient, RPCServer, RPCSignal, RPCSignalReceiver
 from tests.brokers.conftest import wait_for
 
 
 class Thermometer(RPCServer):
+    temperatureChanged = RPCSignal(float)
+
+
+class ThermometerClient(RPCClient):
     temperatureChanged = RPCSignal(float)
 
 
@@ -44,3 +48,35 @@ def test_signals_reach_a_subscriber_through_the_broker() -> None:
 def test_a_bad_broker_address_is_refused_at_construction() -> None:
     with pytest.raises(EndpointError):
         Thermometer(None, "tcp://127.0.0.1:0", signal_broker="tcp://nowhere:port")
+
+
+def test_a_client_pointed_at_the_broker_gets_only_its_device_signals() -> None:
+    broker = ThreadDevice(FORWARDER, zmq.XSUB, zmq.XPUB)
+    broker.bind_in("tcp://127.0.0.1:0")
+    broker.bind_out("tcp://127.0.0.1:0")
+    broker.start()
+    into = broker.in_endpoints[0]
+    kitchen = Thermometer(None, "tcp://127.0.0.1:0", signal_broker=into).start()
+    cellar = Thermometer(None, "tcp://127.0.0.1:0", signal_broker=into).start()
+    client = ThermometerClient(None, kitchen.endpoint, signal_url=broker.out_endpoints[0])
+    readings: list[float] = []
+    try:
+        client.temperatureChanged.connect(readings.append)
+        wait_for(lambda: (kitchen.temperatureChanged.emit(-1.0), readings)[1], timeout=10)
+        for value in (12.0, 13.0):
+            cellar.temperatureChanged.emit(value + 100)  # same signal, another device
+            kitchen.temperatureChanged.emit(value)
+        wait_for(lambda: [r for r in readings if r != -1.0] == [12.0, 13.0])
+        relayed = broker.statistics().in_side.frames_received
+        cellar.temperatureChanged.emit(150.0)  # relayed before the next one is even emitted
+        wait_for(lambda: broker.statistics().in_side.frames_received > relayed)
+        kitchen.temperatureChanged.emit(14.0)
+        wait_for(lambda: readings[-1] == 14.0)
+        assert all(value < 100 for value in readings)
+        assert client._signal_receiver is not None
+        assert client._signal_receiver.url == broker.out_endpoints[0]
+    finally:
+        client.close()
+        kitchen.close()
+        cellar.close()
+        broker.stop()

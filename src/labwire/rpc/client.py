@@ -563,11 +563,21 @@ class RPCClient(ClientBase):
             of returning :class:`~labwire.rpc.NoResult`.
         server_key: With security on: the server's public key (e.g. from the registry), when
             it differs from ``settings.security.server_key``.
+        signal_url: Where to subscribe to the server's signals instead of the endpoint the
+            server announces: the out (XPUB) address of a signal broker the server publishes
+            into (``RPCServer(..., signal_broker=...)``). Only this server's emissions are
+            delivered (those carrying its current epoch), so one broker can carry many
+            devices; a restarted server is followed within about a second. With security on,
+            the broker's key is ``settings.security.server_key``.
+
+    Attributes:
+        signal_url: The ``signal_url`` given, or None.
 
     Raises:
         Unavailable: Nobody answers at ``url``.
         AuthenticationError: The security handshake failed (wrong key, or not allowed).
         CallTimeout: The server did not send its inventory in time.
+        EndpointError: ``signal_url`` is not a valid address.
     """
 
     def __init__(
@@ -580,7 +590,11 @@ class RPCClient(ClientBase):
         resolve: Callable[[], str] | None = None,
         raise_errors: bool = False,
         server_key: str | None = None,
+        signal_url: str | None = None,
     ) -> None:
+        if signal_url is not None:
+            parse_endpoint(signal_url)
+        self.signal_url = signal_url
         self._init_base(context, url, timeout, settings, resolve, raise_errors, server_key)
         self._local = _ThreadChannel()
         self._channels: dict[int, _Channel] = {}
@@ -1059,7 +1073,7 @@ class RPCClient(ClientBase):
             _log.warning("could not re-read the inventory of %s: %s", self.url, exc)
             return
         receiver = self._signal_receiver
-        if receiver is not None:
+        if receiver is not None and self.signal_url is None:
             url = self._current_signal_url()
             if url:
                 receiver.retarget(url)
@@ -1086,20 +1100,52 @@ class RPCClient(ClientBase):
         with self._receiver_lock:
             if self._signal_receiver is not None:
                 return self._signal_receiver
+            if self.signal_url is not None:
+                return self._start_receiver(
+                    self.signal_url,
+                    server_key=None,
+                    refresh=self._follow_through_broker,
+                    epoch=self._epoch,
+                )
             url = self._current_signal_url()
             if url is None:
                 _log.warning("server at %s offers no signal endpoint", self.url)
                 return None
-            receiver = RPCSignalReceiver(
-                self.context,
+            return self._start_receiver(
                 url,
-                self._signals,
-                settings=self._settings,
-                # A deployed publisher's frames do not start with the signal name.
-                selective=self.is_labwire_server,
                 server_key=self.server_key,
                 refresh=self._current_signal_url if self.is_labwire_server else None,
+                epoch=None,
             )
-            receiver.start()
-            self._signal_receiver = receiver
-            return receiver
+
+    def _start_receiver(
+        self,
+        url: str,
+        *,
+        server_key: str | None,
+        refresh: Callable[[], str | None] | None,
+        epoch: Callable[[], str] | None,
+    ) -> RPCSignalReceiver:
+        receiver = RPCSignalReceiver(
+            self.context,
+            url,
+            self._signals,
+            settings=self._settings,
+            # A deployed publisher's frames do not start with the signal name.
+            selective=self.is_labwire_server,
+            server_key=server_key,
+            refresh=refresh,
+            epoch=epoch,
+        )
+        receiver.start()
+        self._signal_receiver = receiver
+        return receiver
+
+    def _follow_through_broker(self) -> str | None:
+        """The receiver's refresh with a broker: ask the server, so a restart is noticed."""
+        self._current_signal_url()
+        return self.signal_url
+
+    def _epoch(self) -> str:
+        """The epoch of the server's signals: its incarnation id."""
+        return self._server_id

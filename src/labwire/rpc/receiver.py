@@ -45,6 +45,9 @@ class RPCSignalReceiver(threading.Thread):
         refresh_interval_ms: See ``refresh``.
         server_key: With security on: the publisher's public key, when it differs from
             ``settings.security.server_key``.
+        epoch: Called for each batch of messages; only emissions carrying the epoch it
+            returns are delivered. For a subscriber on a signal broker, which carries the
+            emissions of many publishers, to keep those of one. None: deliver every epoch.
 
     Attributes:
         context: The ZeroMQ context.
@@ -70,6 +73,7 @@ class RPCSignalReceiver(threading.Thread):
         refresh: Callable[[], str | None] | None = None,
         refresh_interval_ms: int = 1000,
         server_key: str | None = None,
+        epoch: Callable[[], str] | None = None,
     ) -> None:
         if not isinstance(signals, dict) or not all(
             isinstance(s, RPCSignal) for s in signals.values()
@@ -89,6 +93,7 @@ class RPCSignalReceiver(threading.Thread):
         self._refresh = refresh
         self._refresh_interval = refresh_interval_ms / 1000.0
         self._server_key = server_key
+        self._epoch = epoch
         self._commands: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
@@ -200,6 +205,7 @@ class RPCSignalReceiver(threading.Thread):
     def _drain_messages(self) -> None:
         limits = self._transport.settings.limits
         signals, tracker = self.signals, self.tracker
+        epoch = None if self._epoch is None else self._epoch()
         for data in self.socket.recv_frames_nowait(1000):
             try:
                 message = decode_signal(data, limits)
@@ -208,7 +214,7 @@ class RPCSignalReceiver(threading.Thread):
                 _log.warning("dropped malformed signal message: %s", exc)
                 continue
             signal = signals.get(message.signal)
-            if signal is None:
+            if signal is None or (epoch is not None and message.epoch != epoch):
                 continue
             verdict, missed = tracker.observe(message)
             if verdict is not Verdict.NEXT:
