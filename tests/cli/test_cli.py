@@ -147,6 +147,39 @@ def test_call_of_an_unknown_method_exits_3(lab: Lab) -> None:
     assert "move_to" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["NaN", "0", "0"], "JSON has no NaN or Infinity"),
+        (["1e999", "0", "0"], "too large for a JSON number"),
+        (["[1, 2", "0", "0"], "is not valid JSON"),
+        (["1", "2"], "missing a required argument: 'z'"),
+        (["1", "2", "3", "4"], "too many positional arguments"),
+        (["1", "2", "3", "w=4"], "unexpected keyword argument 'w'"),
+    ],
+)
+def test_a_value_or_argument_count_the_device_cannot_take_is_a_usage_error(
+    lab: Lab, arguments: list[str], message: str
+) -> None:
+    result = labwire("call", "stage", "move_to", *arguments, registry=lab.url)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    if "argument" in message:  # the signature, as the device describes it, without self
+        assert "move_to(x: float, y: float, z: float)" in result.stderr
+
+
+def test_python_spellings_of_true_false_and_none_are_taken_as_such(
+    lab: Lab, tmp_path: Path
+) -> None:
+    for spelling, size in (("False", [640, 480]), ("True", [320, 240])):
+        out = str(tmp_path / f"{spelling}.png")
+        result = labwire(
+            "call", "camera", "get_image", f"lores={spelling}", "--out", out, registry=lab.url
+        )
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["size"] == size
+
+
 # --------------------------------------------------------------------------- get / set
 
 
@@ -175,6 +208,13 @@ def test_set_writes_and_reads_back(lab: Lab) -> None:
         with CameraClient(None, lab.camera.endpoint) as camera:
             camera.rotation = 0
             camera.resolution = [640, 480]
+
+
+def test_set_of_a_non_finite_number_or_broken_json_is_a_usage_error(lab: Lab) -> None:
+    for value, message in (("NaN", "NaN"), ("{bad json", "is not valid JSON")):
+        result = labwire("set", "stage", "speed", value, registry=lab.url)
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr and "Traceback" not in result.stderr
 
 
 def test_set_refuses_a_bad_value_with_exit_1(lab: Lab) -> None:

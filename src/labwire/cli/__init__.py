@@ -39,10 +39,13 @@ Exit codes, for scripts:
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import datetime
+import inspect
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -214,12 +217,49 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
+#: Python's spellings of JSON's constants, which users type for true, false and null.
+_PYTHON_LITERALS = {"True": True, "False": False, "None": None}
+
+
+def _refuse_constant(name: str) -> NoReturn:
+    raise CommandError(
+        f"{name} cannot be sent: JSON has no NaN or Infinity", EXIT_USAGE, "give a finite number"
+    )
+
+
+def _is_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_is_finite(item) for item in value)
+    if isinstance(value, dict):
+        return all(_is_finite(item) for item in value.values())
+    return True
+
+
 def _parse_value(text: str) -> Any:
-    """JSON, or the text itself when it is not valid JSON."""
+    """A value typed on the command line.
+
+    JSON (``12``, ``true``, ``[1, 2]``, ``{"a": 1}``); ``True``, ``False`` and ``None`` as
+    Python spells them; any other text is a string (``VIDEO``).
+
+    Raises:
+        CommandError: NaN, Infinity, a number too large for JSON, or text that starts like a
+            JSON array or object but is not valid JSON (exit 2).
+    """
+    if text in _PYTHON_LITERALS:
+        return _PYTHON_LITERALS[text]
     try:
-        return json.loads(text)
-    except ValueError:
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except ValueError as exc:
+        if text.lstrip()[:1] in ("{", "[", '"'):
+            raise CommandError(f"{text!r} is not valid JSON: {exc}", EXIT_USAGE) from None
         return text
+    if not _is_finite(value):
+        raise CommandError(
+            f"{text!r} is too large for a JSON number", EXIT_USAGE, "give a finite number"
+        )
+    return value
 
 
 _KEYWORD = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", re.DOTALL)
@@ -235,6 +275,58 @@ def _parse_call_arguments(items: Sequence[str]) -> tuple[list[Any], dict[str, An
         else:
             args.append(_parse_value(item))
     return args, kwargs
+
+
+_PARAMETER_KINDS = inspect.Parameter
+
+
+def _check_arguments(signature: str, args: list[Any], kwargs: dict[str, Any]) -> str | None:
+    """Why ``args`` and ``kwargs`` do not fit a method's ``signature`` text, or None.
+
+    The text is the device's own description, e.g. ``(x: float, y: float = 0) -> float``; it
+    is only parsed, never run. A signature that cannot be read (a deployed server has none)
+    lets everything through, for the device to judge.
+    """
+    try:
+        tree = ast.parse(f"def method{signature}: ...")
+    except (SyntaxError, ValueError, RecursionError):
+        return None
+    function = tree.body[0]
+    if not isinstance(function, ast.FunctionDef):
+        return None
+    spec = function.args
+    positional = [*spec.posonlyargs, *spec.args]
+    first_default = len(positional) - len(spec.defaults)
+    required = inspect.Parameter.empty
+    parameters = [
+        inspect.Parameter(
+            argument.arg,
+            _PARAMETER_KINDS.POSITIONAL_ONLY
+            if index < len(spec.posonlyargs)
+            else _PARAMETER_KINDS.POSITIONAL_OR_KEYWORD,
+            default=required if index < first_default else None,
+        )
+        for index, argument in enumerate(positional)
+    ]
+    if spec.vararg is not None:
+        parameters.append(inspect.Parameter(spec.vararg.arg, _PARAMETER_KINDS.VAR_POSITIONAL))
+    parameters.extend(
+        inspect.Parameter(
+            argument.arg,
+            _PARAMETER_KINDS.KEYWORD_ONLY,
+            default=required if default is None else None,
+        )
+        for argument, default in zip(spec.kwonlyargs, spec.kw_defaults, strict=True)
+    )
+    if spec.kwarg is not None:
+        parameters.append(inspect.Parameter(spec.kwarg.arg, _PARAMETER_KINDS.VAR_KEYWORD))
+    try:
+        inspect.Signature(parameters).bind(*args, **kwargs)
+    except TypeError as exc:
+        return str(exc)
+    except ValueError:  # parameters the device described in an order Python refuses
+        return None
+    return None
 
 
 def _human_bytes(count: float) -> str:
@@ -582,6 +674,16 @@ def cmd_call(args: argparse.Namespace, ctx: _Context) -> int:
         methods = [*inventory["json_methods"], *buffer_methods]
         label = _device_label(client, args.device)
         _check_name("method", args.method, methods, label)
+        signature = _method_rows(inventory, inventory.get("details") or {})[args.method][
+            "signature"
+        ]
+        problem = _check_arguments(signature, call_args, call_kwargs)
+        if problem is not None:
+            raise CommandError(
+                f"{label}.{args.method}{signature}: {problem}",
+                EXIT_USAGE,
+                f"see `labwire info {args.device}`",
+            )
         timeout_ms = None if args.timeout is None else int(args.timeout * 1000)
         override = (
             client.override_timeout(timeout_ms)
