@@ -1,9 +1,10 @@
 """Rig coordination against raw pyzmq: one push to 8 rigs, replies collated.
 
-A peer subprocess serves 8 labwire rig services (each on labwire's transport and on the
-deployed UDP protocol) and 8 raw pyzmq REP sockets. Here, alternating in short rounds so both
-see the same machine load: ``Auxiliaries.push(..., wait=True)`` to the 8 rigs, and the raw
-baseline: one REQ round trip per rig, the 8 requests sent before the 8 replies are read.
+Each of 8 peer subprocesses (one per rig, as each rig is its own PC) serves a labwire rig
+service (on labwire's transport and on the deployed UDP protocol) and a raw pyzmq REP socket.
+Here, alternating in short rounds so both see the same machine load:
+``Auxiliaries.push(..., wait=True)`` to the 8 rigs, and the raw baseline: one REQ round trip
+per rig, the 8 requests sent before the 8 replies are read.
 
     python -m benchmarks.rigs_bench [--quick]
 """
@@ -41,40 +42,35 @@ def _row(
 
 
 def _serve_peer() -> None:
-    """The peer process: 8 rig services and 8 raw REP sockets, until stdin closes."""
+    """A peer process: one rig service and one raw REP socket, until stdin closes."""
     from labwire.rigs import RigService
 
-    rigs = [
-        RigService(f"rig{i}", udp="udp://127.0.0.1:0", url="tcp://127.0.0.1:0").start()
-        for i in range(RIGS)
-    ]
+    rig = RigService("rig", udp="udp://127.0.0.1:0", url="tcp://127.0.0.1:0").start()
     context = zmq.Context()
-    reps = []
-    for _ in range(RIGS):
-        rep = context.socket(zmq.REP)
-        rep.bind("tcp://127.0.0.1:*")
-        reps.append(rep)
+    rep = context.socket(zmq.REP)
+    rep.bind("tcp://127.0.0.1:*")
+    stop = threading.Event()
 
-    def echo(rep: zmq.Socket[bytes]) -> None:
-        while True:
-            try:
+    def echo() -> None:
+        while not stop.is_set():
+            if rep.poll(100):
                 rep.send(rep.recv())
-            except zmq.ZMQError:
-                return
+        rep.close(linger=0)
 
-    for rep in reps:
-        threading.Thread(target=echo, args=(rep,), daemon=True).start()
+    thread = threading.Thread(target=echo, daemon=True)
+    thread.start()
     ready = {
-        "tcp": [rig.endpoint for rig in rigs],
-        "udp": [rig.udp_endpoint for rig in rigs],
-        "raw": [rep.getsockopt(zmq.LAST_ENDPOINT).decode() for rep in reps],
+        "tcp": [rig.endpoint],
+        "udp": [rig.udp_endpoint],
+        "raw": [rep.getsockopt(zmq.LAST_ENDPOINT).decode()],
     }
     sys.stdout.write(json.dumps(ready) + "\n")
     sys.stdout.flush()
     sys.stdin.read()
-    for rig in rigs:
-        rig.close()
-    context.destroy(linger=0)
+    stop.set()
+    thread.join(2)
+    rig.close()
+    context.term()
 
 
 def _samples(call: Callable[[], Any], count: int) -> list[float]:
@@ -90,22 +86,28 @@ def _samples(call: Callable[[], Any], count: int) -> list[float]:
 def run(quick: bool = False) -> list[dict[str, Any]]:
     """Measure a push to 8 rigs over each link against raw round trips."""
     pushes = 100 if quick else 1000
-    peer = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.rigs_bench", "--peer"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    peers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.rigs_bench", "--peer"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(RIGS)
+    ]
     context = zmq.Context()
     try:
-        assert peer.stdout is not None
-        endpoints = json.loads(peer.stdout.readline())
+        endpoints: dict[str, list[str]] = {"tcp": [], "udp": [], "raw": []}
+        for peer in peers:
+            assert peer.stdout is not None
+            for key, values in json.loads(peer.stdout.readline()).items():
+                endpoints[key] += values
         reqs = []
         for url in endpoints["raw"]:
             req = context.socket(zmq.REQ)
             req.connect(url)
             reqs.append(req)
-        message = b'[32,0]'
+        message = b"[32,0]"
 
         def raw_round() -> None:
             for req in reqs:
@@ -142,15 +144,17 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         return rows
     finally:
         context.destroy(linger=0)
-        if peer.stdin is not None:
-            peer.stdin.close()
-        try:
-            peer.wait(5)
-        except subprocess.TimeoutExpired:
-            peer.kill()
-            peer.wait(5)
-        if peer.stdout is not None:
-            peer.stdout.close()
+        for peer in peers:
+            if peer.stdin is not None:
+                peer.stdin.close()
+        for peer in peers:
+            try:
+                peer.wait(5)
+            except subprocess.TimeoutExpired:
+                peer.kill()
+                peer.wait(5)
+            if peer.stdout is not None:
+                peer.stdout.close()
 
 
 if __name__ == "__main__":

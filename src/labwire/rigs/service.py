@@ -402,24 +402,23 @@ class RigService:
         endpoint = self._udp
         assert endpoint is not None
         try:
-            try:
-                items = await asyncio.to_thread(
-                    self._handle_code, datagram.code, list(datagram.items)
-                )
-                reply = encode_datagram(datagram.code, items)
-            except Exception as exc:
-                _log.info("[%s] refused %s from %s: %s", self.name, datagram.code, addr, exc)
-                endpoint.send(encode_error(type(exc).__name__, str(exc), datagram.code), addr)
-                return
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.reply_timeout
-            if not await endpoint.confirmed_send(reply, addr, deadline):
-                _log.warning(
-                    "[%s] %s:%s did not confirm the reply to code %d within %.1f s",
-                    self.name,
-                    *addr,
-                    datagram.code,
-                    self.reply_timeout,
-                )
+            items = await asyncio.to_thread(self._handle_code, datagram.code, list(datagram.items))
+            reply = encode_datagram(datagram.code, items)
+        except Exception as exc:
+            _log.info("[%s] refused %s from %s: %s", self.name, datagram.code, addr, exc)
+            endpoint.send(encode_error(type(exc).__name__, str(exc), datagram.code), addr)
+            return
         finally:
+            # Resends of the request are only echoed while it is handled. From the reply on,
+            # the same bytes are a new request: a coordinator may send it again as soon as it
+            # has the reply, before this reply's confirmation has been processed here.
             endpoint.done(data, addr)
+        deadline = asyncio.get_running_loop().time() + self.reply_timeout
+        if not await endpoint.confirmed_send(reply, addr, deadline):
+            _log.warning(
+                "[%s] %s:%s did not confirm the reply to code %d within %.1f s",
+                self.name,
+                *addr,
+                datagram.code,
+                self.reply_timeout,
+            )
