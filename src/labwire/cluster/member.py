@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import inspect
 import ipaddress
 import itertools
 import logging
@@ -50,7 +51,7 @@ import traceback
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from labwire.cluster.looper import Looper
 from labwire.cluster.net import (
@@ -60,7 +61,7 @@ from labwire.cluster.net import (
     data_link_host,
     open_beacon_socket,
 )
-from labwire.cluster.util import as_coroutine, debug, seconds_of
+from labwire.cluster.util import debug, seconds_of
 from labwire.config import Settings, default_settings
 from labwire.errors import (
     CallTimeout,
@@ -76,6 +77,7 @@ from labwire.transport import SocketType
 from labwire.transport.aio import AsyncSocket as ZmqSocket
 from labwire.transport.aio import AsyncTransport
 from labwire.transport.security import Security, public_key_from_secret
+from labwire.transport.waiting import recv_waiting
 from labwire.wire.cluster import (
     MAX_BEACON_BYTES,
     Answer,
@@ -107,6 +109,8 @@ BEACON_INTERVAL = 0.5
 TIMEOUT = 5.0
 #: Events queued per peer before new ones are dropped.
 EVENT_HWM = 10_000
+#: Most messages handled in a row before the loop gets a turn.
+_BURST = 256
 
 
 class Error(LabwireError):
@@ -266,7 +270,7 @@ class Member(Looper):
         self._wanted: set[str] = set()
         self._subscriptions: dict[str, list[Callback]] = {}
         self._receivers: dict[str, list[Callback]] = {}
-        self._request_endpoints: dict[str, Callable[..., Awaitable[Any]]] = {}
+        self._request_endpoints: dict[str, Callback] = {}
         self._catalog_version = 0
         self._links: dict[str, _Link] = {}
         self._conflicts: set[str] = set()
@@ -342,7 +346,7 @@ class Member(Looper):
         """
         if not isinstance(endpoint, str) or not endpoint:
             raise ConfigurationError(f"endpoint must be a non-empty string, got {endpoint!r}")
-        self._request_endpoints[endpoint] = as_coroutine(callback)
+        self._request_endpoints[endpoint] = callback
         self._catalog_changed()
 
     def try_peer(self, peer: str) -> Peer:
@@ -599,8 +603,15 @@ class Member(Looper):
                     f"{what}: no connection to member {link.name!r} at {link.url} within "
                     f"{self.timeout:g} s"
                 )
-            with contextlib.suppress(ClosedError):
+            try:
                 await sock.poll(max(1, int(remaining * 1000)), writable=True)
+            except ClosedError:
+                continue
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+                continue  # the link closed under the wait (the peer left): checked above
 
     def _push_catalog(self) -> None:
         if not self._links:
@@ -677,15 +688,12 @@ class Member(Looper):
         deadline = self.loop.time() + self.timeout
         future: asyncio.Future[Answer] = self.loop.create_future()
         link.pending[request_id] = future
+        timer = self.loop.call_at(deadline, _time_out, future, what, self.timeout)
         try:
             await self._send_within(link, frame, deadline, what)
-            try:
-                answer = await asyncio.wait_for(future, max(0.0, deadline - self.loop.time()))
-            except TimeoutError:
-                raise CallTimeout(
-                    f"{what}: no answer within {self.timeout:g} s (outcome unknown)"
-                ) from None
+            answer = await future
         finally:
+            timer.cancel()
             link.pending.pop(request_id, None)
         return _outcome(answer, what)
 
@@ -694,29 +702,30 @@ class Member(Looper):
     async def _read_link(self, link: _Link) -> None:
         sock = link.socket
         assert sock is not None
-        limits = self._settings.limits
         while True:
-            frames = await sock.recv()
-            if frames is None:
-                continue
-            try:
-                if len(frames) != 1:
-                    raise ProtocolError(f"expected 1 frame, got {len(frames)}")
-                message = decode_message(frames[0], limits)
-            except ProtocolError as exc:
-                self.stats["bad_messages"] += 1
-                debug(f"{self.name}: bad message from {link.name}: {exc}")
-                continue
-            if isinstance(message, Answer):
-                future = link.pending.get(message.id)
-                if future is None or future.done():
-                    self.stats["late_answers"] += 1
-                else:
-                    future.set_result(message)
-            elif isinstance(message, Catalog):
-                self._apply_catalog(message)
+            await sock.poll(None)
+            for frames in recv_waiting(sock, _BURST):
+                self._read_one(link, frames)
+
+    def _read_one(self, link: _Link, frames: list[memoryview]) -> None:
+        try:
+            if len(frames) != 1:
+                raise ProtocolError(f"expected 1 frame, got {len(frames)}")
+            message = decode_message(frames[0], self._settings.limits)
+        except ProtocolError as exc:
+            self.stats["bad_messages"] += 1
+            debug(f"{self.name}: bad message from {link.name}: {exc}")
+            return
+        if isinstance(message, Answer):
+            future = link.pending.get(message.id)
+            if future is None or future.done():
+                self.stats["late_answers"] += 1
             else:
-                self.stats["bad_messages"] += 1
+                future.set_result(message)
+        elif isinstance(message, Catalog):
+            self._apply_catalog(message)
+        else:
+            self.stats["bad_messages"] += 1
 
     def _apply_catalog(self, catalog: Catalog) -> None:
         link = self._links.get(catalog.sender)
@@ -732,22 +741,21 @@ class Member(Looper):
         router = self._router
         if router is None:
             return
-        limits = self._settings.limits
         while True:
-            frames = await router.recv()
-            if frames is None:
-                continue
-            try:
-                if len(frames) != 2:
-                    raise ProtocolError(
-                        f"expected 1 frame after the routing id, got {len(frames) - 1}"
-                    )
-                message = decode_message(frames[1], limits)
-            except ProtocolError as exc:
-                self.stats["bad_messages"] += 1
-                debug(f"{self.name}: bad message on the data link: {exc}")
-                continue
-            self._handle(bytes(frames[0]), message)
+            await router.poll(None)
+            for frames in recv_waiting(router, _BURST):
+                self._serve_one(frames)
+
+    def _serve_one(self, frames: list[memoryview]) -> None:
+        try:
+            if len(frames) != 2:
+                raise ProtocolError(f"expected 2 frames (routing id, message), got {len(frames)}")
+            message = decode_message(frames[1], self._settings.limits)
+        except ProtocolError as exc:
+            self.stats["bad_messages"] += 1
+            debug(f"{self.name}: bad message on the data link: {exc}")
+            return
+        self._handle(bytes(frames[0]), message)
 
     def _handle(self, identity: bytes, message: Message) -> None:
         if isinstance(message, Event):
@@ -760,7 +768,7 @@ class Member(Looper):
                 self.stats["unhandled"] += 1
                 debug(f"{self.name}: no receiver for {event}")
         elif isinstance(message, Call):
-            self._spawn_handler(self._answer(identity, message))
+            self._answer(identity, message)
         elif isinstance(message, CatalogQuery):
             self._reply(identity, encode_message(self._catalog()))
         elif isinstance(message, Catalog):
@@ -794,39 +802,63 @@ class Member(Looper):
         if router is None or not router.send_nowait((identity, frame)):
             debug(f"{self.name}: an answer could not be queued (requester gone)")
 
-    async def _answer(self, identity: bytes, call: Call) -> None:
+    def _answer(self, identity: bytes, call: Call) -> None:
+        """Run a request's handler: a function at once, a coroutine in a task of its own."""
         handler = self._request_endpoints.get(call.endpoint)
         if handler is None:
             endpoints = ", ".join(sorted(self._request_endpoints)) or "none"
-            answer = Answer(
-                self.name,
-                self.uid,
-                call.id,
-                "not_found",
-                error_type="NotFound",
-                error=f"{self.name!r} has no request endpoint {call.endpoint!r} "
-                f"(its endpoints: {endpoints})",
-            )
+            message = f"{self.name!r} has no request endpoint {call.endpoint!r} (its endpoints: "
+            self._reply_failure(identity, call, "not_found", "NotFound", f"{message}{endpoints})")
+            return
+        try:
+            result = handler(*call.args, **call.kwargs)
+        except Exception as exc:
+            self._reply_exception(identity, call, exc)
+            return
+        if inspect.isawaitable(result):
+            self._spawn_handler(self._answer_later(identity, call, result))
         else:
-            try:
-                value = await handler(*call.args, **call.kwargs)
-                answer = Answer(self.name, self.uid, call.id, "ok", value)
-                frame = encode_message(answer)
-            except Exception as exc:
-                answer = Answer(
-                    self.name,
-                    self.uid,
-                    call.id,
-                    "error",
-                    error_type=type(exc).__name__,
-                    error=str(exc),
-                    traceback=traceback.format_exc(),
-                )
-                _log.info("%s: request %s raised %r", self.name, call.endpoint, exc)
-            else:
-                self._reply(identity, frame)
-                return
+            self._reply_value(identity, call, result)
+
+    async def _answer_later(self, identity: bytes, call: Call, result: Awaitable[Any]) -> None:
+        try:
+            value = await result
+        except Exception as exc:
+            self._reply_exception(identity, call, exc)
+        else:
+            self._reply_value(identity, call, value)
+
+    def _reply_value(self, identity: bytes, call: Call, value: Any) -> None:
+        try:
+            frame = encode_message(Answer(self.name, self.uid, call.id, "ok", value))
+        except TypeError as exc:
+            self._reply_exception(identity, call, exc)
+            return
+        self._reply(identity, frame)
+
+    def _reply_exception(self, identity: bytes, call: Call, exc: Exception) -> None:
+        _log.info("%s: request %s raised %r", self.name, call.endpoint, exc)
+        trace = "".join(traceback.format_exception(exc))
+        self._reply_failure(identity, call, "error", type(exc).__name__, str(exc), trace)
+
+    def _reply_failure(
+        self,
+        identity: bytes,
+        call: Call,
+        status: Literal["not_found", "error"],
+        error_type: str,
+        error: str,
+        trace: str = "",
+    ) -> None:
+        answer = Answer(self.name, self.uid, call.id, status, None, error_type, error, trace)
         self._reply(identity, encode_message(answer))
+
+
+def _time_out(future: asyncio.Future[Answer], what: str, timeout: float) -> None:
+    if not future.done():
+        future.set_exception(
+            CallTimeout(f"{what}: no answer within {timeout:g} s (outcome unknown)")
+        )
 
 
 def _pattern(text: object, what: str) -> str:

@@ -400,6 +400,12 @@ def encode_message(message: Message) -> bytes:
     return encode_json(message)
 
 
+_KINDS: dict[str, type[Message]] = {
+    kind.__struct_config__.tag: kind  # type: ignore[misc]
+    for kind in (Event, Direct, Call, Answer, CatalogQuery, Catalog)
+}
+
+
 def decode_message(frame: bytes | memoryview, limits: Limits) -> Message:
     """Decode and validate one data-link frame.
 
@@ -407,8 +413,11 @@ def decode_message(frame: bytes | memoryview, limits: Limits) -> Message:
         ProtocolError: The frame is not a valid message; the message says why.
     """
     value = decode_json(frame, limits)
+    tag = value.get("kind") if isinstance(value, dict) else None
+    kind = _KINDS.get(tag) if isinstance(tag, str) else None
+    if kind is None:
+        raise ProtocolError("a cluster message is a JSON object with a known 'kind'")
     try:
-        message: Message = msgspec.convert(value, Message)
+        return msgspec.convert(value, kind)
     except msgspec.ValidationError as exc:
         raise ProtocolError(f"invalid cluster message: {exc}") from None
-    return message
