@@ -421,3 +421,14 @@ def test_text_from_the_network_is_shown_as_text(tmp_path: Path) -> None:
     for shown in ("[/x]", "[red]red[/red]", "[width, height]", "\\x1b[2J", "[red]\\u001b[31mlabel"):
         assert shown in info.stdout
     assert "\x1b" not in info.stdout and "\u202e" not in info.stdout
+
+
+def test_a_secure_folder_that_does_not_exist_is_refused_not_made(tmp_path: Path) -> None:
+    typo = tmp_path / "lab-kyes"
+    result = labwire("ls", "--secure", str(typo), "--registry", UNREACHABLE)
+    assert result.returncode == 5
+    assert f"no key folder {typo}" in result.stderr and "labwire keys new" in result.stderr
+    assert not typo.exists()
+    assert labwire("keys", "new", "labwire", "--dir", str(typo)).returncode == 0
+    made = labwire("ls", "--secure", str(typo), "--registry", UNREACHABLE, "--timeout", "0.3")
+    assert made.returncode == 4, made.stderr

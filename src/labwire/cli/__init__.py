@@ -158,7 +158,11 @@ def _context(args: argparse.Namespace) -> _Context:
     if secure is not None:
         from labwire.transport.security import Security
 
-        settings = settings.replace(security=Security.from_folder(Path(secure).expanduser()))
+        # Keys are made on first use in the default folder and by the demo; a folder named
+        # on the command line must exist, so a typo is not taken for a new lab.
+        create = secure == str(DEFAULT_KEYS_DIR) or args.command == "demo"
+        security = Security.from_folder(Path(secure).expanduser(), create=create)
+        settings = settings.replace(security=security)
     registry = getattr(args, "registry", None)
     registry_url = registry if isinstance(registry, str) and registry else settings.registry_url
     from labwire.transport import parse_endpoint
@@ -1141,8 +1145,9 @@ def _add_common(parser: argparse.ArgumentParser, *, registry: bool = True) -> No
         metavar="DIR",
         nargs="?",
         const=str(DEFAULT_KEYS_DIR),
-        help="CurveZMQ security with the keys in DIR (made on first use; "
-        f"default {DEFAULT_KEYS_DIR})",
+        help="CurveZMQ security with the lab's keys in DIR (default "
+        f"{DEFAULT_KEYS_DIR}, made on first use; another DIR must exist: "
+        "`labwire keys new labwire --dir DIR` starts one)",
     )
     parser.add_argument(
         "--timeout", type=float, metavar="S", help="seconds to wait for answers (default 2)"

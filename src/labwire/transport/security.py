@@ -538,13 +538,31 @@ class Security:
         return Security(**fields)
 
     @classmethod
-    def from_folder(cls, folder: str | os.PathLike[str], name: str = "labwire") -> Security:
+    def from_folder(
+        cls, folder: str | os.PathLike[str], name: str = "labwire", *, create: bool = True
+    ) -> Security:
         """Settings for a lab that keeps its keys in one folder (what ``--secure`` uses).
 
-        The keypair ``NAME`` in ``folder`` is generated on first use; this process uses it as
-        its own key and as the server key it expects; clients whose ``.key`` file is in the
-        folder are accepted.
+        This process uses the keypair ``NAME`` in ``folder`` as its own key and as the server
+        key it expects; clients whose ``.key`` file is in the folder are accepted.
+
+        Args:
+            folder: The folder of the lab's keys.
+            name: The keypair's name.
+            create: Make the folder and the keypair when they do not exist yet; when False, a
+                missing one is an error (so a mistyped folder is not taken for a new lab).
+
+        Raises:
+            SecurityConfigError: The keys cannot be read or made, or ``create`` is False and
+                the folder or its keypair does not exist.
         """
+        directory = Path(folder).expanduser()
+        if not create and not (directory / f"{name}{SECRET_KEY_SUFFIX}").exists():
+            what = "folder" if not directory.is_dir() else f"keypair {name!r} in the folder"
+            raise SecurityConfigError(
+                f"no key {what} {directory}: is the path right? To start a new lab's keys "
+                f"there, run `labwire keys new {name} --dir {directory}`"
+            )
         _, secret_path = ensure_keypair(folder, name)
         secret_key = load_secret_key(secret_path)
         return cls(
