@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from labwire.testing import NamespaceNetwork, namespaces_unavailable
-from tests.cluster.conftest import EXPIRY
+from tests.cluster.conftest import EXPIRY, wait_for
 from tests.cluster.peer import Peer
 
 SUBNET = "10.78.0.0/24"
@@ -26,6 +26,11 @@ def network() -> Iterator[NamespaceNetwork]:
         pytest.skip(f"multi-host tests need network namespaces: {reason}")
     with NamespaceNetwork(SUBNET) as net:
         yield net
+
+
+def rejected(peer: Peer) -> int:
+    stats: dict[str, int] = json.loads(peer.ask("stats", "STATS"))
+    return stats.get("rejected_beacons", 0)
 
 
 def test_group_across_hosts_with_key_cut_and_heal(network: NamespaceNetwork, group: str) -> None:
@@ -55,8 +60,8 @@ def test_group_across_hosts_with_key_cut_and_heal(network: NamespaceNetwork, gro
         assert logger.expect("EVENT") == 'gps/GPSPosition {"lat": 52.13, "lon": -106.63}'
 
         assert stranger.peers() == []
-        assert json.loads(stranger.ask("stats", "STATS"))["rejected_beacons"] > 0
-        assert json.loads(nav.ask("stats", "STATS"))["rejected_beacons"] > 0
+        wait_for(lambda: rejected(stranger) > 0, what="the stranger rejects our beacons")
+        wait_for(lambda: rejected(nav) > 0, what="nav rejects the stranger's beacons")
 
         gps_host.cut()
         nav.wait_peers({"logger"}, timeout=EXPIRY + 5)
@@ -65,6 +70,7 @@ def test_group_across_hosts_with_key_cut_and_heal(network: NamespaceNetwork, gro
         gps_host.heal()
         nav.wait_peers({"gps", "logger"})
         assert nav.request("gps whoami") == ("RESULT", json.dumps(["gps", gps.pid]))
+        gps.wait_peers({"nav", "logger"})  # gps knows nav's subscriptions again
         gps.send("publish GPSPosition 2")
         assert nav.expect("EVENT") == "gps/GPSPosition 2"
     finally:

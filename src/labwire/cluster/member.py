@@ -73,11 +73,9 @@ from labwire.errors import (
     RemoteError,
     Unavailable,
 )
-from labwire.transport import SocketType
-from labwire.transport.aio import AsyncSocket as ZmqSocket
-from labwire.transport.aio import AsyncTransport
+from labwire.transport import Socket, SocketType, Transport
 from labwire.transport.security import Security, public_key_from_secret
-from labwire.transport.waiting import recv_waiting
+from labwire.transport.waiting import POLLIN, POLLOUT, Waker, recv_waiting
 from labwire.wire.cluster import (
     MAX_BEACON_BYTES,
     Answer,
@@ -167,7 +165,8 @@ class _Link:
         self.receivers: tuple[str, ...] = ()
         self.matches: dict[str, bool] = {}
         self.pending: dict[int, asyncio.Future[Answer]] = {}
-        self.socket: ZmqSocket | None = None
+        self.socket: Socket | None = None
+        self.waker: Waker | None = None
         self.reader: asyncio.Task[None] | None = None
 
     @property
@@ -275,9 +274,10 @@ class Member(Looper):
         self._links: dict[str, _Link] = {}
         self._conflicts: set[str] = set()
         self._ids = itertools.count(1)
-        self._router: ZmqSocket | None = None
+        self._router: Socket | None = None
+        self._router_waker: Waker | None = None
         self._udp: AsyncSocket | None = None
-        self._transport: AsyncTransport | None = None
+        self._transport: Transport | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
         self.create_daemon(self._send_beacons)
         self.create_daemon(self._receive_beacons)
@@ -305,7 +305,7 @@ class Member(Looper):
     @property
     def data_port(self) -> int:
         """The TCP port of this member's data link (0 before :meth:`start`)."""
-        return 0 if self._router is None else int(self._router.endpoint.rpartition(":")[2])
+        return 0 if self._router is None else self._router.port
 
     def is_wanted(self, name: str) -> bool:
         """Whether this member wants traffic from the member called ``name``.
@@ -405,7 +405,7 @@ class Member(Looper):
         self._open()
 
     def _open(self) -> None:
-        transport = AsyncTransport(None, self._settings)
+        transport = Transport(None, self._settings)
         router = transport.bind(SocketType.ROUTER, f"tcp://{data_link_host(self.network)}:0")
         try:
             udp = open_beacon_socket(self.port)
@@ -413,6 +413,7 @@ class Member(Looper):
             router.close(0)
             raise
         self._transport, self._router, self._udp = transport, router, udp
+        self._router_waker = Waker(router, self.loop)
         debug(f"{self.name}: data link {router.endpoint}, beacons on UDP {self.port}")
 
     def stop(self) -> None:
@@ -434,6 +435,9 @@ class Member(Looper):
             task.cancel()
         for name in list(self._links):
             self._drop(name, ClosedError(f"member {self.name!r} stopped"))
+        if self._router_waker is not None:
+            self._router_waker.close()
+            self._router_waker = None
         if self._router is not None:
             self._router.close(0)
             self._router = None
@@ -542,6 +546,7 @@ class Member(Looper):
         if link.server_key:
             options["server_key"] = link.server_key
         link.socket = self._transport.connect(SocketType.DEALER, link.url, **options)
+        link.waker = Waker(link.socket, self.loop)
         link.reader = self.loop.create_task(self._read_link(link))
 
     def _move(self, link: _Link, address: str, port: int) -> None:
@@ -555,6 +560,9 @@ class Member(Looper):
         if link.reader is not None:
             link.reader.cancel()
             link.reader = None
+        if link.waker is not None:
+            link.waker.close()
+            link.waker = None
         if link.socket is not None:
             link.socket.close(0)
             link.socket = None
@@ -590,28 +598,21 @@ class Member(Looper):
 
     def _send_nowait(self, link: _Link, frame: bytes) -> bool:
         sock = link.socket
-        return sock is not None and sock.send_nowait((frame,))
+        return sock is not None and sock.send((frame,), nowait=True)
 
     async def _send_within(self, link: _Link, frame: bytes, deadline: float, what: str) -> None:
         while not self._send_nowait(link, frame):
             remaining = deadline - self.loop.time()
-            sock = link.socket
-            if remaining <= 0 or sock is None:
+            waker = link.waker
+            if remaining <= 0 or waker is None:
                 if self._links.get(link.name) is not link:
                     raise Unavailable(f"{what}: member {link.name!r} left the group")
                 raise CallTimeout(
                     f"{what}: no connection to member {link.name!r} at {link.url} within "
                     f"{self.timeout:g} s"
                 )
-            try:
-                await sock.poll(max(1, int(remaining * 1000)), writable=True)
-            except ClosedError:
-                continue
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise
-                continue  # the link closed under the wait (the peer left): checked above
+            with contextlib.suppress(ClosedError):  # the link closed: checked above
+                await waker.wait(POLLOUT, remaining)
 
     def _push_catalog(self) -> None:
         if not self._links:
@@ -700,12 +701,12 @@ class Member(Looper):
     # ------------------------------------------------------------------ incoming
 
     async def _read_link(self, link: _Link) -> None:
-        sock = link.socket
-        assert sock is not None
+        sock, waker = link.socket, link.waker
+        assert sock is not None and waker is not None
         while True:
-            await sock.poll(None)
             for frames in recv_waiting(sock, _BURST):
                 self._read_one(link, frames)
+            await _next_burst(waker)
 
     def _read_one(self, link: _Link, frames: list[memoryview]) -> None:
         try:
@@ -738,13 +739,13 @@ class Member(Looper):
         link.matches.clear()
 
     async def _serve(self) -> None:
-        router = self._router
-        if router is None:
+        router, waker = self._router, self._router_waker
+        if router is None or waker is None:
             return
         while True:
-            await router.poll(None)
             for frames in recv_waiting(router, _BURST):
                 self._serve_one(frames)
+            await _next_burst(waker)
 
     def _serve_one(self, frames: list[memoryview]) -> None:
         try:
@@ -799,7 +800,7 @@ class Member(Looper):
 
     def _reply(self, identity: bytes, frame: bytes) -> None:
         router = self._router
-        if router is None or not router.send_nowait((identity, frame)):
+        if router is None or not router.send((identity, frame), nowait=True):
             debug(f"{self.name}: an answer could not be queued (requester gone)")
 
     def _answer(self, identity: bytes, call: Call) -> None:
@@ -852,6 +853,14 @@ class Member(Looper):
     ) -> None:
         answer = Answer(self.name, self.uid, call.id, status, None, error_type, error, trace)
         self._reply(identity, encode_message(answer))
+
+
+async def _next_burst(waker: Waker) -> None:
+    """Wait until more messages are waiting (at once if some still are: a turn for others)."""
+    if waker.events() & POLLIN:
+        await asyncio.sleep(0)
+    else:
+        await waker.wait(POLLIN)
 
 
 def _time_out(future: asyncio.Future[Answer], what: str, timeout: float) -> None:
