@@ -288,7 +288,7 @@ def test_watch_of_an_unreachable_registry_exits_4() -> None:
 def test_registry_serves_until_terminated(running: Callable[..., Running]) -> None:
     registry = running("registry", "--bind", "tcp://127.0.0.1:0", "--json")
     ready = json.loads(registry.line())
-    assert ready["event"] == "ready"
+    assert ready["event"] == "ready" and ready["secure"] is False
     with SimStage(None, "tcp://127.0.0.1:0") as stage:
         stage.register_to_registry("stage", "stage", ready["url"])
         with RegistryClient(ready["url"]) as client:

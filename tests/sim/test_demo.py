@@ -81,6 +81,7 @@ def test_demo_scans_and_saves_every_image(tmp_path: Path) -> None:
         assert row in result.stdout
     assert "latency median" in result.stdout and "p99" in result.stdout
     assert "3 (camera, controller, stage)" in result.stdout
+    assert "not secured" in result.stdout
 
 
 def test_demo_runs_encrypted_with_secure(tmp_path: Path) -> None:
@@ -89,6 +90,7 @@ def test_demo_runs_encrypted_with_secure(tmp_path: Path) -> None:
     result = _run_demo("--positions", "3", "--out", str(out), "--secure", str(keys))
     assert result.returncode == 0, result.stderr
     _check_output_folder(out, 3)
+    assert "secured (CurveZMQ)" in result.stdout and "not secured" not in result.stdout
     assert (keys / "labwire.key").exists()
     assert (keys / "labwire.key_secret").stat().st_mode & 0o077 == 0
 

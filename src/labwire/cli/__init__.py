@@ -151,6 +151,11 @@ class _Context:
     def client_timeout_ms(self) -> int:
         return int(self.query_timeout * 1000)
 
+    @property
+    def security_banner(self) -> str:
+        """Whether this process's sockets are secured, as banners and summaries say it."""
+        return "secured (CurveZMQ)" if self.settings.security is not None else "not secured"
+
 
 def _context(args: argparse.Namespace) -> _Context:
     settings = default_settings()
@@ -530,12 +535,13 @@ def cmd_registry(args: argparse.Namespace, ctx: _Context) -> int:
             "url": registry.url,
             "endpoint": registry.endpoint,
             "event_endpoint": registry.event_endpoint,
+            "secure": ctx.settings.security is not None,
             "pid": os.getpid(),
         }
         printer.emit(
             ready,
-            f"registry listening on {registry.endpoint} (clients here use {registry.url}); "
-            "Ctrl-C to stop",
+            f"registry listening on {registry.endpoint} (clients here use {registry.url}), "
+            f"{ctx.security_banner}; Ctrl-C to stop",
         )
         registry.join()
     except KeyboardInterrupt:
@@ -984,11 +990,14 @@ def cmd_sim(args: argparse.Namespace, ctx: _Context) -> int:
             "endpoint": endpoint,
             "bound": server.endpoint,
             "registry": registry,
+            "secure": ctx.settings.security is not None,
             "pid": os.getpid(),
         }
         where = f"registered as {name!r} at {registry}" if registry else "not registered"
         _LinePrinter(ctx, args.json, None).emit(
-            ready, f"simulated {args.kind} serving on {endpoint}, {where}; Ctrl-C to stop"
+            ready,
+            f"simulated {args.kind} serving on {endpoint}, {where}, {ctx.security_banner}; "
+            "Ctrl-C to stop",
         )
         server.wait_stopped()
     except KeyboardInterrupt:
@@ -1114,6 +1123,7 @@ def _demo_summary(ctx: _Context, report: Any) -> None:
         table.add_row("get_image latency p99", f"{latency['p99']:.1f} ms")
     table.add_row("scan time", f"{summary['elapsed_s']:.2f} s")
     table.add_row("metadata", summary["metadata"])
+    table.add_row("security", ctx.security_banner)
     ctx.out.print(table)
 
 
