@@ -419,3 +419,28 @@ def test_member_api(group: str) -> None:
             assert first.is_wanted("second")  # it sent to it
 
     asyncio.run(main())
+
+
+def test_labwire_security_settings_secure_the_data_links(group: str) -> None:
+    from labwire.config import Settings
+    from labwire.transport.security import Security, ephemeral_secret_key
+
+    def secured() -> Settings:
+        return Settings(security=Security(secret_key=ephemeral_secret_key(), allow_any_client=True))
+
+    async def main() -> None:
+        server = make("server", group, settings=secured())
+        client = make("client", group, settings=secured())
+        server.on_request("ping", lambda: "pong")
+        async with running(server, client):
+            await until(knows(client, "server"))
+            assert await client.request("server", "ping") == "pong"
+            context = zmq.Context()
+            plain = context.socket(zmq.DEALER)  # no CurveZMQ: no handshake, no answer
+            plain.connect(f"tcp://127.0.0.1:{server.member.data_port}")
+            plain.send(b'{"kind":"request","sender":"x","uid":"u","id":1,"endpoint":"ping"}')
+            assert plain.poll(300) == 0
+            plain.close(0)
+            context.term()
+
+    asyncio.run(main())
