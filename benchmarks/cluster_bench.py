@@ -5,8 +5,10 @@ also their entry point: ``python -m benchmarks.cluster_bench ROLE ...``). Everyt
 loopback (``127.0.0.0/8``). The raw pyzmq side encodes the same JSON per message, so both
 sides pay for their encoding:
 
-* publish: labwire devices subscribed with a glob pattern vs raw SUB sockets on an XPUB;
-  each subscriber reports what it received and over how long (first to last message);
+* publish: labwire devices subscribed with a glob pattern vs raw SUB sockets on an XPUB,
+  both with 10 000-message queues; the publisher sends as fast as it can, so both drop when a
+  subscriber falls behind (labwire counts its drops). Each subscriber reports what it received
+  and over how long (first to last message); the figure is the median delivered rate;
 * request: one device asking another, in sequence, vs a DEALER asking a ROUTER that echoes;
   short rounds of each alternate, so both see the same machine load;
 * discovery: 20 devices started together in one process, until each knows the 19 others and
@@ -118,7 +120,7 @@ async def _publish_cluster(subscribers: int, count: int) -> tuple[float, float, 
     return rate, received, dropped
 
 
-def _publish_raw(subscribers: int, count: int) -> float:
+def _publish_raw(subscribers: int, count: int) -> tuple[float, float]:
     context = zmq.Context()
     xpub = context.socket(zmq.XPUB)
     xpub.setsockopt(zmq.SNDHWM, 10_000)
@@ -132,12 +134,12 @@ def _publish_raw(subscribers: int, count: int) -> float:
             xpub.recv()
         for index in range(count):
             xpub.send(json.dumps({"seq": index, "value": 1.5}).encode())
-        rate, _ = _rates(processes)
+        rate, received = _rates(processes)
     finally:
         _close(processes)
         xpub.close(0)
         context.term()
-    return rate
+    return rate, received
 
 
 async def _request_rounds(calls: int) -> tuple[list[float], list[float]]:
@@ -208,16 +210,16 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for subscribers in (1, 4):
         rate, received, dropped = asyncio.run(_publish_cluster(subscribers, count))
-        raw_rate = _publish_raw(subscribers, count)
+        raw_rate, raw_received = _publish_raw(subscribers, count)
         rows.append(
             _row(
-                f"cluster publish to {subscribers} sub ({received:.0f}/{count} recv, "
-                f"{dropped} dropped at the publisher)",
+                f"cluster publish to {subscribers} sub (of {count}: {received:.0f} recv, "
+                f"{dropped} dropped by the publisher; raw {raw_received:.0f} recv)",
                 rate,
                 raw_rate,
                 "msg/s",
                 rate / raw_rate,
-                ">= 0.3x",
+                "-",
             )
         )
     labwire_samples, raw_samples = asyncio.run(_request_rounds(calls))
@@ -230,7 +232,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             raw_median * 1e6,
             "us",
             labwire_median / raw_median,
-            "<= 3x",
+            "-",
         )
     )
     rows.append(
