@@ -301,3 +301,31 @@ def test_a_remote_failure_is_a_result_not_a_crash():
                 error = results[name].error
                 assert isinstance(error, RemoteError) and "camera not found" in str(error)
             wait_for(lambda: bad.status is ExpStatus.CONNECTED)
+
+
+def test_identical_requests_and_replies_through_a_lossy_link_never_stall(procs):
+    """EXPSTATUS 0 is answered by the same bytes ([32,0]): echoes must not pass for messages."""
+    _, ready = procs.rig("cam")
+    host, port = ready["udp"][len("udp://") :].split(":")
+    relay = LossyRelay((host, int(port)), every=3)
+    try:
+        with Auxiliaries({"lossy": f"udp://127.0.0.1:{relay.address[1]}"}, timeout=5) as rigs:
+            for _ in range(10):
+                assert rigs.push("EXPSTATUS", 0, wait=True) == {"lossy": [0]}
+    finally:
+        relay.close()
+    assert relay.dropped >= 5
+
+
+def test_a_rig_whose_host_does_not_resolve_is_reported_per_push():
+    with (
+        SimRig("ok") as rig,
+        Auxiliaries(
+            {"ok": rig.udp_endpoint, "lost": "udp://no-such-rig.invalid:11001"}, timeout=1
+        ) as rigs,
+    ):
+        results = rigs.push_results("EXPINTERRUPT")
+        assert results["ok"].data == [0]  # an interrupt is legal before EXPINIT
+        assert results["lost"].outcome == "unavailable"
+        assert "no-such-rig.invalid" in str(results["lost"].error)
+        assert not rigs.is_connected

@@ -5,12 +5,16 @@ Theory of operation
 One :class:`EchoEndpoint` wraps one UDP socket. Sending is *confirmed*: the datagram is sent
 and sent again, with a doubling interval, until the peer echoes the same bytes or the deadline
 passes, so one lost datagram (either way) never ends the link. While a datagram waits for its
-echo, an incoming datagram from that peer counts as the echo only if it is byte-identical to
-what was sent and more copies were sent than echoes came back; anything else is the peer's own
-traffic (for example its reply, overtaking a lost echo) and is handled as such. After a send
-ends, echoes still owed for its resent copies are absorbed for a short grace period, so a late
-echo is never taken for a new message (the deployed wire cannot tell them apart otherwise when
-a reply is byte-identical to its request, as ``[32,0]`` to ``[32,0]``).
+echo, an incoming datagram from that peer counts as an echo only if it is byte-identical to
+what was sent *and* a copy without an echo yet was sent within the last :data:`ECHO_WINDOW`
+seconds (an echo comes back within a round trip, well under that on a lab network); anything
+else is the peer's own traffic (for example its reply, overtaking a lost echo) and is handled
+as such. The window matters when a reply is byte-identical to its request (``[32,0]`` answers
+``[32,0]``), which the deployed wire cannot tell apart otherwise: counting echoes owed for
+copies that were lost would swallow the peer's next message, and taking a late echo for a new
+message would start an endless exchange of echoes. The window is shorter than the first resend
+interval, so a peer's own resend never falls within it. After a send ends, its entry stays for
+one more window to absorb the echo of its last copy.
 
 Every other non-error datagram is echoed back at once, exactly, and handed to the owner's
 ``on_datagram`` callback, unless the same bytes from the same peer are still being handled
@@ -38,17 +42,16 @@ Address = tuple[Any, ...]
 #: First wait for an echo before sending again; doubles up to _RESEND_MAX.
 _RESEND_FIRST = 0.2
 _RESEND_MAX = 1.0
-#: How long echoes of resent copies are still expected after a send ended.
-_ECHO_GRACE = 2 * _RESEND_MAX
+#: Seconds after a copy was sent during which an identical datagram is taken for its echo.
+ECHO_WINDOW = 0.1
 
 
 @dataclass
 class _Outgoing:
     data: bytes
     echoed: asyncio.Future[None]
-    sent: int = 0
-    echoes: int = 0
-    resends: list[int] = field(default_factory=list)
+    #: Loop times at which copies were sent that have no echo yet.
+    unechoed: list[float] = field(default_factory=list)
 
 
 class EchoEndpoint(asyncio.DatagramProtocol):
@@ -145,9 +148,9 @@ class EchoEndpoint(asyncio.DatagramProtocol):
             waiters.add(stop_when)
         try:
             while True:
-                if pending.sent:
+                if pending.unechoed or pending.echoed.done():
                     self.resent += 1
-                pending.sent += 1
+                pending.unechoed.append(loop.time())
                 self.send(data, addr)
                 remaining = deadline - loop.time()
                 if remaining <= 0:
@@ -161,10 +164,8 @@ class EchoEndpoint(asyncio.DatagramProtocol):
         finally:
             if not pending.echoed.done():
                 pending.echoed.cancel()
-            if pending.echoes < pending.sent:
-                # Echoes of the resent copies may still be on their way: absorb them for a
-                # while, so that none is taken for a new message from the peer.
-                loop.call_later(_ECHO_GRACE, self._forget, addr, pending)
+            if pending.unechoed:
+                loop.call_later(ECHO_WINDOW, self._forget, addr, pending)
             else:
                 self._forget(addr, pending)
 
@@ -196,12 +197,18 @@ class EchoEndpoint(asyncio.DatagramProtocol):
         return peer is not None and tuple(peer[:2]) == tuple(addr)
 
     def _receive(self, data: bytes, addr: Address) -> None:
-        for pending in self._outgoing.get(addr, ()):
-            if pending.data == data and pending.echoes < pending.sent:
-                pending.echoes += 1
-                if not pending.echoed.done():
-                    pending.echoed.set_result(None)
-                return
+        outgoing = self._outgoing.get(addr)
+        if outgoing:
+            oldest = asyncio.get_running_loop().time() - ECHO_WINDOW
+            for pending in outgoing:
+                if pending.data != data:
+                    continue
+                pending.unechoed = [sent for sent in pending.unechoed if sent >= oldest]
+                if pending.unechoed:
+                    del pending.unechoed[0]
+                    if not pending.echoed.done():
+                        pending.echoed.set_result(None)
+                    return
         try:
             datagram = decode_datagram(data)
         except ProtocolError as exc:

@@ -67,14 +67,15 @@ class Auxiliaries:
 
     Attributes:
         connected: Set by the loop thread once every link is open.
-        response_received: Set each time a push's results are all in.
+        response_received: Set each time a push's results are all in (cleared while the
+            loop sends the next one).
         stop_event: Once set (by :meth:`close`), the loop stops and cleans up.
         refresh_rate: Kept for compatibility; requests never wait for it (no polling).
         timeout: See above.
 
     Raises:
         ConfigurationError: ``clients`` is not a map of names to valid URIs.
-        Unavailable: A link could not be opened (e.g. a UDP host name does not resolve).
+        Unavailable: The loop thread did not open the links within ``connect_timeout``.
     """
 
     def __init__(
@@ -158,10 +159,9 @@ class Auxiliaries:
     async def create(self) -> None:
         """Open every rig's link, then set :attr:`connected`.
 
-        Called on the loop thread by :meth:`listen`.
-
-        Raises:
-            Unavailable: A link could not be opened.
+        Called on the loop thread by :meth:`listen`. A rig that cannot be reached yet (its
+        host name does not resolve, it is not running) does not stop the others: it is
+        reported in the results of each push until it answers.
         """
         for name, (uri, address) in self._addresses.items():
             self._links[name] = await open_link(
@@ -186,6 +186,7 @@ class Auxiliaries:
                 key, payload, concurrently, timeout, future = item
                 if not future.set_running_or_notify_cancel():
                     continue
+                self.response_received.clear()
                 try:
                     results = await self.send(payload, concurrent=concurrently, timeout=timeout)
                 except BaseException as exc:

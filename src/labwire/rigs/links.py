@@ -71,36 +71,49 @@ class RigLink(ABC):
 
 
 class UdpLink(RigLink):
-    """The deployed UDP protocol to one rig (open it with :meth:`open`)."""
+    """The deployed UDP protocol to one rig.
 
-    def __init__(self, name: str, uri: str) -> None:
+    The socket is opened by :meth:`open` (a host name is resolved then); if that fails, the
+    next request tries again, so a rig whose name did not resolve yet is reported per request
+    instead of failing the whole coordinator.
+    """
+
+    def __init__(self, name: str, uri: str, address: RigAddress) -> None:
         super().__init__(name, uri)
+        self._address = address
         self._endpoint: EchoEndpoint | None = None
         self._peer: Address = ()
         self._lock = asyncio.Lock()
         self._waiting: dict[int, asyncio.Future[list[Any]]] = {}
+        self._closed = False
         self.unsolicited = 0
 
-    @classmethod
-    async def open(cls, name: str, uri: str, address: RigAddress) -> UdpLink:
-        """Open a UDP socket connected to the rig at ``address``.
+    async def open(self) -> EchoEndpoint:
+        """Open the UDP socket connected to the rig (once).
 
         Raises:
-            Unavailable: The host name cannot be resolved.
+            Unavailable: The host name cannot be resolved, or the link is closed.
         """
-        link = cls(name, uri)
+        if self._closed:
+            raise Unavailable(f"the link to rig {self.name!r} is closed")
+        if self._endpoint is not None:
+            return self._endpoint
+        address = self._address
         loop = asyncio.get_running_loop()
         try:
             _, endpoint = await loop.create_datagram_endpoint(
-                lambda: EchoEndpoint(link._on_datagram, name),
+                lambda: EchoEndpoint(self._on_datagram, self.name),
                 remote_addr=(address.host, address.port),
             )
         except OSError as exc:
-            raise Unavailable(f"rig {name!r} at {address.url}: {exc}") from exc
-        link._endpoint = endpoint
+            raise Unavailable(f"rig {self.name!r} at {address.url}: {exc}") from exc
+        if self._closed:
+            endpoint.close()
+            raise Unavailable(f"the link to rig {self.name!r} is closed")
+        self._endpoint = endpoint
         assert endpoint._transport is not None
-        link._peer = tuple(endpoint._transport.get_extra_info("peername")[:2])
-        return link
+        self._peer = tuple(endpoint._transport.get_extra_info("peername")[:2])
+        return endpoint
 
     @property
     def is_connected(self) -> bool:
@@ -109,32 +122,37 @@ class UdpLink(RigLink):
 
     async def request(self, message: ExpMessage, items: list[Any], timeout: float) -> list[Any]:
         """Send one message (resent until confirmed) and wait for the reply of the same code."""
-        endpoint = self._endpoint
-        if endpoint is None or endpoint.closed.done():
-            raise Unavailable(f"the link to rig {self.name!r} is closed")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         data = encode_datagram(message, items)
-        async with self._lock:
-            code = int(message)
-            reply: asyncio.Future[list[Any]] = loop.create_future()
-            self._waiting[code] = reply  # in place before anything is sent
+        endpoint = await self.open()
+        try:
+            await asyncio.wait_for(self._lock.acquire(), max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            raise CallTimeout(
+                f"rig {self.name!r} ({self.uri}) was still busy with an earlier message after "
+                f"{timeout:g} s; {message.name} was not sent"
+            ) from None
+        code = int(message)
+        reply: asyncio.Future[list[Any]] = loop.create_future()
+        self._waiting[code] = reply  # in place before anything is sent
+        try:
+            confirmed = await endpoint.confirmed_send(data, self._peer, deadline, reply)
+            if not confirmed:
+                raise CallTimeout(
+                    f"rig {self.name!r} ({self.uri}) did not confirm {message.name} within "
+                    f"{timeout:g} s"
+                )
             try:
-                confirmed = await endpoint.confirmed_send(data, self._peer, deadline, reply)
-                if not confirmed:
-                    raise CallTimeout(
-                        f"rig {self.name!r} ({self.uri}) did not confirm {message.name} within "
-                        f"{timeout:g} s"
-                    )
-                try:
-                    return await asyncio.wait_for(reply, max(0.0, deadline - loop.time()))
-                except TimeoutError:
-                    raise CallTimeout(
-                        f"rig {self.name!r} ({self.uri}) confirmed {message.name} but did not "
-                        f"reply within {timeout:g} s (outcome unknown)"
-                    ) from None
-            finally:
-                self._waiting.pop(code, None)
+                return await asyncio.wait_for(reply, max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise CallTimeout(
+                    f"rig {self.name!r} ({self.uri}) confirmed {message.name} but did not "
+                    f"reply within {timeout:g} s (outcome unknown)"
+                ) from None
+        finally:
+            self._waiting.pop(code, None)
+            self._lock.release()
 
     def _on_datagram(self, datagram: Datagram | ProtocolError, data: bytes, addr: Address) -> None:
         if isinstance(datagram, ProtocolError):
@@ -158,6 +176,7 @@ class UdpLink(RigLink):
 
     async def aclose(self) -> None:
         """Close the socket; pending requests fail as unavailable."""
+        self._closed = True
         for waiter in self._waiting.values():
             if not waiter.done():
                 waiter.set_exception(Unavailable(f"the link to rig {self.name!r} was closed"))
@@ -257,9 +276,14 @@ async def open_link(
 ) -> RigLink:
     """Open the link that ``address`` calls for (see :func:`labwire.wire.rigs.parse_rig_uri`).
 
-    Raises:
-        Unavailable: A UDP host name cannot be resolved.
+    A UDP link is opened at once when its host resolves; otherwise each request tries again
+    (and reports the rig unavailable until it works).
     """
     if address.link == "udp":
-        return await UdpLink.open(name, uri, address)
+        link = UdpLink(name, uri, address)
+        try:
+            await link.open()
+        except Unavailable as exc:
+            _log.warning("%s; will try again on the next message", exc)
+        return link
     return RpcLink(name, uri, address, settings, registry_url)

@@ -36,7 +36,8 @@ Status machine
 --------------
 :data:`TRANSITIONS` is the rig's status table ``{status: {message: next status}}``;
 :func:`next_status` applies it and raises :class:`IllegalTransition` for a message the current
-status does not allow. EXPSTATUS, EXPINFO and ALYX never change the status.
+status does not allow. EXPSTATUS, EXPINFO and ALYX never change the status; EXPINTERRUPT is
+allowed in every status (an experiment may fail before it initialised every rig).
 
 Protocol version: :data:`PROTOCOL_VERSION` (the deployed enumerations' version).
 """
@@ -607,7 +608,11 @@ class IllegalTransition(ProtocolError):
 _S = ExpStatus
 _M = ExpMessage
 _LIFECYCLE: dict[ExpStatus, dict[ExpMessage, ExpStatus]] = {
-    _S.CONNECTED: {_M.EXPINIT: _S.INITIALIZED, _M.EXPCLEANUP: _S.CONNECTED},
+    _S.CONNECTED: {
+        _M.EXPINIT: _S.INITIALIZED,
+        _M.EXPINTERRUPT: _S.CONNECTED,
+        _M.EXPCLEANUP: _S.CONNECTED,
+    },
     _S.INITIALIZED: {
         _M.EXPINIT: _S.INITIALIZED,
         _M.EXPSTART: _S.RUNNING,
