@@ -27,14 +27,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import math
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from labwire.cluster.looper import Context, Looper, running_loop
 from labwire.cluster.member import BEACON_INTERVAL, TIMEOUT, Member, Peer
-from labwire.cluster.util import as_coroutine, seconds_of
+from labwire.cluster.util import as_coroutine, next_tick, seconds_of
 from labwire.config import Settings
 from labwire.wire.cluster import check_name
 from labwire.wire.cluster import group_to_port as _group_to_port
@@ -283,10 +282,8 @@ class Device(Looper):
                         await coroutine()
                     except Exception:
                         _log.exception("%s: periodic %s raised", self.name, function.__name__)
-                    next_run += period
                     now = loop.time()
-                    if next_run < now:
-                        next_run += math.ceil((now - next_run) / period) * period
+                    next_run = next_tick(next_run, period, now)
                     await asyncio.sleep(next_run - now)
 
             self.create_daemon(run)

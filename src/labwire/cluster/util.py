@@ -10,6 +10,7 @@ import functools
 import inspect
 import ipaddress
 import logging
+import math
 import socket
 import sys
 from collections.abc import Callable, Coroutine
@@ -17,7 +18,15 @@ from typing import Any
 
 from labwire.wire.cluster import duration_to_seconds
 
-__all__ = ["DEBUG", "as_coroutine", "debug", "duration_to_seconds", "ip_info", "seconds_of"]
+__all__ = [
+    "DEBUG",
+    "as_coroutine",
+    "debug",
+    "duration_to_seconds",
+    "ip_info",
+    "next_tick",
+    "seconds_of",
+]
 
 _log = logging.getLogger("labwire.cluster")
 
@@ -87,3 +96,23 @@ def seconds_of(duration: object, what: str) -> float:
             "such as '100ms', '1.5s', '2m', '1h')"
         )
     return float(seconds)
+
+
+def next_tick(due: float, period: float, now: float) -> float:
+    """When a fixed-rate loop runs next, after the run that was due at ``due`` ended at ``now``.
+
+    Runs stay on the grid ``due + k * period`` whatever they take; a run that overran skips
+    the ticks it missed instead of making up for them in a burst.
+
+    Args:
+        due: When the run that just ended was due.
+        period: Seconds between runs (positive).
+        now: The time now, on the same clock.
+
+    Returns:
+        The first tick after ``due`` that is not in the past.
+    """
+    following = due + period
+    if following < now:
+        following += math.ceil((now - following) / period) * period
+    return following
