@@ -26,7 +26,20 @@ pytestmark = pytest.mark.timeout(40)
 UNREACHABLE = "tcp://127.0.0.1:1"  # nobody listens on port 1
 LOCAL = "tcp://127.0.0.1:0"
 
-COMMANDS = ["registry", "ls", "info", "call", "get", "set", "watch", "sim", "keys", "demo"]
+COMMANDS = [
+    "registry",
+    "ls",
+    "info",
+    "call",
+    "ping",
+    "stop",
+    "get",
+    "set",
+    "watch",
+    "sim",
+    "keys",
+    "demo",
+]
 
 
 # --------------------------------------------------------------------------- help
@@ -432,3 +445,50 @@ def test_a_secure_folder_that_does_not_exist_is_refused_not_made(tmp_path: Path)
     assert labwire("keys", "new", "labwire", "--dir", str(typo)).returncode == 0
     made = labwire("ls", "--secure", str(typo), "--registry", UNREACHABLE, "--timeout", "0.3")
     assert made.returncode == 4, made.stderr
+
+
+# ------------------------------------------------------------------------------ ping / stop
+
+
+def test_ping_reports_round_trips_and_the_labwire_version(lab: Lab) -> None:
+    result = labwire("ping", "stage", "--count", "3", "--json", registry=lab.url)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert len(report["round_trips_ms"]) == 3 and report["server"].startswith("labwire 0.")
+    text = labwire("ping", "stage", registry=lab.url)
+    assert "5 round trips, median" in text.stdout
+    assert labwire("ping", "stage", "--count", "0", registry=lab.url).returncode == 2
+
+
+def test_stop_ends_a_device(running: Callable[..., Running]) -> None:
+    device = running("sim", "stage", "--no-register", "--json")
+    endpoint = json.loads(device.line())["endpoint"]
+    result = labwire("stop", endpoint, "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["stopped"] is True
+    assert device.wait() == 0
+
+
+def test_stop_without_an_admin_key_is_refused_with_exit_5(
+    running: Callable[..., Running], tmp_path: Path
+) -> None:
+    lab_keys, own_keys = tmp_path / "lab", tmp_path / "alice"
+    assert labwire("keys", "new", "labwire", "--dir", str(lab_keys)).returncode == 0
+    assert labwire("keys", "new", "alice", "--dir", str(own_keys)).returncode == 0
+    (lab_keys / "alice.key").write_text((own_keys / "alice.key").read_text())  # accepted
+    device = running("sim", "stage", "--no-register", "--json", "--secure", str(lab_keys))
+    endpoint = json.loads(device.line())["endpoint"]
+    env = {
+        **environment(None),
+        "LABWIRE_SECRET_KEY": str(own_keys / "alice.key_secret"),
+        "LABWIRE_SERVER_KEY": str(lab_keys / "labwire.key"),
+    }
+
+    def as_alice(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "labwire", *args]
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=20)
+
+    result = as_alice("stop", endpoint)
+    assert result.returncode == 5, result.stderr
+    assert "refused to stop" in result.stderr and "admin key" in result.stderr
+    assert as_alice("ping", endpoint, "--count", "1").returncode == 0

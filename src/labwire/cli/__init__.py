@@ -7,6 +7,8 @@ Commands (``labwire COMMAND --help`` shows each one's options and an example)::
     labwire info DEVICE                           methods, properties (with values), signals
     labwire call DEVICE METHOD [ARG...]           call a method (JSON arguments, name=value
                                                   for keywords); buffers are saved (--out)
+    labwire ping DEVICE                           round trips, and the labwire version serving it
+    labwire stop DEVICE                           ask a device's server to shut down
     labwire get DEVICE [PROPERTY]                 read one property (or all of them)
     labwire set DEVICE PROPERTY VALUE             write a property
     labwire watch DEVICE [SIGNAL...]              print a device's signals as they come
@@ -753,6 +755,69 @@ def _safe(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_") or "device"
 
 
+def cmd_ping(args: argparse.Namespace, ctx: _Context) -> int:
+    """Round trips to a device, and what serves it."""
+    if args.count < 1:
+        raise CommandError("--count must be at least 1", EXIT_USAGE)
+    client = _open_client(ctx, args.device)
+    try:
+        label = _device_label(client, args.device)
+        details = client.inventory().get("details") or {}
+        version = str(details.get("labwire_version", "")) if client.is_labwire_server else ""
+        server = f"labwire {version}".strip() if client.is_labwire_server else "deployed server"
+        times_ms = []
+        for _ in range(args.count):
+            try:
+                times_ms.append(client.ping() * 1000.0)
+            except CallTimeout:
+                raise CommandError(
+                    f"{label} stopped answering after {len(times_ms)} round trips",
+                    EXIT_UNREACHABLE,
+                ) from None
+        if args.json:
+            _print_json(
+                {"device": label, "url": client.url, "server": server, "round_trips_ms": times_ms}
+            )
+        else:
+            median = sorted(times_ms)[len(times_ms) // 2]
+            ctx.out.print(
+                _shown(
+                    f"{label} ({client.url}), {server}: {len(times_ms)} round trips, median "
+                    f"{median:.2f} ms, min {min(times_ms):.2f} ms, max {max(times_ms):.2f} ms"
+                )
+            )
+        return EXIT_OK
+    finally:
+        client.close()
+
+
+def cmd_stop(args: argparse.Namespace, ctx: _Context) -> int:
+    """Ask a device's server to shut down (with security on: an admin key only)."""
+    client = _open_client(ctx, args.device)
+    try:
+        label = _device_label(client, args.device)
+        if client.stop_server():
+            if args.json:
+                _print_json({"device": label, "url": client.url, "stopped": True})
+            else:
+                ctx.err.print(_shown(f"{label} ({client.url}) acknowledged and is stopping"))
+            return EXIT_OK
+        try:
+            client.ping()
+        except (CallTimeout, Unavailable):
+            raise CommandError(
+                f"{label} did not answer the stop request", EXIT_UNREACHABLE
+            ) from None
+        raise CommandError(
+            f"{label} refused to stop",
+            EXIT_DENIED,
+            "with security on, stopping a server needs an admin key (LABWIRE_ADMIN_KEYS on the "
+            "device)",
+        )
+    finally:
+        client.close()
+
+
 def cmd_get(args: argparse.Namespace, ctx: _Context) -> int:
     """Read one property, or all."""
     client = _open_client(ctx, args.device)
@@ -1232,6 +1297,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--out", metavar="FILE", help="where to save a buffer result ('-': stdout)")
     _add_common(sub)
     sub.set_defaults(handler=cmd_call)
+
+    sub = command(
+        "ping", "round trips to a device, and the labwire version serving it", "labwire ping stage"
+    )
+    sub.add_argument("device", metavar="DEVICE", help="registry name or URL")
+    sub.add_argument("--count", type=int, default=5, metavar="N", help="round trips (default 5)")
+    sub.add_argument("--json", action="store_true", help="print JSON")
+    _add_common(sub)
+    sub.set_defaults(handler=cmd_ping)
+
+    sub = command(
+        "stop",
+        "ask a device's server to shut down (with security on: admin keys only)",
+        "labwire stop camera",
+    )
+    sub.add_argument("device", metavar="DEVICE", help="registry name or URL")
+    sub.add_argument("--json", action="store_true", help="print JSON")
+    _add_common(sub)
+    sub.set_defaults(handler=cmd_stop)
 
     sub = command(
         "get", "read a property (all of them without PROPERTY)", "labwire get stage position"

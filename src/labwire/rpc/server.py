@@ -30,6 +30,7 @@ message numbered per signal under a random epoch drawn at start.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import logging
 import queue
 import secrets
@@ -71,6 +72,9 @@ from labwire.wire.signals import encode_signal
 __all__ = ["RPCServer"]
 
 _log = logging.getLogger(__name__)
+
+#: The version of labwire serving, reported with the inventory (``labwire ping`` shows it).
+_LABWIRE_VERSION = importlib.metadata.version("labwire")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -991,6 +995,7 @@ class RPCServer:
             "peer_address": self.peer_addr or "",
             "own_address": self.advertised_endpoint(),
             "signal_endpoint": self.signal_endpoint,
+            "labwire_version": _LABWIRE_VERSION,
             "methods": {
                 n: {"signature": m.signature, "doc": m.doc} for n, m in self._methods.items()
             },
