@@ -189,9 +189,11 @@ class Auxiliaries:
                 self.response_received.clear()
                 try:
                     results = await self.send(payload, concurrent=concurrently, timeout=timeout)
-                except BaseException as exc:
+                except Exception as exc:
+                    with self._lock:
+                        self._pending.pop(key, None)
                     future.set_exception(exc)
-                    raise
+                    continue
                 with self._lock:
                     self._pending.pop(key, None)
                     self._finished[key] = results
@@ -237,8 +239,12 @@ class Auxiliaries:
             reply = await self._links[name].request(message, items, timeout)
         except LabwireError as exc:
             return RigResult(name, message, None, exc, loop.time() - start)
-        except (OSError, ValueError, TypeError) as exc:
+        except OSError as exc:
             error = Unavailable(f"rig {name!r}: {type(exc).__name__}: {exc}")
+            return RigResult(name, message, None, error, loop.time() - start)
+        except Exception as exc:  # a failure of this rig's link must not end the others'
+            _log.exception("sending %s to rig %r failed", message.name, name)
+            error = LabwireError(f"rig {name!r}: {type(exc).__name__}: {exc}")
             return RigResult(name, message, None, error, loop.time() - start)
         return RigResult(name, message, reply, None, loop.time() - start)
 
@@ -354,6 +360,8 @@ class Auxiliaries:
                 dropped by :meth:`clear_message_queue`.
             TimeoutError: ``timeout`` passed first.
             RuntimeError: The push was cancelled by :meth:`close`, or the loop thread failed.
+            Exception: Whatever made sending the push fail as a whole (each rig's own failure
+                is a result, never raised).
         """
         with self._lock:
             finished = self._finished.pop(key, None)

@@ -244,7 +244,7 @@ class RpcLink(RigLink):
         deadline = loop.time() + timeout
         client = await self._connect(timeout_ms)
         if not client.is_labwire_server:
-            with contextlib.suppress(LabwireError):
+            with contextlib.suppress(LabwireError, TimeoutError):
                 await asyncio.wait_for(client.refresh_inventory(connect_wait=True), timeout)
         remaining = max(1, int((deadline - loop.time()) * 1000))
         try:

@@ -34,6 +34,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from labwire.config import Settings
@@ -142,6 +143,7 @@ class RigService:
         self._stop_udp: asyncio.Event | None = None
         self._udp: EchoEndpoint | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._executor: ThreadPoolExecutor | None = None
         self.udp_endpoint = ""
         self.endpoint = ""
         self.handled = 0
@@ -312,7 +314,10 @@ class RigService:
                 loop.call_soon_threadsafe(stop.set)
         thread, self._thread = self._thread, None
         if thread is not None:
-            thread.join(2.0)
+            thread.join(1.0)
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self) -> RigService:
         if self._thread is None and self._rpc is None:
@@ -325,6 +330,9 @@ class RigService:
     # ------------------------------------------------------------------ UDP link
 
     def _start_udp(self) -> None:
+        # Handlers of UDP messages run here, one at a time (they share the handler lock with
+        # the RPC side anyway); a stuck handler never holds up close().
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"labwire-rig-{self.name}")
         ready = threading.Event()
         failure: list[BaseException] = []
         self._thread = threading.Thread(
@@ -402,7 +410,9 @@ class RigService:
         endpoint = self._udp
         assert endpoint is not None
         try:
-            items = await asyncio.to_thread(self._handle_code, datagram.code, list(datagram.items))
+            items = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._handle_code, datagram.code, list(datagram.items)
+            )
             reply = encode_datagram(datagram.code, items)
         except Exception as exc:
             _log.info("[%s] refused %s from %s: %s", self.name, datagram.code, addr, exc)
