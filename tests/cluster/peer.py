@@ -145,6 +145,7 @@ async def _main(options: argparse.Namespace) -> None:
         beacon_interval=options.beacon,
         expiry=options.expiry,
         timeout=options.timeout,
+        discovery=options.discovery.split(","),
     )
     for pattern in options.subscribe:
         device.on(pattern, lambda event, data: _say(f"EVENT {event} {json.dumps(data)}"))
@@ -189,6 +190,7 @@ def main() -> None:
     parser.add_argument("--beacon", type=float, default=0.05)
     parser.add_argument("--expiry", type=float, default=0.6)
     parser.add_argument("--timeout", type=float, default=1.0)
+    parser.add_argument("--discovery", default="broadcast,multicast")
     asyncio.run(_main(parser.parse_args()))
 
 

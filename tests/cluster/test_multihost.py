@@ -76,3 +76,21 @@ def test_group_across_hosts_with_key_cut_and_heal(network: NamespaceNetwork, gro
     finally:
         for peer in peers:
             peer.close()
+
+
+@pytest.mark.parametrize("discovery", ["multicast", "broadcast"])
+def test_discovery_by_one_way_alone(network: NamespaceNetwork, group: str, discovery: str) -> None:
+    hosts = [network.add_host(label) for label in ("left", "right")]
+    argv = ["--group", group, "--network", SUBNET, "--discovery", discovery]
+    left = Peer(["--name", "left", *argv], prefix=hosts[0].prefix)
+    right = Peer(["--name", "right", *argv, "--subscribe", "left/*"], prefix=hosts[1].prefix)
+    try:
+        left.expect("READY")
+        right.expect("READY")
+        left.wait_peers({"right"})
+        assert right.request("left whoami") == ("RESULT", json.dumps(["left", left.pid]))
+        left.send("publish ping 1")
+        assert right.expect("EVENT") == "left/ping 1"
+    finally:
+        left.close()
+        right.close()

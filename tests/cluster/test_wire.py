@@ -29,6 +29,7 @@ from labwire.wire.cluster import (
     duration_to_seconds,
     encode_beacon,
     encode_message,
+    group_to_multicast,
     group_to_port,
 )
 from labwire.wire.limits import Limits
@@ -182,3 +183,14 @@ def test_curve_keys_derived_from_a_group_key() -> None:
     assert secret != curve_secret_from_key("rover", "other")
     assert secret != curve_secret_from_key("arm", "secret")
     assert is_key_text(public_key_from_secret(secret))
+
+
+def test_group_multicast_addresses_are_site_local_and_stable() -> None:
+    import ipaddress
+
+    addresses = {group_to_multicast(f"g{n}") for n in range(200)}
+    assert all(
+        ipaddress.IPv4Address(a) in ipaddress.IPv4Network("239.255.0.0/16") for a in addresses
+    )
+    assert group_to_multicast("rover") == group_to_multicast("rover")
+    assert len(addresses) > 190

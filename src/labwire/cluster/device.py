@@ -28,11 +28,11 @@ import asyncio
 import functools
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 from labwire.cluster.looper import Context, Looper, running_loop
-from labwire.cluster.member import BEACON_INTERVAL, TIMEOUT, Member, Peer
+from labwire.cluster.member import BEACON_INTERVAL, DISCOVERY, TIMEOUT, Member, Peer
 from labwire.cluster.util import as_coroutine, next_tick, seconds_of
 from labwire.config import Settings
 from labwire.wire.cluster import check_name
@@ -90,6 +90,7 @@ class Device(Looper):
             intervals plus one second).
         settings: labwire settings (limits, security); default from the environment.
         receive_own: Also deliver this device's own events to its matching callbacks.
+        discovery: How beacons travel: ``"broadcast"``, ``"multicast"`` or both (default).
 
     Raises:
         ValueError: A name, network or duration is invalid (the message says which).
@@ -108,6 +109,7 @@ class Device(Looper):
         expiry: float | str | None = None,
         settings: Settings | None = None,
         receive_own: bool = False,
+        discovery: Collection[str] = DISCOVERY,
     ) -> None:
         loop = running_loop() if context is None else None
         if loop is None:
@@ -130,6 +132,7 @@ class Device(Looper):
             timeout=timeout,
             settings=settings,
             receive_own=receive_own,
+            discovery=discovery,
         )
         self._storage = AttributeDict()
         self._stopped = threading.Event()

@@ -49,7 +49,7 @@ import secrets
 import time
 import traceback
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -59,7 +59,10 @@ from labwire.cluster.net import (
     beacon_targets,
     close_quietly,
     data_link_host,
+    join_multicast,
+    multicast_interfaces,
     open_beacon_socket,
+    open_multicast_sender,
 )
 from labwire.cluster.util import debug, seconds_of
 from labwire.config import Settings, default_settings
@@ -93,6 +96,7 @@ from labwire.wire.cluster import (
     decode_message,
     encode_beacon,
     encode_message,
+    group_to_multicast,
 )
 
 __all__ = ["Error", "Member", "Peer", "UnknownPeer"]
@@ -103,6 +107,8 @@ Callback = Callable[..., Any]
 
 #: Default seconds between beacons.
 BEACON_INTERVAL = 0.5
+#: How beacons travel by default: both ways, where the network allows each.
+DISCOVERY = ("broadcast", "multicast")
 #: Default timeout of request() and send(), in seconds.
 TIMEOUT = 5.0
 #: Events queued per peer before new ones are dropped.
@@ -218,6 +224,8 @@ class Member(Looper):
         timeout: Default seconds :meth:`request` and :meth:`send` wait.
         settings: labwire settings (limits, linger, security); default from the environment.
         receive_own: Also deliver this member's own events to its matching subscriptions.
+        discovery: How beacons travel: ``"broadcast"``, ``"multicast"`` or both (the
+            default; multicast only on interfaces that do it, never on loopback).
 
     Attributes:
         name: This member's name.
@@ -242,6 +250,7 @@ class Member(Looper):
         timeout: float | str = TIMEOUT,
         settings: Settings | None = None,
         receive_own: bool = False,
+        discovery: Collection[str] = DISCOVERY,
     ) -> None:
         super().__init__(loop)
         self.name = check_name(name, "member name")
@@ -262,6 +271,12 @@ class Member(Looper):
         )
         self.timeout = seconds_of(timeout, "timeout")
         self.receive_own = receive_own
+        self.discovery = frozenset(discovery)
+        if not self.discovery or not self.discovery <= set(DISCOVERY) or isinstance(discovery, str):
+            raise ConfigurationError(
+                f"discovery must be a collection of 'broadcast' and/or 'multicast', "
+                f"got {discovery!r}"
+            )
         self.stats: Counter[str] = Counter()
         self._key = key
         self._beacon_key = beacon_key(self.group, key)
@@ -277,6 +292,7 @@ class Member(Looper):
         self._router: Socket | None = None
         self._router_waker: Waker | None = None
         self._udp: AsyncSocket | None = None
+        self._senders: list[AsyncSocket] = []
         self._transport: Transport | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
         self.create_daemon(self._send_beacons)
@@ -407,10 +423,23 @@ class Member(Looper):
     def _open(self) -> None:
         transport = Transport(None, self._settings)
         router = transport.bind(SocketType.ROUTER, f"tcp://{data_link_host(self.network)}:0")
+        udp = None
         try:
             udp = open_beacon_socket(self.port)
-        except OSError:
+            if "multicast" in self.discovery:
+                interfaces = multicast_interfaces(self.network)
+                if not interfaces and self.discovery == {"multicast"}:
+                    raise ConfigurationError(
+                        f"no interface in {self.network} does multicast: use broadcast"
+                    )
+                join_multicast(udp, group_to_multicast(self.group), interfaces)
+                self._senders = [open_multicast_sender(address) for address in interfaces]
+        except (OSError, ConfigurationError):
             router.close(0)
+            close_quietly(udp)
+            for sender in self._senders:
+                close_quietly(sender)
+            self._senders = []
             raise
         self._transport, self._router, self._udp = transport, router, udp
         self._router_waker = Waker(router, self.loop)
@@ -442,6 +471,9 @@ class Member(Looper):
             self._router.close(0)
             self._router = None
         close_quietly(self._udp)
+        for sender in self._senders:
+            close_quietly(sender)
+        self._senders = []
         self._udp = None
 
     async def __aenter__(self) -> Member:
@@ -463,13 +495,17 @@ class Member(Looper):
         udp = self._udp
         if udp is None:
             return
-        targets = beacon_targets(self.network)
+        routes = []
+        if "broadcast" in self.discovery:
+            routes = [(udp, target) for target in beacon_targets(self.network)]
+        multicast = group_to_multicast(self.group)
+        routes += [(sender, multicast) for sender in self._senders]
         next_beacon = self.loop.time()
         while True:
             packet = self._beacon()
-            for target in targets:
+            for sock, target in routes:
                 try:
-                    await udp.sendto(packet, (target, self.port))
+                    await sock.sendto(packet, (target, self.port))
                     self.stats["beacons_sent"] += 1
                 except OSError as exc:
                     debug(f"{self.name}: beacon to {target} failed: {exc}")

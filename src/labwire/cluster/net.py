@@ -15,6 +15,12 @@ on ``network`` (:func:`beacon_targets`):
   ``0.0.0.0/0`` matches every interface. With no matching interface, the network's own
   broadcast address.
 
+Where the network allows, beacons also go to the group's multicast address
+(:func:`labwire.wire.cluster.group_to_multicast`, in ``239.255.0.0/16``, TTL 1), sent out of
+each local interface inside ``network`` that does multicast; the beacon socket joins that
+address on those interfaces. So a LAN that filters broadcast but passes multicast (or the
+reverse) still works; a peer heard both ways is one peer. Loopback has no multicast.
+
 Beacons whose source address is outside ``network`` are ignored by the receiver.
 """
 
@@ -26,17 +32,22 @@ import ipaddress
 import socket
 import struct
 import sys
+from dataclasses import dataclass
 from typing import Any, Self
 
 _Socket = socket.socket
 
 __all__ = [
     "AsyncSocket",
+    "Interface",
     "beacon_targets",
     "close_quietly",
     "data_link_host",
+    "join_multicast",
     "local_interfaces",
+    "multicast_interfaces",
     "open_beacon_socket",
+    "open_multicast_sender",
 ]
 
 _LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
@@ -45,6 +56,8 @@ _SIOCGIFFLAGS = 0x8913
 _SIOCGIFADDR = 0x8915
 _SIOCGIFNETMASK = 0x891B
 _IFF_UP = 0x1
+_IFF_BROADCAST = 0x2
+_IFF_MULTICAST = 0x1000
 
 
 class AsyncSocket:
@@ -182,8 +195,25 @@ def open_beacon_socket(port: int) -> AsyncSocket:
     return AsyncSocket(socket=sock)
 
 
-def local_interfaces() -> list[tuple[str, ipaddress.IPv4Interface]]:
-    """The local IPv4 interfaces that are up: ``(name, address with its network)``.
+@dataclass(frozen=True, slots=True)
+class Interface:
+    """A local IPv4 interface that is up.
+
+    Attributes:
+        name: Its name (``eth0``).
+        address: Its address, with its network.
+        can_broadcast: Whether it has a broadcast address (``IFF_BROADCAST``).
+        can_multicast: Whether it does multicast (``IFF_MULTICAST``).
+    """
+
+    name: str
+    address: ipaddress.IPv4Interface
+    can_broadcast: bool
+    can_multicast: bool
+
+
+def local_interfaces() -> list[Interface]:
+    """The local IPv4 interfaces that are up (their first address each).
 
     Linux only (interface ioctls); an empty list elsewhere.
     """
@@ -202,8 +232,24 @@ def local_interfaces() -> list[tuple[str, ipaddress.IPv4Interface]]:
             except OSError:
                 continue  # no IPv4 address on this interface
             if flags & _IFF_UP:
-                found.append((name, ipaddress.IPv4Interface(f"{address}/{netmask}")))
+                interface = ipaddress.IPv4Interface(f"{address}/{netmask}")
+                found.append(
+                    Interface(
+                        name,
+                        interface,
+                        bool(flags & _IFF_BROADCAST) and interface.network.prefixlen < 31,
+                        bool(flags & _IFF_MULTICAST),
+                    )
+                )
     return found
+
+
+def _lan_interfaces(network: ipaddress.IPv4Network) -> list[Interface]:
+    return [
+        interface
+        for interface in local_interfaces()
+        if interface.address.ip in network and not interface.address.ip.is_loopback
+    ]
 
 
 def beacon_targets(network: ipaddress.IPv4Network) -> list[str]:
@@ -211,14 +257,50 @@ def beacon_targets(network: ipaddress.IPv4Network) -> list[str]:
     if network.subnet_of(_LOOPBACK):
         return [str(_LOOPBACK.broadcast_address)]
     targets = []
-    for _, interface in local_interfaces():
-        if interface.ip in network and not interface.ip.is_loopback:
-            broadcast = str(interface.network.broadcast_address)
-            if broadcast not in targets and interface.network.prefixlen < 31:
-                targets.append(broadcast)
-    if not targets:
-        targets.append(str(network.broadcast_address))
-    return targets
+    for interface in _lan_interfaces(network):
+        broadcast = str(interface.address.network.broadcast_address)
+        if interface.can_broadcast and broadcast not in targets:
+            targets.append(broadcast)
+    return targets or [str(network.broadcast_address)]
+
+
+def multicast_interfaces(network: ipaddress.IPv4Network) -> list[str]:
+    """The addresses of the local interfaces inside ``network`` that do multicast."""
+    if network.subnet_of(_LOOPBACK):
+        return []
+    return [str(i.address.ip) for i in _lan_interfaces(network) if i.can_multicast]
+
+
+def join_multicast(sock: AsyncSocket, group: str, interfaces: list[str]) -> None:
+    """Make the beacon socket receive ``group``'s multicast datagrams on each interface.
+
+    Raises:
+        OSError: The kernel refused a membership (the message names the interface).
+    """
+    for address in interfaces:
+        membership = socket.inet_aton(group) + socket.inet_aton(address)
+        try:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+        except OSError as exc:
+            message = f"cannot join multicast group {group} on {address}: {exc.strerror}"
+            raise OSError(exc.errno, message) from None
+
+
+def open_multicast_sender(interface: str) -> AsyncSocket:
+    """A UDP socket that sends multicast out of the interface with address ``interface``.
+
+    Datagrams stay on the local network (TTL 1) and are also delivered to this host's own
+    sockets (loop), so devices on one host hear each other this way too.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interface))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+    except OSError:
+        sock.close()
+        raise
+    return AsyncSocket(socket=sock)
 
 
 def data_link_host(network: ipaddress.IPv4Network) -> str:

@@ -62,6 +62,7 @@ __all__ = [
     "duration_to_seconds",
     "encode_beacon",
     "encode_message",
+    "group_to_multicast",
     "group_to_port",
 ]
 
@@ -91,6 +92,16 @@ def check_name(name: object, what: str) -> str:
     if "/" in name or not name.isprintable():
         raise ValueError(f"{what} must be printable and contain no '/', got {name!r}")
     return name
+
+
+def group_to_multicast(group: str) -> str:
+    """The IPv4 multicast address of a group's beacons, in ``239.255.0.0/16`` (site-local).
+
+    Args:
+        group: The group name.
+    """
+    digest = hashlib.sha256(b"multicast\0" + group.encode("utf-8")).digest()
+    return f"239.255.{digest[0]}.{max(1, digest[1])}"
 
 
 def group_to_port(group: str) -> int:
