@@ -93,3 +93,22 @@ def test_bad_addresses_are_reported(peers: Peers) -> None:
     result = labwire("broker", "queue", "--in", "tcp://127.0.0.1:0", "--out", taken)
     assert result.returncode == 1
     assert "address already in use" in result.stderr
+
+
+def test_unreachable_registry_is_reported() -> None:
+    result = labwire(
+        "broker",
+        "signals",
+        "--in",
+        "tcp://127.0.0.1:0",
+        "--out",
+        "tcp://127.0.0.1:0",
+        "--register",
+        "lab",
+        "--registry",
+        "tcp://127.0.0.1:1",
+        "--timeout",
+        "0.5",
+    )
+    assert result.returncode == 4
+    assert "did not answer" in result.stderr

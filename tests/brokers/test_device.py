@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from typing import Any
@@ -19,7 +21,7 @@ from labwire.brokers import (
     Statistics,
     ThreadDevice,
 )
-from labwire.errors import ClosedError
+from labwire.errors import ClosedError, TransportError
 from tests.brokers.conftest import Peers, wait_for
 
 LAUNCHERS = ["thread", "fork", "spawn"]
@@ -235,3 +237,34 @@ def test_stop_before_start_and_statistics_before_start() -> None:
     device.bind_in("tcp://127.0.0.1:0")  # harmless, but it will never start
     with pytest.raises(ClosedError, match="stopped"):
         device.start()
+
+
+def test_a_killed_broker_process_is_seen_and_stop_still_returns(peers: Peers) -> None:
+    device = started(make("fork", STREAMER, zmq.PULL, zmq.PUSH))
+    os.kill(device.launcher.pid, signal.SIGKILL)
+    wait_for(lambda: device.done)
+    with pytest.raises(TransportError, match="did not report"):
+        device.statistics()
+    device.stop()
+    assert device.statistics() == Statistics()
+
+
+def test_router_to_router_queue_swaps_routing_ids(peers: Peers) -> None:
+    device = started(make("thread", QUEUE, zmq.ROUTER, zmq.ROUTER))
+    try:
+        client = peers.connect(zmq.DEALER, device.in_endpoints[0], routing_id=b"c1")
+        worker = peers.connect(zmq.DEALER, device.out_endpoints[0], routing_id=b"w1")
+        client.send_multipart([b"nobody", b"makes the in ROUTER learn the client"])
+        wait_for(lambda: device.statistics().in_side.frames_received == 3)
+
+        def greeted() -> bool:
+            worker.send_multipart([b"c1", b"ready"])
+            return client.poll(20) != 0
+
+        wait_for(greeted)
+        while client.poll(50):
+            assert client.recv_multipart() == [b"w1", b"ready"]
+        client.send_multipart([b"w1", b"job"])
+        assert worker.recv_multipart() == [b"c1", b"job"]
+    finally:
+        device.stop()
