@@ -20,6 +20,7 @@ from labwire.brokers import (
     SideCounts,
     Statistics,
     ThreadDevice,
+    ThreadMonitoredQueue,
 )
 from labwire.errors import ClosedError, TransportError
 from tests.brokers.conftest import Peers, wait_for
@@ -30,6 +31,10 @@ LAUNCHERS = ["thread", "fork", "spawn"]
 def make(launcher: str, device_type: int, in_type: int, out_type: int) -> ThreadDevice:
     if launcher == "thread":
         return ThreadDevice(device_type, in_type, out_type)
+    if launcher == "monitored":  # the Python relay loop, with a capture nobody reads
+        queue = ThreadMonitoredQueue(in_type, out_type, zmq.PUB)
+        queue.bind_mon("tcp://127.0.0.1:0")
+        return queue
     device = ProcessDevice(device_type, in_type, out_type)
     device.start_method = launcher
     return device
@@ -152,7 +157,7 @@ def test_context_manager_starts_and_stops(launcher: str, peers: Peers) -> None:
     assert not device.launcher.is_alive()
 
 
-@pytest.mark.parametrize("launcher", ["thread", "fork"])
+@pytest.mark.parametrize("launcher", ["thread", "fork", "monitored"])
 def test_stop_under_load_is_prompt_and_leaves_other_sockets_alone(
     launcher: str, peers: Peers
 ) -> None:

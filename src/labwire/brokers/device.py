@@ -708,6 +708,8 @@ class ProcessDevice(BackgroundDevice):
     (None: the platform's default; ``"fork"`` and ``"spawn"`` both work) and makes its own
     context. ``start()`` returns once the child has bound its sockets, and raises what
     stopped it otherwise; ``stop()`` asks the child to stop, then terminates or kills it.
+    With ``spawn`` the child imports the program's main module again, so a script must start
+    the device under ``if __name__ == "__main__":``, as usual with ``multiprocessing``.
 
     Attributes:
         start_method: The ``multiprocessing`` start method for the child.
