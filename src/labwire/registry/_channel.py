@@ -24,6 +24,7 @@ import time
 
 from labwire.errors import ProtocolError, RegistryError, Unavailable
 from labwire.transport import Poller, Socket, SocketType, Transport
+from labwire.transport.forks import ProcessBound
 from labwire.wire.limits import Limits
 from labwire.wire.registry import RegistryReply, RegistryRequest, decode_reply, encode_request
 
@@ -60,7 +61,7 @@ class Interrupted(Exception):
     """The wake-up socket fired while a request was waiting (the owner is stopping)."""
 
 
-class RequestChannel:
+class RequestChannel(ProcessBound):
     """A persistent DEALER connection to one registry, used by one thread at a time.
 
     Args:
@@ -70,6 +71,7 @@ class RequestChannel:
     """
 
     def __init__(self, transport: Transport, url: str, *, wake: Socket | None = None) -> None:
+        ProcessBound.__init__(self, f"registry connection to {url}")
         self.transport = transport
         self.url = url
         self._wake = wake
@@ -84,7 +86,8 @@ class RequestChannel:
     def reset(self) -> None:
         """Drop the connection and anything queued on it."""
         if self._socket is not None:
-            self._socket.close(linger_ms=0)
+            if self.forked_from is None:  # in a fork's child the socket is the parent's
+                self._socket.close(linger_ms=0)
             self._socket = None
 
     def close(self) -> None:
@@ -110,7 +113,9 @@ class RequestChannel:
                 wrong, or it does not accept this client's key).
             RegistryError: The registry answered with something that is not a registry reply.
             Interrupted: The wake-up socket fired.
+            ClosedError: This channel was made in the parent of this (forked) process.
         """
+        self.check_process()
         deadline = time.monotonic() + timeout
         socket = self._open()
         socket.check_handshake(retry=True)

@@ -182,6 +182,8 @@ class AsyncRPCClient(ClientBase):
     async def aclose(self) -> None:
         """Close the socket, stop the reader and the signal thread."""
         self._closed = True
+        if self.forked_from is not None:  # a fork's child: the sockets are the parent's
+            return
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(ClosedError(f"client for {self.url} is closed"))
@@ -244,8 +246,7 @@ class AsyncRPCClient(ClientBase):
         *,
         connect_wait: bool = False,
     ) -> Reply:
-        if self._closed:
-            raise ClosedError(f"client for {self.url} is closed")
+        self._check_open()
         self._loop = asyncio.get_running_loop()
         start = time.monotonic()
         deadline = None if timeout_ms is None else start + timeout_ms / 1000.0

@@ -60,6 +60,7 @@ from labwire.rpc.receiver import RPCSignalReceiver
 from labwire.rpc.results import NoResult
 from labwire.rpc.signal import RPCSignal
 from labwire.transport import Socket, SocketType, Transport, parse_endpoint
+from labwire.transport.forks import ProcessBound
 from labwire.wire.rpc import (
     NOT_PLAIN,
     PROTOCOL_VERSION,
@@ -109,7 +110,7 @@ class _Overrides(threading.local):
     value: Any = _DEFAULT  # a class default: reading it raises nothing, unlike getattr()
 
 
-class ClientBase:
+class ClientBase(ProcessBound):
     """The parts of an RPC client that do no I/O; shared by the sync and asyncio clients.
 
     Attributes:
@@ -158,6 +159,7 @@ class ClientBase:
         self._server_id = ""
         self._clock_offset = 0.0
         self._closed = False
+        ProcessBound.__init__(self, f"client for {url}")
         self.late_replies = 0
         self._overrides = _Overrides()
         self._overriding = 0  # threads inside override_timeout(): none spares the lookup
@@ -412,7 +414,12 @@ class ClientBase:
         self.server_key = getattr(self._resolve, "public_key", None) or self.server_key
         return True
 
+    def after_fork_in_child(self) -> None:
+        """In a fork's child: closed for good, so that every call path checks the process."""
+        self._closed = True
+
     def _check_open(self) -> None:
+        self.check_process()
         if self._closed:
             raise ClosedError(f"client for {self.url} is closed")
 
@@ -744,9 +751,12 @@ class RPCClient(ClientBase):
         """Close every socket of this client and stop its signal thread (returns within ~1 s).
 
         Calls in progress in other threads finish with their own deadline; their socket is
-        closed when they end.
+        closed when they end. In a fork's child, a client inherited from the parent is only
+        marked closed: its sockets are the parent's.
         """
         self._closed = True
+        if self.forked_from is not None:
+            return
         with self._receiver_lock:
             receiver, self._signal_receiver = self._signal_receiver, None
         if receiver is not None:
