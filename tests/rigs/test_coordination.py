@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from labwire.errors import CallTimeout, RemoteError
+from labwire.errors import CallTimeout, ClosedError, RemoteError
 from labwire.rigs import Auxiliaries, ExpStatus, RigService, RigsFailed
 from labwire.sim.rig import SimRig
 from labwire.wire.rigs import decode_datagram
@@ -329,3 +329,17 @@ def test_a_rig_whose_host_does_not_resolve_is_reported_per_push():
         assert results["lost"].outcome == "unavailable"
         assert "no-such-rig.invalid" in str(results["lost"].error)
         assert not rigs.is_connected
+
+
+def test_close_during_a_push_ends_the_push():
+    with GatedRig("stuck") as rig:
+        rigs = Auxiliaries({"stuck": rig.udp_endpoint}, timeout=30)
+        key = rigs.push("EXPINIT")
+        assert rig.entered.wait(5)
+        rigs.close()
+        assert not rigs.is_running
+        with pytest.raises(ClosedError):
+            rigs.results(key, timeout=5)
+        with pytest.raises(ClosedError):
+            rigs.push("EXPSTATUS", 0)
+        rig.gate.set()

@@ -108,13 +108,14 @@ class Auxiliaries:
         self._links: dict[str, RigLink] = {}
         self.services: Mapping[str, RigLink] = MappingProxyType(self._links)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[_Request | None] | None = None
+        self._queue: asyncio.Queue[_Request] | None = None
         self._lock = threading.Lock()
         self._pending: dict[float, concurrent.futures.Future[RigResults]] = {}
         self._finished: OrderedDict[float, RigResults] = OrderedDict()
         self._last_key = 0.0
         self._running = False
         self._failure: BaseException | None = None
+        self._task: asyncio.Task[Any] | None = None
         self._thread = threading.Thread(
             target=self._run, name=f"labwire-auxiliaries-{id(self):x}", daemon=True
         )
@@ -147,14 +148,16 @@ class Auxiliaries:
         try:
             asyncio.run(self.listen())
         except BaseException as exc:
-            self._failure = exc
+            if not self.stop_event.is_set():
+                self._failure = exc
             self.connected.set()
         finally:
             self._running = False
             with self._lock:
                 pending = list(self._pending.values())
             for future in pending:
-                future.cancel()
+                if not future.cancel() and not future.done():
+                    future.set_exception(ClosedError("the coordinator closed during the push"))
 
     async def create(self) -> None:
         """Open every rig's link, then set :attr:`connected`.
@@ -176,12 +179,13 @@ class Auxiliaries:
         """
         self._loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue()
+        self._task = asyncio.current_task()
+        self._running = True
         try:
             await self.create()
-            self._running = True
             while True:
                 item = await self._queue.get()
-                if item is None or self.stop_event.is_set():
+                if self.stop_event.is_set():
                     break
                 key, payload, concurrently, timeout, future = item
                 if not future.set_running_or_notify_cancel():
@@ -240,12 +244,12 @@ class Auxiliaries:
         except LabwireError as exc:
             return RigResult(name, message, None, exc, loop.time() - start)
         except OSError as exc:
-            error = Unavailable(f"rig {name!r}: {type(exc).__name__}: {exc}")
-            return RigResult(name, message, None, error, loop.time() - start)
+            unreachable = Unavailable(f"rig {name!r}: {type(exc).__name__}: {exc}")
+            return RigResult(name, message, None, unreachable, loop.time() - start)
         except Exception as exc:  # a failure of this rig's link must not end the others'
             _log.exception("sending %s to rig %r failed", message.name, name)
-            error = LabwireError(f"rig {name!r}: {type(exc).__name__}: {exc}")
-            return RigResult(name, message, None, error, loop.time() - start)
+            failed = LabwireError(f"rig {name!r}: {type(exc).__name__}: {exc}")
+            return RigResult(name, message, None, failed, loop.time() - start)
         return RigResult(name, message, reply, None, loop.time() - start)
 
     async def cleanup(self, notify_services: bool = False) -> None:
@@ -260,9 +264,7 @@ class Auxiliaries:
                 await self.send(build_payload(ExpMessage.EXPCLEANUP))
         if self._queue is not None:
             while not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item is not None:
-                    item[-1].cancel()
+                self._queue.get_nowait()[-1].cancel()
         for link in list(self._links.values()):
             try:
                 await link.aclose()
@@ -359,7 +361,8 @@ class Auxiliaries:
             KeyError: No push has this key, its results were already fetched, or it was
                 dropped by :meth:`clear_message_queue`.
             TimeoutError: ``timeout`` passed first.
-            RuntimeError: The push was cancelled by :meth:`close`, or the loop thread failed.
+            ClosedError: :meth:`close` was called while the push was in flight.
+            RuntimeError: The push was cancelled, or the loop thread failed.
             Exception: Whatever made sending the push fail as a whole (each rig's own failure
                 is a result, never raised).
         """
@@ -408,15 +411,19 @@ class Auxiliaries:
         return aborted
 
     def close(self) -> None:
-        """Stop the loop, close the links and wait (about a second at most) for the thread."""
+        """Stop the loop and close the links; returns within about a second.
+
+        A push still in flight ends with :class:`~labwire.errors.ClosedError`; pushes not
+        sent yet are dropped.
+        """
         self.clear_message_queue()
         self.stop_event.set()
-        loop, queue = self._loop, self._queue
-        if loop is not None and queue is not None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(queue.put_nowait, None)
+        loop, task = self._loop, self._task
+        if loop is not None and task is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already ended
+                loop.call_soon_threadsafe(task.cancel)
         if self._thread is not threading.current_thread():
-            self._thread.join(2.0)
+            self._thread.join(1.0)
 
     def __enter__(self) -> Auxiliaries:
         return self
