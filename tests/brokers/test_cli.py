@@ -9,7 +9,8 @@ import pytest
 import zmq
 
 from labwire.registry import DeviceRegistry, RegistryClient
-from tests.brokers.conftest import Peers
+from tests.brokers.conftest import Peers, wait_for
+from tests.brokers.devices import Thermometer, ThermometerClient
 from tests.cli.conftest import Running, labwire
 
 
@@ -112,3 +113,24 @@ def test_unreachable_registry_is_reported() -> None:
     )
     assert result.returncode == 4
     assert "did not answer" in result.stderr
+
+
+def test_device_signals_reach_a_client_through_the_command_line_broker(
+    running: Callable[..., Running],
+) -> None:
+    broker = running(
+        "broker", "signals", "--in", "tcp://127.0.0.1:0", "--out", "tcp://127.0.0.1:0", "--json"
+    )
+    ready = json.loads(broker.line(timeout=20))
+    device = Thermometer(None, "tcp://127.0.0.1:0", signal_broker=ready["in"][0]).start()
+    client = ThermometerClient(None, device.endpoint, signal_url=ready["out"][0])
+    readings: list[float] = []
+    try:
+        client.temperatureChanged.connect(readings.append)
+        wait_for(lambda: (device.temperatureChanged.emit(-1.0), readings)[1], timeout=10)
+        device.temperatureChanged.emit(37.5)
+        wait_for(lambda: readings[-1] == 37.5)
+    finally:
+        client.close()
+        device.close()
+    assert broker.stop() == 0

@@ -7,16 +7,9 @@ import zmq
 
 from labwire.brokers import FORWARDER, ThreadDevice
 from labwire.errors import EndpointError
-from labwire.rpc import RPCClient, RPCServer, RPCSignal, RPCSignalReceiver
+from labwire.rpc import RPCSignal, RPCSignalReceiver
 from tests.brokers.conftest import wait_for
-
-
-class Thermometer(RPCServer):
-    temperatureChanged = RPCSignal(float)
-
-
-class ThermometerClient(RPCClient):
-    temperatureChanged = RPCSignal(float)
+from tests.brokers.devices import Thermometer, ThermometerClient
 
 
 def test_signals_reach_a_subscriber_through_the_broker() -> None:
