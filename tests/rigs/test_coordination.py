@@ -343,3 +343,17 @@ def test_close_during_a_push_ends_the_push():
         with pytest.raises(ClosedError):
             rigs.push("EXPSTATUS", 0)
         rig.gate.set()
+
+
+def test_a_frozen_rig_times_out_and_never_runs_the_expired_request_later(procs):
+    frozen, ready = procs.rig("cam")
+    with Auxiliaries({"cam": ready["url"]}, timeout=2) as rigs:
+        assert rigs.push("EXPSTATUS", 0, wait=True) == {"cam": [0]}
+        os.kill(frozen.popen.pid, signal.SIGSTOP)
+        try:
+            late = rigs.push_results("EXPINIT", timeout=0.5)
+        finally:
+            os.kill(frozen.popen.pid, signal.SIGCONT)
+        assert late["cam"].outcome == "timeout"
+        # The EXPINIT queued while the rig was frozen had expired: it was not run.
+        assert rigs.push("EXPSTATUS", 0, wait=True) == {"cam": [0]}
