@@ -64,7 +64,7 @@ from labwire.cluster.net import (
     open_beacon_socket,
     open_multicast_sender,
 )
-from labwire.cluster.util import debug, seconds_of
+from labwire.cluster.util import debug, next_tick, seconds_of
 from labwire.config import Settings, default_settings
 from labwire.errors import (
     CallTimeout,
@@ -293,6 +293,7 @@ class Member(Looper):
         self._router_waker: Waker | None = None
         self._udp: AsyncSocket | None = None
         self._senders: list[AsyncSocket] = []
+        self._hurry: asyncio.Event | None = None
         self._transport: Transport | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
         self.create_daemon(self._send_beacons)
@@ -500,6 +501,7 @@ class Member(Looper):
             routes = [(udp, target) for target in beacon_targets(self.network)]
         multicast = group_to_multicast(self.group)
         routes += [(sender, multicast) for sender in self._senders]
+        hurry = self._hurry = asyncio.Event()
         next_beacon = self.loop.time()
         while True:
             packet = self._beacon()
@@ -509,8 +511,14 @@ class Member(Looper):
                     self.stats["beacons_sent"] += 1
                 except OSError as exc:
                     debug(f"{self.name}: beacon to {target} failed: {exc}")
-            next_beacon += self.beacon_interval
-            await asyncio.sleep(max(0.0, next_beacon - self.loop.time()))
+            hurry.clear()
+            now = self.loop.time()
+            if next_beacon <= now:
+                next_beacon = next_tick(next_beacon, self.beacon_interval, now)
+            # A new peer gets an answer at once (it may have started after our last beacon),
+            # without moving the regular beacons off their grid.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(hurry.wait(), next_beacon - now)
 
     async def _receive_beacons(self) -> None:
         udp = self._udp
@@ -573,8 +581,21 @@ class Member(Looper):
         link = _Link(beacon.name, beacon.uid, address, beacon.port, beacon.server_key)
         self._links[beacon.name] = link
         self._open_link(link)
+        if self._hurry is not None:
+            self._hurry.set()
+        link.catalog_asked = time.monotonic()
+        self._spawn_handler(self._introduce(link))
         _log.info("%s: member %s joined at %s", self.name, link.name, link.url)
         return link
+
+    async def _introduce(self, link: _Link) -> None:
+        """Once the new link connects: ask for the peer's catalog and give it ours."""
+        deadline = self.loop.time() + self.expiry
+        with contextlib.suppress(LabwireError):  # the peer left or never answered
+            await self._send_within(
+                link, encode_message(CatalogQuery(self.name, self.uid)), deadline, "introduce"
+            )
+            self._send_nowait(link, encode_message(self._catalog()))
 
     def _open_link(self, link: _Link) -> None:
         assert self._transport is not None
