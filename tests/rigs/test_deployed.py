@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+
+from iblutil.io.net import base
+
 from labwire.errors import RemoteError
 from labwire.rigs import Auxiliaries
+from tests.rigs.conftest import wait_for
 
 
 def test_labwire_auxiliaries_drive_an_unmodified_iblutil_rig(procs, free_udp_port):
@@ -18,6 +24,9 @@ def test_labwire_auxiliaries_drive_an_unmodified_iblutil_rig(procs, free_udp_por
         assert rigs.push("EXPINIT", {"n": 1}, wait=True) == {"cams": [10]}
         assert rigs.push(2, "2024-01-01_1_mouse", wait=True) == {"cams": ["2024-01-01_1_mouse", 20]}
         assert rigs.push("EXPSTATUS", "RUNNING", wait=True) == {"cams": [20]}
+        # Task code written for the deployed stack passes the deployed enumerations.
+        deployed = base.ExpMessage.EXPSTATUS, base.ExpStatus.RUNNING
+        assert rigs.push(*deployed, wait=True) == {"cams": [20]}
         failed = rigs.push("ALYX", wait=True)  # the rig's callback raises: deployed error reply
         assert isinstance(failed, Exception) and failed.failed == ["cams"]
         error = failed.results["cams"].error
@@ -41,3 +50,47 @@ def test_iblutil_coordinator_drives_a_labwire_rig_service(procs):
     assert steps["status"] == {"cams": [20]}
     assert steps["stop"] == {"cams": [30]}
     assert steps["cleanup"] == {"cams": [0]}
+
+
+class ChattyRig:
+    """A stand-in rig that sends a message of its own before echoing each request."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.received: list[bytes] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            self.received.append(data)
+            if data.startswith(b"[1,"):  # EXPINIT: chatter, echo, reply
+                self.sock.sendto(b'[64,20,{"note":"unasked"}]', addr)
+                self.sock.sendto(data, addr)
+                self.sock.sendto(b"[1,10]", addr)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+def test_traffic_from_the_rig_is_not_mistaken_for_the_echo():
+    rig = ChattyRig()
+    try:
+        with Auxiliaries({"chatty": f"udp://127.0.0.1:{rig.port}"}, timeout=2) as rigs:
+            assert rigs.push("EXPINIT", wait=True) == {"chatty": [10]}
+            link = rigs.services["chatty"]
+            assert link.unsolicited == 1  # the unasked EXPINFO: echoed, then dropped
+        wait_for(lambda: b'[64,20,{"note":"unasked"}]' in rig.received)  # its echo came back
+        wait_for(lambda: b"[1,10]" in rig.received)  # and so did the reply's
+    finally:
+        rig.close()
