@@ -4,20 +4,28 @@ Theory of operation
 -------------------
 A :class:`Member` announces itself with a UDP beacon (:mod:`labwire.wire.cluster`) on the
 group's port every ``beacon_interval`` seconds, and listens there for the beacons of the others
-(:mod:`labwire.cluster.net` says where beacons go). A beacon that fails authentication, comes
-from another group or is malformed is dropped and counted (``stats["rejected_beacons"]``).
+(:mod:`labwire.cluster.net` says where beacons go: broadcast and multicast). A beacon that
+fails authentication, comes from another group or is malformed is dropped and counted
+(``stats["rejected_beacons"]``). A member that hears a new peer sends its own beacon at once,
+so two members find each other in one round trip, not one beacon interval.
 
 Each member binds one ZeroMQ ROUTER socket (its *data link*, on an ephemeral TCP port named in
 its beacons). For every peer it hears, it connects one DEALER socket to the peer's ROUTER, and
 sends everything for that peer through it: events, ``send`` data, requests, catalog queries.
 The peer answers requests and catalog queries on the same connection. So a slow peer only
 fills its own queue: events to it are dropped (and counted, ``stats["dropped_events"]``) when
-its queue is full, and a member never blocks on a publish.
+its queue is full, and a member never blocks on a publish. The sockets are the socket
+factory's own (:class:`labwire.transport.Transport`); the event loop wakes a reader when a
+socket signals (:class:`labwire.transport.waiting.Waker`) and the reader takes every message
+waiting. Request handlers that are plain functions answer at once; coroutine handlers run in a
+task each, so a slow one holds up nothing else.
 
 The *catalog* (subscribed event patterns, request endpoints, ``send`` endpoints) has a version
-number carried in every beacon. A member asks a peer for its catalog when the version it holds
-is older, and pushes its own catalog to its peers when it changes. Events go only to peers
-with a subscription pattern that matches ``sender/topic`` (:func:`fnmatch.fnmatchcase`).
+number carried in every beacon. Two members trade catalogs as soon as a new link connects; a
+member asks a peer again when the version it holds is older, and pushes its own catalog to its
+peers when it changes. Events go only to peers with a subscription pattern that matches
+``sender/topic`` (:func:`fnmatch.fnmatchcase`); a peer whose catalog has not arrived yet (the
+first moments after it joined) gets no events.
 
 A peer whose beacons stop for ``expiry`` seconds is removed: its link is closed and its pending
 requests fail with :class:`~labwire.errors.Unavailable`; later requests fail at once with
