@@ -273,3 +273,11 @@ def test_router_to_router_queue_swaps_routing_ids(peers: Peers) -> None:
         assert worker.recv_multipart() == [b"c1", b"job"]
     finally:
         device.stop()
+
+
+def test_a_frozen_broker_process_is_killed_by_stop(peers: Peers) -> None:
+    device = started(make("fork", STREAMER, zmq.PULL, zmq.PUSH))
+    os.kill(device.launcher.pid, signal.SIGSTOP)
+    device.stop()
+    assert not device.launcher.is_alive()
+    assert device.done

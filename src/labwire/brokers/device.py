@@ -268,10 +268,11 @@ class _ChildRunner:
             raise TransportError("the broker process did not report its statistics")
 
     def stop(self, timeout: float) -> RelayStatistics:
+        """Ask the child to stop; past 80% of ``timeout`` terminate it, past 90% kill it."""
         with self._lock:
             if self._final is not None:
                 return self._final
-            deadline = time.monotonic() + timeout
+            start = time.monotonic()
             final = RelayStatistics()
             try:
                 self.pipe.send("stop")
@@ -283,13 +284,13 @@ class _ChildRunner:
                 pass
             self._final = final
             process = self.process
-            process.join(max(0.0, deadline - time.monotonic()))
+            process.join(max(0.0, start + timeout * 0.8 - time.monotonic()))
             if process.is_alive():
                 _log.warning("broker process %s did not stop; terminating it", process.pid)
                 process.terminate()
-                process.join(0.2)
+                process.join(max(0.0, start + timeout * 0.9 - time.monotonic()))
             if process.is_alive():
-                process.kill()
+                process.kill()  # also ends a stopped (SIGSTOP) process
                 process.join(1.0)
             self.pipe.close()
             return final
