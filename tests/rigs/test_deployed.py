@@ -72,7 +72,7 @@ class ChattyRig:
             except TimeoutError:
                 continue
             self.received.append(data)
-            if data.startswith(b"[1,"):  # EXPINIT: chatter, echo, reply
+            if data == b"[1,null]":  # EXPINIT: chatter, echo, reply
                 self.sock.sendto(b'[64,20,{"note":"unasked"}]', addr)
                 self.sock.sendto(data, addr)
                 self.sock.sendto(b"[1,10]", addr)
