@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +94,20 @@ def test_echo_prints_matching_events(group: str) -> None:
             echo.kill()
             echo.communicate()
         gps.close()
+
+
+def test_key_file_joins_a_keyed_group(group: str, tmp_path: Path) -> None:
+    keyed = Peer(["--name", "vault", "--group", group, "--key", "s3cret"])
+    try:
+        keyed.expect("READY")
+        (tmp_path / "group.key").write_text("s3cret\n")
+        found = labwire(
+            "request", group, "vault", "add", "2", "--key-file", str(tmp_path / "group.key")
+        )
+        assert (found.returncode, found.stdout.strip()) == (0, "2"), found.stderr
+        outside = labwire("request", group, "vault", "add", "--wait", "0.3")
+        assert outside.returncode == 3 and "no member named 'vault'" in outside.stderr
+        missing = labwire("ls", group, "--key-file", str(tmp_path / "nope.key"))
+        assert missing.returncode == 2 and "cannot read the group key file" in missing.stderr
+    finally:
+        keyed.close()
