@@ -281,3 +281,17 @@ def test_a_frozen_broker_process_is_killed_by_stop(peers: Peers) -> None:
     device.stop()
     assert not device.launcher.is_alive()
     assert device.done
+
+
+@pytest.mark.parametrize(("launcher", "cycles"), [("thread", 500), ("fork", 50)])
+def test_start_stop_churn_leaves_no_descriptors_or_threads(launcher: str, cycles: int) -> None:
+    def cycle() -> None:
+        device = started(make(launcher, STREAMER, zmq.PULL, zmq.PUSH))
+        device.stop()
+
+    cycle()  # the first one makes the process-wide context and its threads
+    fds, threads = len(os.listdir("/proc/self/fd")), threading.active_count()
+    for _ in range(cycles):
+        cycle()
+    wait_for(lambda: len(os.listdir("/proc/self/fd")) <= fds + 2)
+    assert threading.active_count() <= threads + 2
