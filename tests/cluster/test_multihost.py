@@ -1,13 +1,15 @@
 """Tier 3: devices on several hosts (network namespaces on one bridge).
 
-Discovery by broadcast on the LAN, glob subscriptions and requests across hosts, a member
-with the wrong key ignored and counted, a host's link cut (its devices expire) and healed
-(they come back).
+Discovery on the LAN, glob subscriptions and requests across hosts, a member with the wrong
+key ignored and counted, a device killed (it expires) and started again (it returns), a host's
+link cut (its devices expire) and healed (they come back); discovery by broadcast alone and by
+multicast alone.
 """
 
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -62,6 +64,18 @@ def test_group_across_hosts_with_key_cut_and_heal(network: NamespaceNetwork, gro
         assert stranger.peers() == []
         wait_for(lambda: rejected(stranger) > 0, what="the stranger rejects our beacons")
         wait_for(lambda: rejected(nav) > 0, what="nav rejects the stranger's beacons")
+
+        imu = start(stranger_host.prefix, "imu")  # a keyed device next to the stranger
+        nav.wait_peers({"gps", "logger", "imu"})
+        imu.kill(signal.SIGKILL)
+        nav.wait_peers({"gps", "logger"}, timeout=EXPIRY + 10)
+        kind, text = nav.request("imu whoami", timeout=3)
+        assert kind == "ERROR" and text.startswith("UnknownPeer"), text
+        imu = start(stranger_host.prefix, "imu")
+        nav.wait_peers({"gps", "logger", "imu"})
+        assert nav.request("imu whoami") == ("RESULT", json.dumps(["imu", imu.pid]))
+        imu.close()
+        nav.wait_peers({"gps", "logger"}, timeout=EXPIRY + 10)
 
         gps_host.cut()
         nav.wait_peers({"logger"}, timeout=EXPIRY + 5)
