@@ -1,7 +1,8 @@
 """Peer cluster figures against raw pyzmq: publish rate, request round trip, discovery time.
 
 Publishers and clients run here; subscribers and servers run in subprocesses (this module is
-also their entry point: ``python -m benchmarks.cluster_bench ROLE ...``). Everything stays on
+also their entry point: ``python -m benchmarks.cluster_bench ROLE ...``; without a role, or
+with ``--quick``, it runs the benchmark and prints its rows). Everything stays on
 loopback (``127.0.0.0/8``). The raw pyzmq side encodes the same JSON per message, so both
 sides pay for their encoding:
 
@@ -311,8 +312,11 @@ def _echo_raw() -> None:
 
 
 def main() -> None:
-    role, *args = sys.argv[1:]
-    if role == "sub-cluster":
+    role, *args = sys.argv[1:] or ["all"]
+    if role in ("all", "--quick"):
+        for row in run(quick=role == "--quick"):
+            print(row)
+    elif role == "sub-cluster":
         asyncio.run(_sub_cluster(args[0]))
     elif role == "sub-raw":
         _sub_raw(args[0])

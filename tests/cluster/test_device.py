@@ -452,3 +452,21 @@ def test_labwire_security_settings_secure_the_data_links(group: str) -> None:
             context.term()
 
     asyncio.run(main())
+
+
+def test_garbage_datagrams_on_the_group_port_are_counted(group: str) -> None:
+    import socket
+
+    async def main() -> None:
+        server, client = make("server", group), make("client", group)
+        server.on_request("ping", lambda: "pong")
+        async with running(server, client):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+                for junk in (b"", b"garbage", b"LWCB\x01" + b"x" * 40, b"\xff" * 5000):
+                    raw.sendto(junk, ("127.255.255.255", group_to_port(group)))
+            await until(lambda: server.stats.get("rejected_beacons", 0) >= 4)
+            await until(knows(client, "server"))
+            assert await client.request("server", "ping") == "pong"
+
+    asyncio.run(main())
