@@ -136,8 +136,13 @@ def test_slow_handler_does_not_stall_other_traffic_and_times_out(group: str) -> 
             await until(lambda: events == [1], what="event while a handler is slow")
             with pytest.raises(CallTimeout, match=r"no answer within 1 s"):
                 await slow_call
+            client.timeout = "200ms"
+            with pytest.raises(CallTimeout, match=r"no answer within 0\.2 s"):
+                await client.request("server", "slow")
+            with pytest.raises(ValueError, match="not a positive duration"):
+                client.timeout = 0
             release.set()
-            await until(lambda: client.stats.get("late_answers") == 1, what="late answer")
+            await until(lambda: client.stats.get("late_answers") == 2, what="late answers")
             assert await client.request("server", "fast") == "fast"
 
     asyncio.run(main())

@@ -148,6 +148,15 @@ class Device(Looper):
         return self._storage
 
     @property
+    def timeout(self) -> float:
+        """Seconds :meth:`request` and :meth:`send` wait (settable)."""
+        return self._member.timeout
+
+    @timeout.setter
+    def timeout(self, seconds: float | str) -> None:
+        self._member.timeout = seconds_of(seconds, "timeout")
+
+    @property
     def member(self) -> Member:
         """The device's group membership (peers, statistics, timeouts)."""
         return self._member
