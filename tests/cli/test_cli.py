@@ -492,3 +492,12 @@ def test_stop_without_an_admin_key_is_refused_with_exit_5(
     assert result.returncode == 5, result.stderr
     assert "refused to stop" in result.stderr and "admin key" in result.stderr
     assert as_alice("ping", endpoint, "--count", "1").returncode == 0
+
+
+def test_a_call_with_no_answer_in_time_says_what_in_words_and_exits_4() -> None:
+    with SimStage(None, LOCAL, speed=100.0) as stage:  # 7 s to travel 700 mm
+        result = labwire("call", stage.endpoint, "move_to", "700", "0", "0", "--timeout", "0.2")
+        stage.halt()
+    assert result.returncode == 4, result.stderr
+    assert "no reply from" in result.stderr and "call of move_to()" in result.stderr
+    assert "METHOD_CALL" not in result.stderr and "Traceback" not in result.stderr

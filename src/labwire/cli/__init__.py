@@ -412,7 +412,14 @@ def _open_client(
         )
     try:
         return cls(None, url, ctx.client_timeout_ms, settings=ctx.settings, resolve=resolver)
-    except (Unavailable, CallTimeout) as exc:
+    except CallTimeout:
+        raise CommandError(
+            f"device {label} did not answer within {ctx.query_timeout:g} s",
+            EXIT_UNREACHABLE,
+            "is the device running and reachable from here? "
+            "(a stale registry entry disappears when its lease expires)",
+        ) from None
+    except Unavailable as exc:
         raise CommandError(
             f"device {label} did not answer within {ctx.query_timeout:g} s ({exc})",
             EXIT_UNREACHABLE,
@@ -444,6 +451,12 @@ def _remote_failure(what: str, failure: Any) -> CommandError:
     code = EXIT_NOT_FOUND if failure.code == "not_found" else EXIT_ERROR
     if failure.code == "denied":
         code = EXIT_DENIED
+    if failure.code == "expired":  # answered, but too late to run: not "unreachable"
+        return CommandError(
+            f"{what} did not run: the device was still busy when the call's deadline passed",
+            EXIT_ERROR,
+            "give the call more time with --timeout SECONDS",
+        )
     error = CommandError(f"{what} failed: {kind}{failure.error}", code)
     if failure.traceback:
         _log.info("remote traceback:\n%s", failure.traceback)
@@ -1225,7 +1238,11 @@ def _add_common(parser: argparse.ArgumentParser, *, registry: bool = True) -> No
         "`labwire keys new labwire --dir DIR` starts one)",
     )
     parser.add_argument(
-        "--timeout", type=float, metavar="S", help="seconds to wait for answers (default 2)"
+        "--timeout",
+        type=float,
+        metavar="S",
+        help="seconds to wait for the registry and for the device to answer (default 2); for "
+        "`call`, the whole call's deadline instead of the method's own",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
 

@@ -34,7 +34,14 @@ from labwire.errors import (
     ServerRestarted,
     Unavailable,
 )
-from labwire.rpc.client import _DEFAULT, _HANDSHAKE_CHECK_SECONDS, ClientBase, Reply
+from labwire.rpc.client import (
+    _DEFAULT,
+    _HANDSHAKE_CHECK_SECONDS,
+    ClientBase,
+    Reply,
+    call_timeout,
+    describe,
+)
 from labwire.rpc.receiver import RPCSignalReceiver
 from labwire.rpc.results import NoResult
 from labwire.rpc.signal import RPCSignal
@@ -303,7 +310,7 @@ class AsyncRPCClient(ClientBase):
             wait = None if deadline is None else deadline - time.monotonic()
             if wait is not None and wait <= 0:
                 self._reset_socket()  # Lazy Pirate: a late reply must never pair with the next call
-                raise CallTimeout(f"{event} to {self.url}: no reply within {timeout_ms} ms")
+                raise call_timeout(describe(event, fields), self.url, timeout_ms)
             received = await socket.recv(None if wait is None else max(1, int(wait * 1000)))
             if received is None:
                 continue
@@ -332,9 +339,7 @@ class AsyncRPCClient(ClientBase):
                 try:
                     return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
                 except TimeoutError:
-                    raise CallTimeout(
-                        f"{event} to {self.url}: no reply within {timeout_ms} ms (outcome unknown)"
-                    ) from None
+                    raise call_timeout(describe(event, fields), self.url, timeout_ms) from None
             return await self._wait_alive(future)
         finally:
             self._pending.pop(rid, None)

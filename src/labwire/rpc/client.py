@@ -110,6 +110,31 @@ class _Overrides(threading.local):
     value: Any = _DEFAULT  # a class default: reading it raises nothing, unlike getattr()
 
 
+_DESCRIPTIONS: dict[str, str] = {
+    RPCEvents.PROPERTY_GET: "read of property {property!r}",
+    RPCEvents.PROPERTY_SET: "write of property {property!r}",
+    RPCEvents.METHOD_CALL: "call of {method}()",
+    RPCEvents.GET_INVENTORY: "inventory request",
+    RPCEvents.STOP_SERVER: "stop request",
+    RPCEvents.INIT_SIGNALS_HANDLING: "signal endpoint request",
+    ExtensionEvents.PING: "ping",
+    ExtensionEvents.GET_PROPERTIES: "read of every property",
+}
+
+
+def describe(event: str, fields: dict[str, Any]) -> str:
+    """What a request is, in words for error messages (not the wire's event names)."""
+    template = _DESCRIPTIONS.get(event, "request")
+    return template.format(method=fields.get("method", ""), property=fields.get("property", ""))
+
+
+def call_timeout(what: str, url: str, timeout_ms: int | None) -> CallTimeout:
+    """The error for a request that got no reply in time (the outcome is unknown)."""
+    return CallTimeout(
+        f"no reply from {url} to the {what} within {timeout_ms} ms (it may or may not have run)"
+    )
+
+
 class ClientBase(ProcessBound):
     """The parts of an RPC client that do no I/O; shared by the sync and asyncio clients.
 
@@ -850,7 +875,7 @@ class RPCClient(ClientBase):
                     return result
                 received = [memoryview(head), *(part.buffer for part in socket.recv_tail())]
             reply = self._await_reply(
-                channel, rid, f"METHOD_CALL {name}", timeout_ms, deadline, received
+                channel, rid, f"call of {name}()", timeout_ms, deadline, received
             )
         finally:
             if self._closed:
@@ -954,8 +979,7 @@ class RPCClient(ClientBase):
     ) -> Reply:
         rid, frames = self._build(event, fields, payload, timeout_ms, start)
         self._send(channel, frames, deadline, connect_wait)
-        what = f"{event} {fields.get('method') or fields.get('property') or ''}"
-        return self._await_reply(channel, rid, what, timeout_ms, deadline)
+        return self._await_reply(channel, rid, describe(event, fields), timeout_ms, deadline)
 
     def _await_reply(
         self,
@@ -977,10 +1001,7 @@ class RPCClient(ClientBase):
                     wait = deadline - now
                     if wait <= 0:
                         self._timed_out(channel)
-                        raise CallTimeout(
-                            f"{what} to {self.url}: no reply within {timeout_ms} ms "
-                            "(outcome unknown)"
-                        )
+                        raise call_timeout(what, self.url, timeout_ms)
                     wait = min(wait, _CONNECTION_CHECK_SECONDS)
                 else:
                     wait = heartbeat
