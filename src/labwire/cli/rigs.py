@@ -180,7 +180,8 @@ def cmd_sim_rig(args: argparse.Namespace, ctx: _Context) -> int:
     try:
         if bind.startswith(("tcp://", "ipc://")):
             host = bind[6:].rpartition(":")[0] if bind.startswith("tcp://") else "127.0.0.1"
-            udp, url = f"udp://{host or '127.0.0.1'}:0", bind
+            host = "0.0.0.0" if host == "*" else host or "127.0.0.1"
+            udp, url = f"udp://{host}:0", bind
         else:
             address = parse_rig_uri(bind if "://" in bind else f"udp://{bind}", for_bind=True)
             if address.link != "udp":

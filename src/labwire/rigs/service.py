@@ -105,6 +105,8 @@ class RigService:
         name: The rig's name (the registry may have changed it on registration).
         udp_endpoint: The bound UDP endpoint ``udp://HOST:PORT`` ("" without UDP).
         endpoint: The bound labwire endpoint ("" without it).
+        handled: Messages handled successfully.
+        refused: Messages refused (undecodable, unknown, illegal now, or a failed handler).
     """
 
     def __init__(
@@ -256,6 +258,7 @@ class RigService:
         try:
             return self.handle(code, items)
         except ConfigurationError as exc:
+            self.refused += 1
             raise ProtocolError(str(exc)) from None
         except Exception:
             self.refused += 1
