@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 import threading
 
-from labwire.rpc import RPCClient, RPCServer, RPCSignal, RPCSignalReceiver
+from labwire.rpc import AsyncRPCClient, RPCClient, RPCServer, RPCSignal, RPCSignalReceiver
 
 
 class Thermometer(RPCServer):
@@ -21,6 +21,10 @@ class Thermometer(RPCServer):
 
 
 class ThermometerClient(RPCClient):
+    temperatureChanged = RPCSignal(float)
+
+
+class AsyncThermometerClient(AsyncRPCClient):
     temperatureChanged = RPCSignal(float)
 
 

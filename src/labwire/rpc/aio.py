@@ -71,6 +71,16 @@ class AsyncRPCClient(ClientBase):
             :class:`~labwire.rpc.NoResult` for remote failures.
         server_key: With security on: the server's public key, when it differs from
             ``settings.security.server_key``.
+        signal_url: Where to subscribe to the server's signals instead of the endpoint the
+            server announces: a signal broker's out address (see
+            :class:`~labwire.rpc.RPCClient`). Only this server's emissions are delivered;
+            after a server restart, from the first call that notices it.
+
+    Attributes:
+        signal_url: The ``signal_url`` given, or None.
+
+    Raises:
+        EndpointError: ``signal_url`` is not a valid address.
     """
 
     def __init__(
@@ -83,7 +93,9 @@ class AsyncRPCClient(ClientBase):
         resolve: Callable[[], str] | None = None,
         raise_errors: bool = False,
         server_key: str | None = None,
+        signal_url: str | None = None,
     ) -> None:
+        self._use_signal_url(signal_url)
         self._init_base(context, url, timeout, settings, resolve, raise_errors, server_key)
         self._async_transport = AsyncTransport(context, settings)
         self._socket: AsyncSocket | None = None
@@ -400,7 +412,7 @@ class AsyncRPCClient(ClientBase):
         except (CallTimeout, Unavailable) as exc:
             _log.warning("could not re-read the inventory of %s: %s", self.url, exc)
             return
-        if self._signal_receiver is not None:
+        if self._signal_receiver is not None and self.signal_url is None:
             url = await self._current_signal_url()
             if url:
                 self._signal_receiver.retarget(url)
@@ -424,7 +436,7 @@ class AsyncRPCClient(ClientBase):
 
     async def _update_subscription(self, signal: RPCSignal) -> None:
         if self._signal_receiver is None:
-            url = await self._current_signal_url()
+            url = self.signal_url or await self._current_signal_url()
             if url is None:
                 _log.warning("server at %s offers no signal endpoint", self.url)
                 return
@@ -437,7 +449,8 @@ class AsyncRPCClient(ClientBase):
                     {name: _LoopSignal(loop, local) for name, local in self._signals.items()},
                     settings=self._settings,
                     selective=True,
-                    server_key=self.server_key,
+                    server_key=None if self.signal_url else self.server_key,
+                    epoch=self._epoch if self.signal_url else None,
                 )
                 receiver.start()
                 self._signal_receiver = receiver

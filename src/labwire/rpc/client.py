@@ -346,6 +346,16 @@ class ClientBase(ProcessBound):
             self._server_id = ""
             self._clock_offset = 0.0
 
+    def _use_signal_url(self, signal_url: str | None) -> None:
+        """Subscribe at ``signal_url`` (a signal broker) instead of the server's endpoint."""
+        if signal_url is not None:
+            parse_endpoint(signal_url)
+        self.signal_url = signal_url
+
+    def _epoch(self) -> str:
+        """The epoch of the server's signals: its incarnation id."""
+        return self._server_id
+
     def _signal_url(self, reply: Reply) -> str | None:
         if reply.header.get("success") is False:
             return None
@@ -624,9 +634,7 @@ class RPCClient(ClientBase):
         server_key: str | None = None,
         signal_url: str | None = None,
     ) -> None:
-        if signal_url is not None:
-            parse_endpoint(signal_url)
-        self.signal_url = signal_url
+        self._use_signal_url(signal_url)
         self._init_base(context, url, timeout, settings, resolve, raise_errors, server_key)
         self._local = _ThreadChannel()
         self._channels: dict[int, _Channel] = {}
@@ -1176,7 +1184,3 @@ class RPCClient(ClientBase):
         """The receiver's refresh with a broker: ask the server, so a restart is noticed."""
         self._current_signal_url()
         return self.signal_url
-
-    def _epoch(self) -> str:
-        """The epoch of the server's signals: its incarnation id."""
-        return self._server_id
