@@ -22,8 +22,10 @@ Code written for pyzmq's ``zmq.devices`` runs here by changing only the import::
 * :class:`Statistics`: frames and bytes per side, from ``statistics()``.
 
 ``labwire broker signals|queue|streamer`` runs one from the command line. An RPC server
-publishes its signals into a signal broker with ``RPCServer(..., signal_broker=URL)``, and a
-subscriber that only knows the broker's address receives them (see :mod:`labwire.rpc`).
+publishes its signals into a signal broker with ``RPCServer(..., signal_broker=IN_URL)``; a
+subscriber that only knows the broker's address receives them: an ``RPCSignalReceiver`` on
+``OUT_URL``, or ``RPCClient(..., signal_url=OUT_URL)`` (``AsyncRPCClient`` too), which keeps
+only its own device's emissions when the broker carries many devices.
 """
 
 from labwire.brokers.device import (

@@ -462,6 +462,8 @@ class _PythonLoop:
                     continue
                 self.control.send(b"")  # the empty answer libzmq gives other commands
                 if command == b"TERMINATE":
+                    if self.capture_dropped:
+                        _log.info("relay dropped %d capture copies", self.capture_dropped)
                     return
                 if command in (b"PAUSE", b"RESUME"):
                     paused = command == b"PAUSE"
