@@ -57,9 +57,10 @@ def add_commands(command: CommandFactory) -> None:
             "labwire rigs push cam-1 cam-2 EXPSTART 2024-05-01_1_mouse --sequential",
         ),
         formatter_class=_Formatter,
+        usage="labwire rigs push [options] RIG [RIG ...] MESSAGE [ARG ...]",
     )
     push.add_argument(
-        "words", nargs="+", metavar="URI... MESSAGE [ARG ...]", help="rigs, message, arguments"
+        "words", nargs="+", metavar="RIG... MESSAGE ARG...", help="rigs, message, arguments"
     )
     push.add_argument(
         "--sequential",
@@ -68,6 +69,9 @@ def add_commands(command: CommandFactory) -> None:
     )
     push.add_argument("--json", action="store_true", help="print JSON")
     _add_common(push)
+    for action in push._actions:
+        if action.dest == "timeout":
+            action.help = f"seconds each rig has to reply (default {_DEFAULT_TIMEOUT:g})"
     push.set_defaults(handler=cmd_push)
 
 
