@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -74,3 +75,15 @@ def test_frozen_peer_expires_and_comes_back(start: Start) -> None:
         gps.process.send_signal(signal.SIGCONT)
     nav.wait_peers({"gps"})
     assert nav.request("gps whoami") == ("RESULT", json.dumps(["gps", gps.pid]))
+
+
+def test_peer_restarted_at_once_takes_its_name_back_before_expiry(start: Start) -> None:
+    nav = start("nav", "--expiry", "30")  # nobody expires during this test
+    gps = start("gps", "--expiry", "30")
+    nav.wait_peers({"gps"})
+    gps.kill(signal.SIGKILL)
+    again = start("gps", "--expiry", "30")
+    deadline = time.monotonic() + 10
+    while nav.request("gps whoami", timeout=5) != ("RESULT", json.dumps(["gps", again.pid])):
+        assert time.monotonic() < deadline, "the restarted gps never took its name back"
+        time.sleep(0.05)

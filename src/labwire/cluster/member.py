@@ -41,7 +41,11 @@ plain TCP.
 Names: two members of a group should not share a name. When a member hears a beacon with a
 name it already knows from another live instance (or with its own name), it ignores that beacon,
 counts it (``stats["name_conflicts"]``) and logs a warning once per instance: the instance
-heard first keeps the name until it expires; the other one is not reachable by that name.
+heard first keeps the name as long as it keeps beaconing; the other one is not reachable by
+that name. Once the holder misses three of its beacons (and a quarter second more), the next
+instance heard with the name takes it: a device killed and started again is reachable at
+once, without waiting for expiry (requests pending with the old instance fail with
+:class:`~labwire.errors.Unavailable`).
 """
 
 from __future__ import annotations
@@ -163,8 +167,11 @@ class Peer:
 class _Link:
     """One peer's live state: its data link, catalog and pending requests (loop thread only)."""
 
-    def __init__(self, name: str, uid: str, address: str, port: int, server_key: str) -> None:
+    def __init__(
+        self, name: str, uid: str, address: str, port: int, server_key: str, interval: float
+    ) -> None:
         self.name = name
+        self.interval = interval  # the peer's beacon interval (as it says, else ours)
         self.uid = uid
         self.address = address
         self.port = port
@@ -182,6 +189,15 @@ class _Link:
         self.socket: Socket | None = None
         self.waker: Waker | None = None
         self.reader: asyncio.Task[None] | None = None
+
+    @property
+    def silence(self) -> float:
+        """How long without a beacon before another instance may take the peer's name.
+
+        Three of its beacon intervals and a quarter second: a late beacon on a loaded host
+        does not hand the name over.
+        """
+        return 3 * self.interval + 0.25
 
     @property
     def url(self) -> str:
@@ -496,7 +512,13 @@ class Member(Looper):
 
     def _beacon(self) -> bytes:
         beacon = Beacon(
-            self.group, self.name, self.uid, self.data_port, self._catalog_version, self._server_key
+            self.group,
+            self.name,
+            self.uid,
+            self.data_port,
+            self._catalog_version,
+            self._server_key,
+            round(self.beacon_interval * 1000),
         )
         return encode_beacon(beacon, self._beacon_key)
 
@@ -550,16 +572,23 @@ class Member(Looper):
         if beacon.uid == self.uid:
             return
         self.stats["beacons_received"] += 1
+        now = time.monotonic()
         link = self._links.get(beacon.name)
+        if link is not None and link.uid != beacon.uid and now - link.last_seen > link.silence:
+            # the holder of the name went silent (killed and restarted, most likely)
+            _log.info("%s: member %s restarted (new instance %s)", self.name, link.name, beacon.uid)
+            self._drop(link.name, Unavailable(f"member {link.name!r} restarted"))
+            link = None
         if beacon.name == self.name or (link is not None and link.uid != beacon.uid):
             self._conflict(beacon, address)
             return
         if link is None:
             link = self._connect(beacon, address)
-        now = time.monotonic()
+        if beacon.interval_ms > 0:
+            link.interval = beacon.interval_ms / 1000
         if address == link.address:
             link.address_seen = now
-        elif now - link.address_seen > 2 * self.beacon_interval:
+        elif now - link.address_seen > 2 * link.interval:
             self._move(link, address, beacon.port)  # heard only at its new address lately
         link.last_seen = now
         if (
@@ -586,7 +615,9 @@ class Member(Looper):
         )
 
     def _connect(self, beacon: Beacon, address: str) -> _Link:
-        link = _Link(beacon.name, beacon.uid, address, beacon.port, beacon.server_key)
+        link = _Link(
+            beacon.name, beacon.uid, address, beacon.port, beacon.server_key, self.beacon_interval
+        )
         self._links[beacon.name] = link
         self._open_link(link)
         if self._hurry is not None:

@@ -213,7 +213,7 @@ def curve_secret_from_key(group: str, key: bytes | str) -> str:
 # ------------------------------------------------------------------------------- beacons
 
 
-class Beacon(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True):
+class Beacon(msgspec.Struct, frozen=True, array_like=True):
     """What a device announces on the group's UDP port.
 
     Attributes:
@@ -224,6 +224,10 @@ class Beacon(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields
         catalog: Version of the device's catalog; a peer refetches it when this changes.
         server_key: The data link's CurveZMQ public key when labwire security settings
             secure it ("" otherwise: plain, or secured by the group key).
+        interval_ms: The sender's beacon interval in milliseconds (0: not said).
+
+    Fields are only ever appended, with defaults, and extra trailing fields are ignored, so
+    peers of neighbouring versions understand each other's beacons.
     """
 
     group: str
@@ -232,6 +236,7 @@ class Beacon(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields
     port: int
     catalog: int
     server_key: str = ""
+    interval_ms: int = 0
 
 
 _BEACON_DECODER = msgspec.json.Decoder(Beacon)
