@@ -194,3 +194,12 @@ def test_group_multicast_addresses_are_site_local_and_stable() -> None:
     )
     assert group_to_multicast("rover") == group_to_multicast("rover")
     assert len(addresses) > 190
+
+
+def test_beacons_from_newer_peers_with_more_fields_decode() -> None:
+    import hmac
+
+    key = beacon_key("rover", None)
+    packet = b'LWCB\x01["rover","gps","u",5555,2,"",500,"a field from later"]'
+    packet += hmac.digest(key, packet, "sha256")
+    assert decode_beacon(packet, key) == Beacon("rover", "gps", "u", 5555, 2, "", 500)
