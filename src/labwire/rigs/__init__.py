@@ -10,9 +10,11 @@
 
 How the URI chooses the link: ``udp://HOST[:PORT]``, an IP address or ``HOST:PORT`` speak the
 deployed ``iblutil.io.net`` UDP protocol (default port 11001; echo confirmation, resent until
-confirmed; replies matched by code); ``tcp://HOST:PORT`` or a registry name use labwire's RPC
-transport (request ids, deadlines, late replies dropped, CurveZMQ when security is on). Code
-written for ``iblrig.net.Auxiliaries`` runs here by changing only the import.
+confirmed; replies matched by code, one request at a time per rig; no encryption, no expiry);
+``tcp://HOST:PORT`` or a registry name use labwire's RPC transport (request ids, deadlines,
+late replies dropped, expired requests never run, CurveZMQ when security is on). A
+:class:`RigService` listens on both, so deployed coordinators and labwire ones can drive it.
+Code written for ``iblrig.net.Auxiliaries`` runs here by changing only the import.
 """
 
 from labwire.rigs.auxiliaries import Auxiliaries

@@ -10,7 +10,10 @@ anything.
 * :class:`UdpLink` (``udp://HOST:PORT`` or a bare host): the deployed protocol. The wire has no
   request id, so one request at a time goes to a rig; its reply is the next datagram from that
   rig with the same code. The request is resent until echoed (see
-  :mod:`labwire.rigs._udp`); the rig's reply is echoed back.
+  :mod:`labwire.rigs._udp`); the rig's reply is echoed back. The wire's limits remain: after a
+  request timed out, its late reply can still be taken for the reply to the next request of
+  the same code to that rig, and a request delayed in the network or in a frozen rig is
+  executed whenever it arrives. Between two labwire ends, use ``tcp://`` or a registry name.
 * :class:`RpcLink` (``tcp://...`` or a registry name): a call of the rig service's
   ``rig_message`` method through :class:`~labwire.rpc.AsyncRPCClient`, so replies are matched
   by request id, late replies are dropped, requests carry an expiry, and CurveZMQ applies when
