@@ -290,9 +290,6 @@ class Interrupt(_DataOnly):
     signature: ClassVar[str] = "(data=None)"
 
 
-_EXP_REF = re.compile(r"^\d{4}-\d{2}-\d{2}_\d+_.+$")
-
-
 @dataclass(frozen=True, slots=True)
 class Start(Payload):
     """EXPSTART: the experiment has begun.
@@ -338,11 +335,6 @@ class Start(Payload):
         if exp_ref is not None and not isinstance(exp_ref, str):
             raise ProtocolError(f"EXPSTART exp_ref must be a string, got {type(exp_ref).__name__}")
         return cls(exp_ref, data)
-
-    @property
-    def is_standard_ref(self) -> bool:
-        """Whether ``exp_ref`` has the standard ``yyyy-mm-dd_n_subject`` form."""
-        return self.exp_ref is not None and _EXP_REF.match(self.exp_ref) is not None
 
 
 @dataclass(frozen=True, slots=True)
