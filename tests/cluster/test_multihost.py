@@ -108,3 +108,20 @@ def test_discovery_by_one_way_alone(network: NamespaceNetwork, group: str, disco
     finally:
         left.close()
         right.close()
+
+
+def test_a_network_that_comes_up_later_is_used(network: NamespaceNetwork, group: str) -> None:
+    early_host, late_host = network.add_host("early"), network.add_host("late")
+    assert late_host.run(["ip", "link", "set", "eth0", "down"]).returncode == 0
+    argv = ["--group", group, "--network", SUBNET, "--discovery", "multicast"]
+    late = Peer(["--name", "late", *argv], prefix=late_host.prefix)  # starts with no LAN
+    early = Peer(["--name", "early", *argv], prefix=early_host.prefix)
+    try:
+        late.expect("READY")
+        early.expect("READY")
+        assert late_host.run(["ip", "link", "set", "eth0", "up"]).returncode == 0
+        early.wait_peers({"late"}, timeout=15)
+        late.wait_peers({"early"}, timeout=15)
+    finally:
+        late.close()
+        early.close()

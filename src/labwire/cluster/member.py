@@ -57,6 +57,7 @@ import inspect
 import ipaddress
 import itertools
 import logging
+import math
 import secrets
 import time
 import traceback
@@ -316,7 +317,7 @@ class Member(Looper):
         self._router: Socket | None = None
         self._router_waker: Waker | None = None
         self._udp: AsyncSocket | None = None
-        self._senders: list[AsyncSocket] = []
+        self._senders: dict[str, AsyncSocket] = {}  # multicast, by interface address
         self._hurry: asyncio.Event | None = None
         self._transport: Transport | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
@@ -448,23 +449,10 @@ class Member(Looper):
     def _open(self) -> None:
         transport = Transport(None, self._settings)
         router = transport.bind(SocketType.ROUTER, f"tcp://{data_link_host(self.network)}:0")
-        udp = None
         try:
             udp = open_beacon_socket(self.port)
-            if "multicast" in self.discovery:
-                interfaces = multicast_interfaces(self.network)
-                if not interfaces and self.discovery == {"multicast"}:
-                    raise ConfigurationError(
-                        f"no interface in {self.network} does multicast: use broadcast"
-                    )
-                join_multicast(udp, group_to_multicast(self.group), interfaces)
-                self._senders = [open_multicast_sender(address) for address in interfaces]
-        except (OSError, ConfigurationError):
+        except OSError:
             router.close(0)
-            close_quietly(udp)
-            for sender in self._senders:
-                close_quietly(sender)
-            self._senders = []
             raise
         self._transport, self._router, self._udp = transport, router, udp
         self._router_waker = Waker(router, self.loop)
@@ -496,9 +484,9 @@ class Member(Looper):
             self._router.close(0)
             self._router = None
         close_quietly(self._udp)
-        for sender in self._senders:
+        for sender in self._senders.values():
             close_quietly(sender)
-        self._senders = []
+        self._senders.clear()
         self._udp = None
 
     async def __aenter__(self) -> Member:
@@ -526,14 +514,14 @@ class Member(Looper):
         udp = self._udp
         if udp is None:
             return
-        routes = []
-        if "broadcast" in self.discovery:
-            routes = [(udp, target) for target in beacon_targets(self.network)]
-        multicast = group_to_multicast(self.group)
-        routes += [(sender, multicast) for sender in self._senders]
         hurry = self._hurry = asyncio.Event()
         next_beacon = self.loop.time()
+        refresh_every = max(1.0, 10 * self.beacon_interval)
+        refreshed = -math.inf
+        routes: list[tuple[AsyncSocket, str]] = []
         while True:
+            if next_beacon - refreshed >= refresh_every:
+                routes, refreshed = self._routes(udp), next_beacon
             packet = self._beacon()
             for sock, target in routes:
                 try:
@@ -549,6 +537,33 @@ class Member(Looper):
             # without moving the regular beacons off their grid.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(hurry.wait(), next_beacon - now)
+
+    def _routes(self, udp: AsyncSocket) -> list[tuple[AsyncSocket, str]]:
+        """Where beacons go now, from the local interfaces as they are.
+
+        Called again every few seconds, so a network that comes up after the member started
+        (a robot booting before its LAN) is used as soon as it is there.
+        """
+        routes = []
+        if "broadcast" in self.discovery:
+            routes = [(udp, target) for target in beacon_targets(self.network)]
+        if "multicast" not in self.discovery:
+            return routes
+        group = group_to_multicast(self.group)
+        interfaces = multicast_interfaces(self.network)
+        for address in set(self._senders) - set(interfaces):
+            close_quietly(self._senders.pop(address))
+        for address in interfaces:
+            if address in self._senders:
+                continue
+            try:
+                join_multicast(udp, group, [address])
+                self._senders[address] = open_multicast_sender(address)
+            except OSError as exc:
+                debug(f"{self.name}: no multicast on {address}: {exc}")
+        if not routes and not self._senders:
+            debug(f"{self.name}: no interface in {self.network} to send beacons on yet")
+        return routes + [(sender, group) for sender in self._senders.values()]
 
     async def _receive_beacons(self) -> None:
         udp = self._udp

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import socket
 import struct
@@ -282,6 +283,8 @@ def join_multicast(sock: AsyncSocket, group: str, interfaces: list[str]) -> None
         try:
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
         except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                continue  # joined already (the interface went away and came back)
             message = f"cannot join multicast group {group} on {address}: {exc.strerror}"
             raise OSError(exc.errno, message) from None
 
