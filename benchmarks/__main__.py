@@ -6,7 +6,14 @@ import argparse
 import importlib
 from typing import Any
 
-MODULES = ("rpc_bench", "registry_bench", "alternatives_bench")
+MODULES = (
+    "rpc_bench",
+    "registry_bench",
+    "alternatives_bench",
+    "rigs_bench",
+    "cluster_bench",
+    "brokers_bench",
+)
 
 
 def _format(value: Any) -> str:

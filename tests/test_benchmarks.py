@@ -37,8 +37,15 @@ def test_quick_run_prints_every_row_with_a_ratio() -> None:
         "64 MiB buffer",
         "8 client threads",
         "small call median, labwire",
+        "push to 8 rigs, labwire transport, median",
+        "push to 8 rigs, deployed UDP, median",
+        "cluster request round trip median",
+        "broker: 64 B messages through a thread STREAMER",
     ):
         assert rows[name][4].endswith("x"), rows[name]
+    published = [name for name in rows if name.startswith("cluster publish to")]
+    assert len(published) == 2 and all(rows[name][4].endswith("x") for name in published)
+    assert rows["cluster discovery of 20 devices"][3] == "s"
     signals = [name for name in rows if name.startswith("signals to")]
     assert len(signals) == 2 and all(" 0 lost" in name for name in signals), signals
     # Each alternative library is measured when installed, and said to be missing otherwise.
