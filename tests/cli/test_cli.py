@@ -39,6 +39,9 @@ COMMANDS = [
     "sim",
     "keys",
     "demo",
+    "rigs",
+    "cluster",
+    "broker",
 ]
 
 

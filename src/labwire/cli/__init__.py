@@ -13,10 +13,14 @@ Commands (``labwire COMMAND --help`` shows each one's options and an example)::
     labwire set DEVICE PROPERTY VALUE             write a property
     labwire watch DEVICE [SIGNAL...]              print a device's signals as they come
     labwire watch --registry [URL]                print registry changes as they come
-    labwire sim camera|stage|controller           serve a simulated device and register it
+    labwire sim camera|stage|controller|rig       serve a simulated device and register it
     labwire keys new NAME [--dir DIR]             make a CurveZMQ keypair
     labwire keys show PATH                        print the public key of a key file
     labwire demo [--positions N] [--out DIR]      run a whole simulated scan
+    labwire rigs push RIG... MESSAGE [ARG...]     send an experiment message to rigs
+                                                  (labwire.cli.rigs)
+    labwire cluster ls|echo|request GROUP ...     look at a peer group (labwire.cli.cluster)
+    labwire broker signals|queue|streamer         run a broker (labwire.cli.brokers)
 
 DEVICE is a registry name (looked up in the registry given by ``--registry``, default
 ``LABWIRE_REGISTRY`` or ``tcp://127.0.0.1:5555``) or a direct URL such as
