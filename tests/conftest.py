@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import pytest
 
+from labwire.testing import NamespaceNetwork, namespaces_unavailable
 from labwire.transport import sockets
 
 
@@ -24,3 +26,20 @@ def transport_path(
     elif sockets._DIRECT is None:
         pytest.fail("labwire.transport._direct is not built: install labwire with a C compiler")
     yield request.param
+
+
+@contextlib.contextmanager
+def namespace_network(subnet: str = "10.77.0.0/24") -> Iterator[NamespaceNetwork]:
+    """Hosts in network namespaces on one bridge; skips the test where namespaces are missing."""
+    reason = namespaces_unavailable()
+    if reason is not None:
+        pytest.skip(f"multi-host tests need network namespaces: {reason}")
+    with NamespaceNetwork(subnet) as net:
+        yield net
+
+
+@pytest.fixture
+def network() -> Iterator[NamespaceNetwork]:
+    """A namespace network for a multi-host test (see :func:`namespace_network`)."""
+    with namespace_network() as net:
+        yield net

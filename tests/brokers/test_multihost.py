@@ -5,24 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from labwire.testing import NamespaceHost, NamespaceNetwork, namespaces_unavailable
+from labwire.testing import NamespaceHost, NamespaceNetwork
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def network() -> Iterator[NamespaceNetwork]:
-    reason = namespaces_unavailable()
-    if reason is not None:
-        pytest.skip(f"multi-host tests need network namespaces: {reason}")
-    with NamespaceNetwork() as net:
-        yield net
 
 
 def start(host: NamespaceHost, *args: str) -> subprocess.Popen[Any]:

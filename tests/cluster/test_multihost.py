@@ -14,19 +14,17 @@ from collections.abc import Iterator
 
 import pytest
 
-from labwire.testing import NamespaceNetwork, namespaces_unavailable
+from labwire.testing import NamespaceNetwork
 from tests.cluster.conftest import EXPIRY, wait_for
 from tests.cluster.peer import Peer
+from tests.conftest import namespace_network
 
 SUBNET = "10.78.0.0/24"
 
 
 @pytest.fixture
 def network() -> Iterator[NamespaceNetwork]:
-    reason = namespaces_unavailable()
-    if reason is not None:
-        pytest.skip(f"multi-host tests need network namespaces: {reason}")
-    with NamespaceNetwork(SUBNET) as net:
+    with namespace_network(SUBNET) as net:
         yield net
 
 

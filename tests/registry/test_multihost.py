@@ -8,24 +8,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
-import pytest
-
-from labwire.testing import NamespaceNetwork, namespaces_unavailable
 from tests.registry.conftest import TTL
 from tests.registry.procs import Proc, ProcessPool
 
 RENEW = TTL / 4
-
-
-@pytest.fixture
-def network() -> Iterator[NamespaceNetwork]:
-    reason = namespaces_unavailable()
-    if reason is not None:
-        pytest.skip(f"multi-host tests need network namespaces: {reason}")
-    with NamespaceNetwork() as net:
-        yield net
 
 
 def call_until(client: Proc, word: str, timeout: float) -> list[str]:

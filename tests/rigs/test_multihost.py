@@ -4,20 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-
-import pytest
-
-from labwire.testing import NamespaceNetwork, namespaces_unavailable
-
-
-@pytest.fixture
-def network() -> Iterator[NamespaceNetwork]:
-    reason = namespaces_unavailable()
-    if reason is not None:
-        pytest.skip(f"multi-host tests need network namespaces: {reason}")
-    with NamespaceNetwork() as net:
-        yield net
 
 
 def test_rigs_on_other_hosts_with_a_link_cut_and_healed(network, procs):
