@@ -18,8 +18,9 @@ from typing import Any
 
 import zmq
 
+from benchmarks import row
 from benchmarks.peers import SMALL_CALL, peer
-from benchmarks.rpc_bench import _latencies, _row
+from benchmarks.rpc_bench import _latencies
 from labwire.rpc import RPCClient
 
 _ROUNDS = 20
@@ -102,13 +103,13 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     rows = []
     for name in ["labwire", *_LIBRARIES]:
         if name not in samples:
-            rows.append(_row(f"small call median, {name}", "not installed", "-", "us", None, "-"))
+            rows.append(row(f"small call median, {name}", "not installed", "-", "us", None, "-"))
             continue
         median = statistics.median(samples[name])
         version = "" if name == "labwire" else " " + importlib.metadata.version(name)
         target = "<= 1.3x" if name == "labwire" else "-"
         rows.append(
-            _row(
+            row(
                 f"small call median, {name}{version}",
                 median * 1e6,
                 raw * 1e6,

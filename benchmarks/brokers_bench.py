@@ -20,23 +20,11 @@ from typing import Any
 
 import zmq
 
+from benchmarks import row
 from labwire.brokers import FORWARDER, STREAMER, ThreadDevice
 from labwire.rpc import RPCServer, RPCSignal, RPCSignalReceiver
 
 _PAYLOAD = b"x" * 64
-
-
-def _row(
-    name: str, measured: float, raw: float, unit: str, ratio: float, target: str
-) -> dict[str, Any]:
-    return {
-        "name": name,
-        "measured": measured,
-        "raw": raw,
-        "unit": unit,
-        "ratio": ratio,
-        "target": target,
-    }
 
 
 def _rate(context: zmq.Context[Any], count: int, urls: tuple[str, str] | None = None) -> float:
@@ -104,7 +92,7 @@ def _throughput(quick: bool) -> dict[str, Any]:
     # Each labwire round is compared with the raw round right after it, under the same load
     # from the rest of the machine; the ratio is the median of those pairs.
     ratio = statistics.median(lw / r for lw, r in zip(labwire_rates, raw_rates, strict=True))
-    return _row(
+    return row(
         "broker: 64 B messages through a thread STREAMER",
         measured,
         raw,
@@ -163,7 +151,7 @@ def _signal_path(quick: bool) -> dict[str, Any]:
         device.close()
         broker.stop()
     measured, raw = statistics.median(through), statistics.median(direct)
-    return _row(
+    return row(
         "signal latency device -> broker -> subscriber (raw: subscriber on the device)",
         measured * 1e6,
         raw * 1e6,

@@ -31,6 +31,7 @@ from typing import Any
 
 import zmq
 
+from benchmarks import row
 from labwire.cluster import Device
 
 NETWORK = "127.0.0.0/8"
@@ -38,19 +39,6 @@ NETWORK = "127.0.0.0/8"
 _ROUNDS = 20
 #: A subscriber stops after this long without a message (once it got one).
 _IDLE = 1.0
-
-
-def _row(
-    name: str, measured: float, raw: float | str, unit: str, ratio: float | None, target: str
-) -> dict[str, Any]:
-    return {
-        "name": name,
-        "measured": measured,
-        "raw": raw,
-        "unit": unit,
-        "ratio": ratio,
-        "target": target,
-    }
 
 
 def _spawn(*argv: str) -> subprocess.Popen[str]:
@@ -213,7 +201,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         rate, received, dropped = asyncio.run(_publish_cluster(subscribers, count))
         raw_rate, raw_received = _publish_raw(subscribers, count)
         rows.append(
-            _row(
+            row(
                 f"cluster publish to {subscribers} sub (of {count}: {received:.0f} recv, "
                 f"{dropped} dropped by the publisher; raw {raw_received:.0f} recv)",
                 rate,
@@ -227,7 +215,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     labwire_median = statistics.median(labwire_samples)
     raw_median = statistics.median(raw_samples)
     rows.append(
-        _row(
+        row(
             "cluster request round trip median",
             labwire_median * 1e6,
             raw_median * 1e6,
@@ -237,7 +225,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         )
     )
     rows.append(
-        _row("cluster discovery of 20 devices", asyncio.run(_discovery(20)), "-", "s", None, "-")
+        row("cluster discovery of 20 devices", asyncio.run(_discovery(20)), "-", "s", None, "-")
     )
     return rows
 

@@ -22,23 +22,11 @@ from typing import Any
 
 import zmq
 
+from benchmarks import row
 from labwire.rigs import Auxiliaries
 
 RIGS = 8
 _ROUNDS = 20
-
-
-def _row(
-    name: str, measured: float, raw: float, unit: str, ratio: float | None, target: str
-) -> dict[str, Any]:
-    return {
-        "name": name,
-        "measured": measured,
-        "raw": raw,
-        "unit": unit,
-        "ratio": ratio,
-        "target": target,
-    }
 
 
 def _serve_peer() -> None:
@@ -132,7 +120,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             lw_med, raw_med = statistics.median(lw), statistics.median(raw)
             label = "labwire transport" if link == "tcp" else "deployed UDP"
             rows.append(
-                _row(
+                row(
                     f"push to {RIGS} rigs, {label}, median",
                     lw_med * 1e6,
                     raw_med * 1e6,

@@ -16,6 +16,7 @@ from typing import Any
 
 import zmq
 
+from benchmarks import row
 from benchmarks.peers import SMALL_CALL, peer
 from labwire.rpc import RPCClient, RPCSignal
 
@@ -38,19 +39,6 @@ def _latencies(call: Callable[[], Any], count: int) -> list[float]:
 
 def _p99(samples: list[float]) -> float:
     return sorted(samples)[int(len(samples) * 0.99) - 1]
-
-
-def _row(
-    name: str, measured: float | str, raw: float | str, unit: str, ratio: float | None, target: str
-) -> dict[str, Any]:
-    return {
-        "name": name,
-        "measured": measured,
-        "raw": raw,
-        "unit": unit,
-        "ratio": ratio,
-        "target": target,
-    }
 
 
 class _BenchClient(RPCClient):
@@ -81,14 +69,10 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             lw_samples += _latencies(lambda: client.call("add", 1), calls // _ROUNDS)
         lw_med, raw_med = statistics.median(lw_samples), statistics.median(raw_samples)
         rows.append(
-            _row(
-                "small call median", lw_med * 1e6, raw_med * 1e6, "us", lw_med / raw_med, "<= 1.3x"
-            )
+            row("small call median", lw_med * 1e6, raw_med * 1e6, "us", lw_med / raw_med, "<= 1.3x")
         )
         lw_p99, raw_p99 = _p99(lw_samples), _p99(raw_samples)
-        rows.append(
-            _row("small call p99", lw_p99 * 1e6, raw_p99 * 1e6, "us", lw_p99 / raw_p99, "-")
-        )
+        rows.append(row("small call p99", lw_p99 * 1e6, raw_p99 * 1e6, "us", lw_p99 / raw_p99, "-"))
 
         blob = context.socket(zmq.REQ)
         blob.connect(f"tcp://127.0.0.1:{blob_port}")
@@ -116,7 +100,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             raw_t, lw_t = statistics.median(raw_samples), statistics.median(lw_samples)
             mib = size / (1 << 20)
             rows.append(
-                _row(f"{label} buffer", mib / lw_t, mib / raw_t, "MiB/s", raw_t / lw_t, target)
+                row(f"{label} buffer", mib / lw_t, mib / raw_t, "MiB/s", raw_t / lw_t, target)
             )
 
         control = context.socket(zmq.REQ)
@@ -202,7 +186,7 @@ def _signals(
     received = sum(r for r, _, _ in labwire) / subscribers
     gaps = sum(g for _, _, g in labwire) / subscribers
     lost = count - received
-    return _row(
+    return row(
         f"signals to {subscribers} sub ({received:.0f}/{count} recv, "
         f"{lost:.0f} lost, {gaps:.0f} reported as gaps)",
         lw_rate,
@@ -239,4 +223,4 @@ def _threads(
 
     raw_rate = measure(raw_work)
     lw_rate = measure(lw_work)
-    return _row("8 client threads", lw_rate, raw_rate, "calls/s", lw_rate / raw_rate, ">= 0.5x")
+    return row("8 client threads", lw_rate, raw_rate, "calls/s", lw_rate / raw_rate, ">= 0.5x")
