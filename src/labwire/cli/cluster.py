@@ -29,7 +29,6 @@ from typing import Any
 
 from rich import box
 from rich.table import Table
-from rich.text import Text
 
 from labwire.cli import (
     EXIT_ERROR,
@@ -43,6 +42,7 @@ from labwire.cli import (
     _jsonable,
     _parse_call_arguments,
     _print_json,
+    _shown,
 )
 from labwire.errors import CallTimeout, NotFound, RemoteError, Unavailable
 
@@ -199,18 +199,18 @@ def cmd_cluster_ls(args: argparse.Namespace, ctx: _Context) -> int:
         )
         return EXIT_OK
     if not peers:
-        ctx.err.print(f"no devices heard in group {args.group!r} on {args.network}", markup=False)
+        ctx.err.print(_shown(f"no devices heard in group {args.group!r} on {args.network}"))
         return EXIT_OK
     table = Table(box=box.SIMPLE, show_edge=False)
     for column in ("device", "address", "subscriptions", "requests", "receives"):
         table.add_column(column)
     for peer in peers:
         table.add_row(
-            Text(peer.name),
-            Text(f"{peer.address}:{peer.port}"),
-            Text(", ".join(peer.subscriptions) or "-"),
-            Text(", ".join(peer.requests) or "-"),
-            Text(", ".join(peer.receivers) or "-"),
+            _shown(peer.name),
+            _shown(f"{peer.address}:{peer.port}"),
+            _shown(", ".join(peer.subscriptions) or "-"),
+            _shown(", ".join(peer.requests) or "-"),
+            _shown(", ".join(peer.receivers) or "-"),
         )
     ctx.out.print(table)
     return EXIT_OK
@@ -235,7 +235,7 @@ def cmd_cluster_echo(args: argparse.Namespace, ctx: _Context) -> int:
                 sys.stdout.write(json.dumps(record, default=_jsonable) + "\n")
                 sys.stdout.flush()
             else:
-                ctx.out.print(f"{event} {json.dumps(data, default=_jsonable)}", markup=False)
+                ctx.out.print(_shown(f"{event} {json.dumps(data, default=_jsonable)}"))
             if remaining[0] is not None:
                 remaining[0] -= 1
                 if remaining[0] <= 0:
@@ -243,7 +243,7 @@ def cmd_cluster_echo(args: argparse.Namespace, ctx: _Context) -> int:
 
         device.on(pattern, show)
         _join(device, args)
-        ctx.err.print(f"echoing {pattern} in group {args.group}; Ctrl-C to stop", markup=False)
+        ctx.err.print(_shown(f"echoing {pattern} in group {args.group}; Ctrl-C to stop"))
         try:
             await done.wait()
         finally:

@@ -149,17 +149,19 @@ def _table(results: RigResults, clients: dict[str, str]) -> Table:
 
     from rich import box
 
+    from labwire.cli import _shown
+
     table = Table(box=box.SIMPLE, title=f"{results.message.name} to {len(results)} rig(s)")
     for column in ("rig", "uri", "outcome", "reply / error", "ms"):
         table.add_column(column, justify="right" if column == "ms" else "left")
     styles = {"reply": "green", "error": "red", "timeout": "yellow", "unavailable": "yellow"}
     for name, result in results.items():
-        shown = json.dumps(result.data) if result.ok else str(result.error)
+        reply = json.dumps(result.data) if result.ok else str(result.error)
         table.add_row(
-            Text(name),
-            Text(clients[name]),
+            _shown(name),
+            _shown(clients[name]),
             Text(result.outcome, style=styles[result.outcome]),
-            Text(shown),
+            _shown(reply),
             f"{result.elapsed * 1000:.1f}",
         )
     return table
