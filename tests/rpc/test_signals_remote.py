@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 
@@ -152,3 +153,21 @@ def test_standalone_receiver_as_in_the_seed(camera: Camera) -> None:
     assert not receiver.is_alive()
     with pytest.raises(TypeError):
         RPCSignalReceiver(None, camera.signal_endpoint, {"x": 1})  # type: ignore[dict-item]
+
+
+def test_an_emission_right_after_connect_is_never_lost(camera: Camera) -> None:
+    for attempt in range(20):
+        with CameraClient(None, camera.endpoint) as proxy:
+            modes: queue.SimpleQueue[str] = queue.SimpleQueue()
+            proxy.modeChanged.connect(modes.put)
+            camera.modeChanged.emit(f"mode {attempt}")  # at once: no call in between
+            assert modes.get(timeout=5) == f"mode {attempt}"
+
+
+def test_a_second_signal_connected_later_is_in_place_on_return_too(camera: Camera) -> None:
+    with CameraClient(None, camera.endpoint) as proxy:
+        proxy.modeChanged.connect(lambda mode: None)
+        counters: list[int] = []
+        proxy.counterChanged.connect(counters.append)
+        camera.counterChanged.emit(7)
+        wait_for(lambda: counters == [7])

@@ -18,6 +18,8 @@ from labwire.wire.signals import (
     Verdict,
     decode_signal,
     encode_signal,
+    probe_prefix,
+    probe_token,
     subscription_prefix,
 )
 from tests.wire.test_codec import json_values
@@ -255,3 +257,12 @@ def test_property_delivery_is_in_order_and_at_most_once(arrivals: list[int]) -> 
     delivered = [seq for seq in arrivals if tracker.observe(msg(seq))[0] is not Verdict.STALE]
     assert delivered == sorted(set(delivered))
     assert tracker.stale == len(arrivals) - len(delivered)
+
+
+@given(st.text(min_size=1, max_size=64))
+def test_a_probe_subscription_names_its_token_and_matches_no_emission(token: str) -> None:
+    prefix = probe_prefix(token)
+    assert probe_token(b"\x01" + prefix) == token
+    assert probe_token(b"\x00" + prefix) is None  # an unsubscribe is not a probe's arrival
+    assert not encode_signal(token, [], "e", 1).startswith(prefix)
+    assert probe_token(b"\x01" + subscription_prefix(token)) is None

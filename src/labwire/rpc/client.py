@@ -580,6 +580,10 @@ class _Channel:
         self.lock = threading.Lock()
 
 
+#: How long connect() waits for a subscription when the client has no default timeout.
+_SUBSCRIBE_WAIT_MS = 2000
+
+
 class _ThreadChannel(threading.local):
     """Each thread's channel, None until the thread's first call."""
 
@@ -1132,8 +1136,40 @@ class RPCClient(ClientBase):
             return
         if signal.connections:
             receiver.subscribe(signal.name)
+            # connect() returns once the subscription is in place, so that an emission the
+            # caller triggers next is not lost (a slot connected by a slot is not waited for).
+            if self.is_labwire_server and threading.current_thread() is not receiver:
+                self._confirm_subscriptions(receiver)
         else:
             receiver.unsubscribe(signal.name)
+
+    def _confirm_subscriptions(self, receiver: RPCSignalReceiver) -> None:
+        """Wait until the server's publisher has every subscription made so far.
+
+        A probe subscription follows them; the server says when it has arrived (SIGNAL_CHECK).
+        Gives up, with a warning, after the client's timeout: signals then start a little late.
+        """
+        token = secrets.token_hex(8)
+        receiver.probe(token)
+        timeout_ms = self._plain_timeout() or _SUBSCRIBE_WAIT_MS
+        deadline = time.monotonic() + timeout_ms / 1000.0
+        pause = 0.001
+        try:
+            while True:
+                reply = self._request(
+                    ExtensionEvents.SIGNAL_CHECK, {"token": token}, None, timeout_ms
+                )
+                if reply.header.get("subscribed") is True or self._failure(reply) is not None:
+                    return  # in place, or a server without the check: nothing to wait for
+                if time.monotonic() + pause > deadline:
+                    _log.warning("signal subscription to %s not confirmed in time", self.url)
+                    return
+                time.sleep(pause)  # the subscription is on its way: ask again shortly
+                pause = min(pause * 2, 0.05)
+        except (CallTimeout, Unavailable) as exc:
+            _log.warning("signal subscription to %s not confirmed: %s", self.url, exc)
+        finally:
+            receiver.unprobe(token)
 
     def _ensure_receiver(self) -> RPCSignalReceiver | None:
         with self._receiver_lock:

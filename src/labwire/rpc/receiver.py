@@ -24,7 +24,13 @@ from labwire.config import Settings
 from labwire.errors import LabwireError, ProtocolError
 from labwire.rpc.signal import RPCSignal
 from labwire.transport import Poller, SocketType, Transport
-from labwire.wire.signals import SequenceTracker, Verdict, decode_signal, subscription_prefix
+from labwire.wire.signals import (
+    SequenceTracker,
+    Verdict,
+    decode_signal,
+    probe_prefix,
+    subscription_prefix,
+)
 
 __all__ = ["RPCSignalReceiver"]
 
@@ -123,6 +129,14 @@ class RPCSignalReceiver(threading.Thread):
         """Stop receiving signal ``name`` (selective mode)."""
         self._command("unsubscribe", name)
 
+    def probe(self, token: str) -> None:
+        """Subscribe to the probe ``token`` after everything asked so far (see SIGNAL_CHECK)."""
+        self._command("probe", token)
+
+    def unprobe(self, token: str) -> None:
+        """Drop the probe ``token``."""
+        self._command("unprobe", token)
+
     def retarget(self, url: str) -> None:
         """Follow the publisher to a new endpoint (e.g. after a server restart)."""
         self._command("retarget", url)
@@ -150,6 +164,10 @@ class RPCSignalReceiver(threading.Thread):
             if self._selective:
                 self.socket.unsubscribe(subscription_prefix(argument))
             self.tracker.forget(argument)
+        elif verb == "probe":
+            self.socket.subscribe(probe_prefix(argument))
+        elif verb == "unprobe":
+            self.socket.unsubscribe(probe_prefix(argument))
         elif verb == "retarget" and argument != self.url:
             if self.url:
                 self.socket.disconnect(self.url)

@@ -67,7 +67,7 @@ from labwire.wire.rpc import (
     parse_request,
     reply_extension,
 )
-from labwire.wire.signals import encode_signal
+from labwire.wire.signals import encode_signal, probe_token
 
 __all__ = ["RPCServer"]
 
@@ -95,6 +95,9 @@ _TAKEOVER_SECONDS = 0.002
 _WATCHDOG_SECONDS = 0.002
 #: Longest the leader waits in one poll when idle.
 _IDLE_POLL_MS = 500
+#: Subscription messages read from a publisher at a time, and probe tokens remembered.
+_SUBSCRIPTIONS_AT_ONCE = 1000
+_PROBES_KEPT = 256
 #: Leadership is up for grabs (the next runner to look takes it).
 _VACANT = -1
 # Enum members cost a descriptor lookup each time they are read; every call reads these.
@@ -225,6 +228,8 @@ class RPCServer:
         self._server_id = secrets.token_hex(8)
         self._seq: dict[str, int] = dict.fromkeys(self._signals, 0)
         self._pub_lock = threading.Lock()
+        #: Probe tokens whose subscription reached a publisher (SIGNAL_CHECK), the newest last.
+        self._probes: dict[str, None] = {}
         self._call_lock = threading.Lock() if serialize_calls else None
         self._stop = False
         self._dead = False
@@ -278,7 +283,7 @@ class RPCServer:
         if signal_broker is not None:
             try:
                 self._broker_socket = self._transport.connect(
-                    SocketType.PUB, signal_broker, sndhwm=self._settings.signal_hwm
+                    SocketType.XPUB, signal_broker, sndhwm=self._settings.signal_hwm
                 )
             except LabwireError:
                 self._socket.close(0)
@@ -335,7 +340,8 @@ class RPCServer:
             url = f"ipc://{endpoint.path}.signals"
         else:
             url = f"inproc://{endpoint.path}.signals"
-        return self._transport.bind(SocketType.PUB, url, sndhwm=self._settings.signal_hwm)
+        # XPUB: a PUB that also reads its subscribers' subscriptions (for SIGNAL_CHECK).
+        return self._transport.bind(SocketType.XPUB, url, sndhwm=self._settings.signal_hwm)
 
     def serve_forever(self) -> None:
         """Serve requests until :meth:`stop_server` is called or a client sends STOP_SERVER.
@@ -469,6 +475,7 @@ class RPCServer:
                 now = time.monotonic()
                 if now - self._recent_since >= _DEDUP_SECONDS:
                     self._retire_replies(now)
+                self._read_subscriptions()
                 continue
             if len(message) == 6:  # a call the lane ran, whose answer needs the server
                 self._complete_quick(*message)
@@ -701,6 +708,12 @@ class RPCServer:
             fields = {"signal_port": parse_endpoint(self.signal_endpoint, for_bind=True).port}
             lw = {"signal_endpoint": self.signal_endpoint}
             self._send(envelope + self._reply(request, fields, extension=lw))
+        elif event == ExtensionEvents.SIGNAL_CHECK:
+            self._read_subscriptions()
+            with self._pub_lock:
+                subscribed = request.name in self._probes
+                self._probes.pop(request.name, None)
+            self._send(envelope + self._reply(request, {"subscribed": subscribed}))
         elif event == ExtensionEvents.PING:
             self._send(envelope + self._reply(request, {}, extension={"now": time.monotonic()}))
         elif event == RPCEvents.STOP_SERVER:
@@ -1011,6 +1024,19 @@ class RPCServer:
         }
 
     # ------------------------------------------------------------------ signals
+
+    def _read_subscriptions(self) -> None:
+        """Read what subscribers sent the publishers, keeping the tokens of probes."""
+        with self._pub_lock:
+            for publisher in (self._signal_socket, self._broker_socket):
+                if publisher is None:
+                    continue
+                for subscription in publisher.recv_frames_nowait(_SUBSCRIPTIONS_AT_ONCE):
+                    token = probe_token(subscription)
+                    if token is not None:
+                        self._probes[token] = None
+                        if len(self._probes) > _PROBES_KEPT:
+                            del self._probes[next(iter(self._probes))]
 
     def _publish(self, name: str, args: tuple[Any, ...]) -> None:
         with self._pub_lock:

@@ -60,6 +60,19 @@ Signals are one frame each: ``{"signal": name, "event": "EMIT_SIGNAL", "args": [
 "blocking": false, "epoch": hex, "seq": n}``. The JSON starts with the signal name so a SUB
 socket can filter on the exact prefix ``{"signal":"name",``; deployed subscribers, which
 subscribe to everything, ignore the extra fields.
+
+Extension events (labwire servers only; a client sends them once the inventory showed a
+protocol version)::
+
+    PING            -> {"success": true, "lw": {..., "now": server's monotonic clock}}
+    GET_PROPERTIES  -> {"success": true, "values": {name: value}} (every readable property)
+    SIGNAL_CHECK    "token": str (1-64 characters)
+                    -> {"success": true, "subscribed": bool}: whether a subscription to
+                       :func:`labwire.wire.signals.probe_prefix` (token) has reached the
+                       server's publisher. A client subscribes to that prefix right after a
+                       signal's and asks until it has: subscriptions travel in order, so the
+                       signal's is then in place too, and an emission right after
+                       ``connect()`` is not lost.
 """
 
 from __future__ import annotations
@@ -135,6 +148,7 @@ class ExtensionEvents(StrEnum):
 
     PING = "PING"
     GET_PROPERTIES = "GET_PROPERTIES"
+    SIGNAL_CHECK = "SIGNAL_CHECK"
 
 
 EXTENSION_EVENTS = frozenset(ExtensionEvents)
@@ -537,6 +551,11 @@ def parse_request(header: dict[str, Any], buffers: Sequence[memoryview] = ()) ->
             if "value" not in header:
                 raise ProtocolError("PROPERTY_SET needs a 'value' field")
             request.value = _restore_request_field(header["value"], buffers)
+    elif event == ExtensionEvents.SIGNAL_CHECK:
+        token = _expect(header, "token", str, event)
+        if not 1 <= len(token) <= 64:
+            raise ProtocolError("field 'token' of SIGNAL_CHECK must have 1 to 64 characters")
+        request.name = token
     return request
 
 

@@ -23,6 +23,8 @@ __all__ = [
     "Verdict",
     "decode_signal",
     "encode_signal",
+    "probe_prefix",
+    "probe_token",
     "subscription_prefix",
 ]
 
@@ -46,6 +48,26 @@ class SignalMessage(msgspec.Struct, frozen=True):
 def subscription_prefix(signal: str) -> bytes:
     """The exact SUB prefix that matches ``signal`` and no other signal."""
     return b'{"signal":' + encode_json(signal) + b","
+
+
+#: Starts every probe subscription: no emission (a JSON object) ever starts with it, and it
+#: sorts after ``{``, so a subscriber resending its subscriptions sends probes last.
+_PROBE = b"~labwire-probe:"
+
+
+def probe_prefix(token: str) -> bytes:
+    """A subscription that matches no emission; its arrival at a publisher marks a point.
+
+    See ``SIGNAL_CHECK`` in :mod:`labwire.wire.rpc`.
+    """
+    return _PROBE + token.encode("utf-8")
+
+
+def probe_token(subscription: bytes) -> str | None:
+    """The token of a probe, from a subscribe message an XPUB socket reads (byte 1, prefix)."""
+    if subscription[:1] != b"\x01" or not subscription.startswith(_PROBE, 1):
+        return None
+    return subscription[1 + len(_PROBE) :].decode("utf-8", "replace")
 
 
 class _Emission(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
