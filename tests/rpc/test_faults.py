@@ -25,7 +25,7 @@ import zmq
 from labwire.config import Settings
 from labwire.errors import CallTimeout, ClosedError, Unavailable
 from tests.rpc.conftest import ROOT, DeviceProcess, process_fds, process_threads, wait_for
-from tests.rpc.devices import CameraClient
+from tests.rpc.devices import Camera, CameraClient
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -377,3 +377,41 @@ def test_p2_subscriber_reports_a_publisher_restart_and_keeps_receiving(
         wait_for(lambda: len(counters) == 5)
         assert counters == list(range(last - 4, last + 1))
         assert proxy.signal_stats()["gaps"] == 0
+
+
+# ------------------------------------------------------- the program's own context, terminated
+
+
+def _term_returns(context: zmq.Context[Any]) -> bool:
+    """Whether ``context.term()`` returns (in 10 s; it hangs while a socket is open)."""
+    terminating = threading.Thread(target=context.term, daemon=True)
+    terminating.start()
+    terminating.join(10)
+    return not terminating.is_alive()
+
+
+def test_a_dropped_client_with_a_slot_lets_its_context_terminate() -> None:
+    with Camera(None, "tcp://127.0.0.1:0") as camera:
+        context: zmq.Context[Any] = zmq.Context()
+        client = CameraClient(context, camera.endpoint)
+        modes: list[str] = []
+        client.modeChanged.connect(modes.append)
+        camera.modeChanged.emit("VIDEO")
+        wait_for(lambda: modes == ["VIDEO"])
+        del client  # as deployed programs do: no close(), the client is collected
+        assert _term_returns(context)
+        wait_for(lambda: not [t for t in threading.enumerate() if t.name == "labwire-signals"])
+
+
+def test_a_context_terminated_under_a_live_client_and_server_lets_term_return() -> None:
+    context: zmq.Context[Any] = zmq.Context()
+    camera = Camera(context, "tcp://127.0.0.1:0").start()
+    client = CameraClient(context, camera.endpoint)
+    client.modeChanged.connect(lambda mode: None)
+    assert client.add(1, 2) == 3
+    assert _term_returns(context)  # the client's signal thread and the server let go
+    wait_for(lambda: camera.wait_stopped(0))
+    with pytest.raises(ClosedError):
+        client.add(1, 2)
+    client.close()
+    camera.stop_server()

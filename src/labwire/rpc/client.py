@@ -44,7 +44,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, ParamSpec, TypeVar
 
 from labwire.config import Settings
 from labwire.errors import (
@@ -108,6 +108,25 @@ class _Overrides(threading.local):
     """Per-thread timeout override (see :meth:`ClientBase.override_timeout`)."""
 
     value: Any = _DEFAULT  # a class default: reading it raises nothing, unlike getattr()
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _weakly(method: Callable[P, R]) -> Callable[P, R | None]:
+    """``method`` (a bound method) without keeping its object alive; None once it is gone.
+
+    What a client hands its signal thread and its signals: a client the program drops is then
+    collected, and releases its sockets (see :meth:`RPCClient.__del__`).
+    """
+    reference = weakref.WeakMethod(method)
+
+    def call(*args: P.args, **kwargs: P.kwargs) -> R | None:
+        bound = reference()
+        return None if bound is None else bound(*args, **kwargs)
+
+    return call
 
 
 _DESCRIPTIONS: dict[str, str] = {
@@ -193,7 +212,7 @@ class ClientBase(ProcessBound):
             name: getattr(self, name) for name in scan_class(type(self), (ClientBase,)).signals
         }
         for signal in self._signals.values():
-            signal._watcher = self._on_slots_changed
+            signal._watcher = _weakly(self._on_slots_changed)
 
     # ------------------------------------------------------------------ introspection
 
@@ -798,6 +817,22 @@ class RPCClient(ClientBase):
             receiver, self._signal_receiver = self._signal_receiver, None
         if receiver is not None:
             receiver.close()
+        self._release_sockets()
+
+    def __del__(self) -> None:
+        # A client the program dropped without close() (the seed documents none): its sockets
+        # and signal thread go with it, so the program's own context.term() does not wait.
+        if getattr(self, "_closed", True) or self.forked_from is not None:
+            return
+        self._closed = True
+        receiver = self._signal_receiver
+        if receiver is not None:
+            receiver.stop()  # the thread closes its socket and ends by itself
+        self._release_sockets()
+
+    def _release_sockets(self) -> None:
+        """Close the call sockets (also when the context was terminated under the client)."""
+        self._closed = True
         with self._channels_lock:
             channels = list(self._channels.values())
             self._channels.clear()
@@ -1179,8 +1214,8 @@ class RPCClient(ClientBase):
                 return self._start_receiver(
                     self.signal_url,
                     server_key=None,
-                    refresh=self._follow_through_broker,
-                    epoch=self._epoch,
+                    refresh=_weakly(self._follow_through_broker),
+                    epoch=_weakly(self._epoch),
                 )
             url = self._current_signal_url()
             if url is None:
@@ -1189,7 +1224,7 @@ class RPCClient(ClientBase):
             return self._start_receiver(
                 url,
                 server_key=self.server_key,
-                refresh=self._current_signal_url if self.is_labwire_server else None,
+                refresh=_weakly(self._current_signal_url) if self.is_labwire_server else None,
                 epoch=None,
             )
 
@@ -1199,7 +1234,7 @@ class RPCClient(ClientBase):
         *,
         server_key: str | None,
         refresh: Callable[[], str | None] | None,
-        epoch: Callable[[], str] | None,
+        epoch: Callable[[], str | None] | None,
     ) -> RPCSignalReceiver:
         receiver = RPCSignalReceiver(
             self.context,
@@ -1211,6 +1246,7 @@ class RPCClient(ClientBase):
             server_key=server_key,
             refresh=refresh,
             epoch=epoch,
+            on_terminated=_weakly(self._release_sockets),
         )
         receiver.start()
         self._signal_receiver = receiver

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from labwire.config import Settings
-from labwire.errors import LabwireError, ProtocolError
+from labwire.errors import ClosedError, LabwireError, ProtocolError
 from labwire.rpc.signal import RPCSignal
 from labwire.transport import Poller, SocketType, Transport
 from labwire.wire.signals import (
@@ -54,6 +54,8 @@ class RPCSignalReceiver(threading.Thread):
         epoch: Called for each batch of messages; only emissions carrying the epoch it
             returns are delivered. For a subscriber on a signal broker, which carries the
             emissions of many publishers, to keep those of one. None: deliver every epoch.
+        on_terminated: Called from the thread when the ZeroMQ context is terminated under it
+            (the thread then closes its socket and ends, so that ``term()`` can return).
 
     Attributes:
         context: The ZeroMQ context.
@@ -79,7 +81,8 @@ class RPCSignalReceiver(threading.Thread):
         refresh: Callable[[], str | None] | None = None,
         refresh_interval_ms: int = 1000,
         server_key: str | None = None,
-        epoch: Callable[[], str] | None = None,
+        epoch: Callable[[], str | None] | None = None,
+        on_terminated: Callable[[], object] | None = None,
     ) -> None:
         if not isinstance(signals, dict) or not all(
             isinstance(s, RPCSignal) for s in signals.values()
@@ -100,6 +103,7 @@ class RPCSignalReceiver(threading.Thread):
         self._refresh_interval = refresh_interval_ms / 1000.0
         self._server_key = server_key
         self._epoch = epoch
+        self._on_terminated = on_terminated
         self._commands: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
@@ -196,6 +200,10 @@ class RPCSignalReceiver(threading.Thread):
                 if self._refresh is not None and time.monotonic() >= next_refresh:
                     self._run_refresh()
                     next_refresh = time.monotonic() + self._refresh_interval
+        except ClosedError:  # the ZeroMQ context was terminated: let its term() finish
+            _log.info("signal receiver for %s stops: its ZeroMQ context was terminated", self.url)
+            if self._on_terminated is not None:
+                self._on_terminated()
         finally:
             self._release()
 

@@ -465,32 +465,35 @@ class RPCServer:
         serve = self._socket.serve_compact
         lane = self._lane()
         wake_id = self._wake_id
-        while not self._stop:
-            # A finite wait lets Python run signal handlers (e.g. SIGTERM -> stop_server)
-            # even when the kernel delivered the signal to another thread.
-            message = receive(_IDLE_POLL_MS) if lane is None else serve(lane, _IDLE_POLL_MS)
-            if message is True:  # a call the compiled lane answered (in less than takeover)
-                continue
-            if message is None:  # idle: replies age out without new ones to push them
-                now = time.monotonic()
-                if now - self._recent_since >= _DEDUP_SECONDS:
-                    self._retire_replies(now)
-                self._read_subscriptions()
-                continue
-            if len(message) == 6:  # a call the lane ran, whose answer needs the server
-                self._complete_quick(*message)
+        try:
+            while not self._stop:
+                # A finite wait lets Python run signal handlers (e.g. SIGTERM -> stop_server)
+                # even when the kernel delivered the signal to another thread.
+                message = receive(_IDLE_POLL_MS) if lane is None else serve(lane, _IDLE_POLL_MS)
+                if message is True:  # a call the compiled lane answered (in less than takeover)
+                    continue
+                if message is None:  # idle: replies age out without new ones to push them
+                    now = time.monotonic()
+                    if now - self._recent_since >= _DEDUP_SECONDS:
+                        self._retire_replies(now)
+                    self._read_subscriptions()
+                    continue
+                if len(message) == 6:  # a call the lane ran, whose answer needs the server
+                    self._complete_quick(*message)
+                    if self._leader != me:
+                        return True
+                    continue
+                # Not unpacked into locals: they would keep a large message alive while the
+                # lane answers the calls after it.
+                if message[0] == wake_id:
+                    self._drain_replies()
+                    continue
+                self._on_message(*message)
                 if self._leader != me:
                     return True
-                continue
-            # Not unpacked into locals: they would keep a large message alive while the
-            # lane answers the calls after it.
-            if message[0] == wake_id:
-                self._drain_replies()
-                continue
-            self._on_message(*message)
-            if self._leader != me:
-                return True
-        self._drain_replies()
+            self._drain_replies()
+        except ClosedError:  # the ZeroMQ context was terminated under the server
+            _log.warning("RPC server on %s stops: its ZeroMQ context was terminated", self.endpoint)
         self._shutdown()
         return False
 
