@@ -504,3 +504,22 @@ def test_a_call_with_no_answer_in_time_says_what_in_words_and_exits_4() -> None:
     assert result.returncode == 4, result.stderr
     assert "no reply from" in result.stderr and "call of move_to()" in result.stderr
     assert "METHOD_CALL" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_secured_registry_tells_an_unsecured_command_so_and_failures_print_once(
+    running: Callable[..., Running], tmp_path: Path
+) -> None:
+    lab_keys, other_keys = tmp_path / "lab", tmp_path / "other"
+    for folder in (lab_keys, other_keys):
+        assert labwire("keys", "new", "labwire", "--dir", str(folder)).returncode == 0
+    registry = running(
+        "registry", "--bind", "tcp://127.0.0.1:0", "--json", "--secure", str(lab_keys)
+    )
+    ready = json.loads(registry.line())
+    assert ready["secure"] is True
+    plain = labwire("ls", "--registry", ready["url"], "--timeout", "1")
+    assert plain.returncode == 5, plain.stderr
+    assert "requires security (CurveZMQ)" in plain.stderr and "--secure DIR" in plain.stderr
+    wrong = labwire("ls", "--registry", ready["url"], "--timeout", "1", "--secure", str(other_keys))
+    assert wrong.returncode == 5, wrong.stderr
+    assert wrong.stderr.count("security handshake failed") == 1

@@ -383,7 +383,28 @@ def _lookup(ctx: _Context, name: str) -> DeviceInfo:
         raise _registry_unreachable(ctx, exc) from None
 
 
+def _needs_security(ctx: _Context, url: str, what: str) -> CommandError | None:
+    """The error to give when ``url`` did not answer because it requires security."""
+    if ctx.settings.security is not None:
+        return None
+    from labwire.transport import default_context
+    from labwire.transport.security import plain_handshake_refused
+
+    if not plain_handshake_refused(default_context(), url):
+        return None
+    return CommandError(
+        f"{what} at {url} requires security (CurveZMQ): it dropped this command's unsecured "
+        "connection",
+        EXIT_DENIED,
+        "turn security on with --secure DIR (the lab's key folder), or the LABWIRE_SECRET_KEY "
+        "and LABWIRE_SERVER_KEY variables",
+    )
+
+
 def _registry_unreachable(ctx: _Context, exc: Exception) -> CommandError:
+    refusal = _needs_security(ctx, ctx.registry_url, "the registry")
+    if refusal is not None:
+        return refusal
     return CommandError(
         f"the registry at {ctx.registry_url} did not answer within {ctx.query_timeout:g} s ({exc})",
         EXIT_UNREACHABLE,
@@ -417,14 +438,14 @@ def _open_client(
     try:
         return cls(None, url, ctx.client_timeout_ms, settings=ctx.settings, resolve=resolver)
     except CallTimeout:
-        raise CommandError(
+        raise _needs_security(ctx, url, "the device") or CommandError(
             f"device {label} did not answer within {ctx.query_timeout:g} s",
             EXIT_UNREACHABLE,
             "is the device running and reachable from here? "
             "(a stale registry entry disappears when its lease expires)",
         ) from None
     except Unavailable as exc:
-        raise CommandError(
+        raise _needs_security(ctx, url, "the device") or CommandError(
             f"device {label} did not answer within {ctx.query_timeout:g} s ({exc})",
             EXIT_UNREACHABLE,
             "is the device running and reachable from here? "

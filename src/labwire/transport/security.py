@@ -102,6 +102,7 @@ __all__ = [
     "load_public_keys",
     "load_secret_key",
     "new_zap_domain",
+    "plain_handshake_refused",
     "public_key_from_secret",
     "public_key_of",
     "secure_client_socket",
@@ -958,6 +959,40 @@ def _sync_socket(context: zmq.Context[Any], kind: int) -> zmq.Socket[Any]:
     return sock
 
 
+def plain_handshake_refused(context: zmq.Context[Any], url: str, timeout_ms: int = 500) -> bool:
+    """Whether the server at ``url`` drops a plain (unsecured) client during the handshake.
+
+    What a CurveZMQ server does to a client without keys, so the command line can say "this
+    peer requires security" instead of "not reachable". False also when nobody answers.
+
+    Args:
+        context: The context to make the probing socket in.
+        url: The server's endpoint.
+        timeout_ms: How long to wait for the handshake's outcome.
+    """
+    probe = _sync_socket(context, zmq.DEALER)
+    events = _sync_socket(context, zmq.PAIR)
+    address = f"inproc://labwire-probe-{next(_ids)}"
+    try:
+        probe.setsockopt(zmq.LINGER, 0)
+        events.setsockopt(zmq.LINGER, 0)
+        probe.monitor(address, _HANDSHAKE_EVENTS)
+        events.connect(address)
+        probe.connect(url)
+        if not events.poll(timeout_ms):
+            return False
+        event = parse_monitor_message(events.recv_multipart())["event"]
+        return bool(event != zmq.EVENT_HANDSHAKE_SUCCEEDED)
+    except zmq.ZMQError as exc:
+        log.debug("cannot probe %s for security: %s", url, exc)
+        return False
+    finally:
+        with contextlib.suppress(zmq.ZMQError):
+            probe.disable_monitor()
+        events.close(linger=0)
+        probe.close(linger=0)
+
+
 def lease_authenticator(
     context: zmq.Context[Any], domain: bytes, policy: AccessPolicy
 ) -> AuthenticatorLease:
@@ -1091,7 +1126,7 @@ class HandshakeWatcher:
         self._succeeded.discard(url)
         error = self._error_for(event, value, url)
         self._failures[url] = (error, time.monotonic())
-        log.warning("%s", error)
+        log.info("%s", error)  # raised to the caller, who says it (once)
         # libzmq does not reconnect after a failed handshake (RECONNECT_STOP); dropping the
         # endpoint makes that explicit (and holds even where that option is unsupported).
         try:
