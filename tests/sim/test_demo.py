@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -87,10 +88,16 @@ def test_demo_scans_and_saves_every_image(tmp_path: Path) -> None:
 def test_demo_runs_encrypted_with_secure(tmp_path: Path) -> None:
     keys = tmp_path / "keys"
     out = tmp_path / "out"
-    result = _run_demo("--positions", "3", "--out", str(out), "--secure", str(keys))
+    result = _run_demo("--positions", "3", "--out", str(out), "--secure", str(keys), "--json")
     assert result.returncode == 0, result.stderr
     _check_output_folder(out, 3)
-    assert "secured (CurveZMQ)" in result.stdout and "not secured" not in result.stdout
+    summary = json.loads(result.stdout)  # --json: the summary as one JSON document
+    assert summary["secure"] is True and summary["images"] == 3
+    assert sorted(device["name"] for device in summary["devices"]) == [
+        "camera",
+        "controller",
+        "stage",
+    ]
     assert (keys / "labwire.key").exists()
     assert (keys / "labwire.key_secret").stat().st_mode & 0o077 == 0
 

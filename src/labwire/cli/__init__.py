@@ -1188,7 +1188,18 @@ def cmd_demo(args: argparse.Namespace, ctx: _Context) -> int:
 
             report = demo.run(on_progress=update)
         finished = True
-        _demo_summary(ctx, report)
+        if args.json:
+            _print_json(
+                {
+                    "registry": report.registry_url,
+                    "devices": [device.to_json() for device in report.devices],
+                    "output": str(report.output),
+                    "secure": ctx.settings.security is not None,
+                    **report.summary,
+                }
+            )
+        else:
+            _demo_summary(ctx, report)
         if args.keep_running:
             registry = demo.lab.registry_url
             err.print(
@@ -1468,6 +1479,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--keep-running", action="store_true", help="keep the devices up afterwards")
     sub.add_argument("--encoding", choices=("png", "jpeg", "raw"), default="png")
     sub.add_argument("--lores", action="store_true", help="half-resolution images")
+    sub.add_argument("--json", action="store_true", help="print the summary as JSON")
     _add_common(sub, registry=False)
     sub.set_defaults(handler=cmd_demo)
 
