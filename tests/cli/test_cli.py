@@ -42,6 +42,7 @@ COMMANDS = [
     "rigs",
     "cluster",
     "broker",
+    "completion",
 ]
 
 

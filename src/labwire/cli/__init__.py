@@ -21,6 +21,7 @@ Commands (``labwire COMMAND --help`` shows each one's options and an example)::
                                                   (labwire.cli.rigs)
     labwire cluster ls|echo|request GROUP ...     look at a peer group (labwire.cli.cluster)
     labwire broker signals|queue|streamer         run a broker (labwire.cli.brokers)
+    labwire completion bash|zsh|fish              shell completion (labwire.cli.completion)
 
 DEVICE is a registry name (looked up in the registry given by ``--registry``, default
 ``LABWIRE_REGISTRY`` or ``tcp://127.0.0.1:5555``) or a direct URL such as
@@ -1483,9 +1484,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(sub, registry=False)
     sub.set_defaults(handler=cmd_demo)
 
-    from labwire.cli import brokers, cluster, rigs  # command groups of their own modules
+    from labwire.cli import brokers, cluster, completion, rigs  # groups of their own modules
 
-    for group in (rigs, cluster, brokers):
+    for group in (rigs, cluster, brokers, completion):
         group.add_commands(command)
     return parser
 
@@ -1533,6 +1534,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: The arguments (default: ``sys.argv[1:]``).
     """
     parser = build_parser()
+    from labwire.cli.completion import complete
+
+    complete(parser)  # a shell asking for completions is answered, and the run ends there
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error (already printed)
