@@ -1484,9 +1484,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(sub, registry=False)
     sub.set_defaults(handler=cmd_demo)
 
-    from labwire.cli import brokers, cluster, completion, rigs  # groups of their own modules
+    from labwire.cli import brokers, cluster, completion, dashboard, rigs  # groups of their own
 
-    for group in (rigs, cluster, brokers, completion):
+    for group in (rigs, cluster, brokers, dashboard, completion):
         group.add_commands(command)
     return parser
 
