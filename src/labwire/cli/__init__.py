@@ -1158,6 +1158,7 @@ def cmd_demo(args: argparse.Namespace, ctx: _Context) -> int:
     secure = None if args.secure is None else Path(args.secure).expanduser()
     err = ctx.err
     finished = False
+    stop_dashboard: Callable[[], None] | None = None
     demo = Demo(
         positions=args.positions,
         output=args.out,
@@ -1174,6 +1175,10 @@ def cmd_demo(args: argparse.Namespace, ctx: _Context) -> int:
                 + ", ".join(f"{d.name} ({d.address})" for d in demo.devices)
             )
         )
+        if args.dashboard:
+            from labwire.cli.dashboard import start_in_background
+
+            stop_dashboard = start_in_background(ctx, demo.lab.registry_url, args.dashboard)
         with Progress(
             "[progress.description]{task.description}",
             BarColumn(),
@@ -1218,6 +1223,8 @@ def cmd_demo(args: argparse.Namespace, ctx: _Context) -> int:
     except RemoteError as exc:
         raise CommandError(f"the scan failed: {exc}", EXIT_ERROR) from None
     finally:
+        if stop_dashboard is not None:
+            stop_dashboard()
         demo.close()
     return EXIT_OK if finished else EXIT_INTERRUPTED
 
@@ -1481,6 +1488,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--encoding", choices=("png", "jpeg", "raw"), default="png")
     sub.add_argument("--lores", action="store_true", help="half-resolution images")
     sub.add_argument("--json", action="store_true", help="print the summary as JSON")
+    sub.add_argument(
+        "--dashboard",
+        nargs="?",
+        const="127.0.0.1:8765",
+        metavar="HOST:PORT",
+        help="serve the live web dashboard during the scan (default 127.0.0.1:8765)",
+    )
     _add_common(sub, registry=False)
     sub.set_defaults(handler=cmd_demo)
 
