@@ -55,7 +55,13 @@ def parameters(signature: str) -> list[dict[str, Any]] | None:
 
 
 def _parameter(argument: ast.arg, kind: str, default: ast.expr | None) -> dict[str, Any]:
-    annotation = "" if argument.annotation is None else ast.unparse(argument.annotation)
+    node = argument.annotation
+    if node is None:
+        annotation = ""
+    elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+        annotation = node.value  # postponed annotations are printed quoted
+    else:
+        annotation = ast.unparse(node)
     entry: dict[str, Any] = {
         "name": argument.arg,
         "kind": kind,

@@ -177,7 +177,7 @@ class DeviceSession:
         ]
         client_class = type("DashboardClient", (AsyncRPCClient,), {n: RPCSignal() for n in usable})
         client: AsyncRPCClient = client_class(
-            None, self.info.address, settings=settings, server_key=key
+            None, self.info.address, settings=settings, server_key=key, raise_errors=True
         )
         try:
             await client.refresh_inventory(connect_wait=True)
