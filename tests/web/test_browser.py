@@ -156,6 +156,28 @@ def test_an_image_from_the_camera_is_displayed(page: Any) -> None:
     assert '"format"' in grab.find_element(By.CSS_SELECTOR, ".result pre").text
 
 
+def test_a_buffer_that_is_no_image_is_offered_as_a_download(page: Any, lab: Lab) -> None:
+    import urllib.request
+
+    from selenium.webdriver.common.by import By
+
+    grab = form(up(page, "camera"), "get_image")
+    with RPCClient(None, lab.camera.endpoint) as client:
+        client.set_property("encoding", "raw")
+        try:
+            grab.find_element(By.NAME, "lores").click()
+            grab.find_element(By.CSS_SELECTOR, "button").click()
+            link = wait_for(
+                lambda: grab.find_element(By.CSS_SELECTOR, ".result a[download]"), what="a link"
+            )
+        finally:
+            client.set_property("encoding", "png")
+    assert link.text == "download 230400 bytes"
+    with urllib.request.urlopen(link.get_attribute("href"), timeout=10) as response:
+        assert len(response.read()) == 320 * 240 * 3
+        assert "attachment" in response.headers["Content-Disposition"]
+
+
 def test_a_killed_device_greys_out(page: Any, lab: Lab, tmp_path: Path) -> None:
     panel = up(page, "victim")
     assert "gone" not in panel.get_attribute("class")

@@ -153,6 +153,9 @@ class DeviceSession:
             except LabwireError as exc:
                 self._set_status("unreachable", _error(exc))
                 await asyncio.sleep(POLL_INTERVAL)
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                self._set_status("unreachable", f"unreadable inventory: {_error(exc)}")
+                await asyncio.sleep(POLL_INTERVAL)
         self.status = "up"
         self.hub.publish(self.describe())
         while True:

@@ -277,6 +277,9 @@ class Dashboard:
             reply = await self._perform(request)
         except (ValueError, TypeError, LabwireError) as exc:
             reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        except Exception as exc:  # the page must hear of any failure, and the server go on
+            _log.exception("dashboard request %r failed", text[:200])
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         reply.update(type="reply", id=plain(request_id))
         with contextlib.suppress(asyncio.QueueFull):
             queue.put_nowait(reply)
@@ -300,12 +303,15 @@ class Dashboard:
         result = await client.call(method, *args, **kwargs)
         if method in session.buffer_methods and isinstance(result, tuple) and len(result) == 2:
             buffer, info = result
-            if isinstance(buffer, bytes | bytearray | memoryview):
-                return {"ok": True, "result": plain(info), "blob": self._keep(method, buffer)}
+            try:
+                data = memoryview(buffer).tobytes()  # bytes, or an array (raw images)
+            except TypeError:
+                data = None
+            if data is not None:
+                return {"ok": True, "result": plain(info), "blob": self._keep(method, data)}
         return {"ok": True, "result": plain(result)}
 
-    def _keep(self, method: str, buffer: bytes | bytearray | memoryview) -> Message:
-        data = bytes(buffer)
+    def _keep(self, method: str, data: bytes) -> Message:
         media = _media_type(data)
         extension = {"image/png": "png", "image/jpeg": "jpg", "image/gif": "gif"}.get(media, "bin")
         key = secrets.token_urlsafe(12)
