@@ -235,8 +235,10 @@ def test_a_screenshot_of_the_page_during_the_demo(browser: Any, tmp_path: Path) 
         assert browser.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000
         if os.environ.get("LABWIRE_DOCS_SCREENSHOT"):
-            browser.set_window_size(1100, 760)
+            browser.set_window_size(1200, 800)
+            browser.execute_script("document.body.style.zoom = '0.6'")
             browser.save_screenshot(str(DOCS_SCREENSHOT))
+            browser.execute_script("document.body.style.zoom = ''")
             browser.set_window_size(1400, 1000)
     finally:
         demo.send_signal(signal.SIGINT)

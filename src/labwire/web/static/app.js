@@ -27,7 +27,8 @@ function withToken(path) {
 }
 
 function show(value) {
-  return typeof value === "string" ? JSON.stringify(value) : JSON.stringify(value, null, 1);
+  const text = JSON.stringify(value);
+  return text.length <= 100 ? text : JSON.stringify(value, null, 1);
 }
 
 function clock(seconds) {
