@@ -173,10 +173,11 @@ class DeviceSession:
         finally:
             await probe.aclose()
         self._read_inventory(inventory, values)
+        taken = set(vars(probe))  # a signal may not shadow what a client holds
         usable = [
             name
             for name in self.signals
-            if name.isidentifier() and not hasattr(AsyncRPCClient, name)
+            if name.isidentifier() and not hasattr(AsyncRPCClient, name) and name not in taken
         ]
         client_class = type("DashboardClient", (AsyncRPCClient,), {n: RPCSignal() for n in usable})
         client: AsyncRPCClient = client_class(
