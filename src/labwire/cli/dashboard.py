@@ -85,7 +85,13 @@ def cmd_dashboard(args: argparse.Namespace, ctx: _Context) -> int:
 
     web = _web()
     host, port = _bind(args.bind)
-    dashboard = web.Dashboard(ctx.registry_url, host=host, port=port, settings=ctx.settings)
+    dashboard = web.Dashboard(
+        ctx.registry_url,
+        host=host,
+        port=port,
+        settings=ctx.settings,
+        timeout=ctx.query_timeout,
+    )
 
     async def serve() -> None:
         try:
@@ -123,7 +129,9 @@ def start_in_background(ctx: _Context, registry_url: str, bind: str) -> Callable
     web = _web()
     host, port = _bind(bind)
     try:
-        board = web.DashboardThread(registry_url, host=host, port=port, settings=ctx.settings)
+        board = web.DashboardThread(
+            registry_url, host=host, port=port, settings=ctx.settings, timeout=ctx.query_timeout
+        )
     except OSError as exc:
         raise _cannot_bind(bind, exc) from None
     ctx.err.print(f"dashboard at {board.url}", markup=False)

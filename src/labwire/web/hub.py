@@ -165,7 +165,9 @@ class DeviceSession:
     async def _connect(self) -> AsyncRPCClient:
         settings = self.hub.settings
         key = self.info.public_key or None
-        probe = AsyncRPCClient(None, self.info.address, settings=settings, server_key=key)
+        timeout = max(1, int(self.hub.timeout * 1000))
+        address = self.info.address
+        probe = AsyncRPCClient(None, address, timeout, settings=settings, server_key=key)
         try:
             await probe.refresh_inventory(connect_wait=True)
             inventory = probe.inventory()
@@ -181,7 +183,7 @@ class DeviceSession:
         ]
         client_class = type("DashboardClient", (AsyncRPCClient,), {n: RPCSignal() for n in usable})
         client: AsyncRPCClient = client_class(
-            None, self.info.address, settings=settings, server_key=key, raise_errors=True
+            None, address, timeout, settings=settings, server_key=key, raise_errors=True
         )
         try:
             await client.refresh_inventory(connect_wait=True)
@@ -272,11 +274,14 @@ class Hub:
     Args:
         registry_url: The registry to follow.
         settings: labwire settings (security, limits) for every client.
+        timeout: Seconds a registry query, a property read or write may take (method calls
+            have the deadlines their devices declare).
     """
 
-    def __init__(self, registry_url: str, settings: Settings) -> None:
+    def __init__(self, registry_url: str, settings: Settings, timeout: float = 2.0) -> None:
         self.registry_url = registry_url
         self.settings = settings
+        self.timeout = timeout
         self.devices: dict[str, DeviceSession] = {}
         self.registry_status = "connecting"
         self.registry_error = ""
@@ -346,7 +351,9 @@ class Hub:
             self.publish(self._registry_message())
 
     async def _watch(self) -> None:
-        client = AsyncRegistryClient(self.registry_url, settings=self.settings)
+        client = AsyncRegistryClient(
+            self.registry_url, settings=self.settings, timeout=self.timeout
+        )
         try:
             while True:
                 try:

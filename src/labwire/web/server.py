@@ -118,6 +118,7 @@ class Dashboard:
         settings: labwire settings for the clients (None: from the environment).
         token: The access token; None makes one when ``host`` is not a loopback address (a
             loopback-bound dashboard needs none). An empty string turns the token off.
+        timeout: Seconds a registry query, a property read or write may take.
     """
 
     def __init__(
@@ -128,6 +129,7 @@ class Dashboard:
         port: int = 8765,
         settings: Settings | None = None,
         token: str | None = None,
+        timeout: float = 2.0,
     ) -> None:
         self.registry_url = registry_url
         self.host = host
@@ -136,7 +138,7 @@ class Dashboard:
         if token is None:
             token = "" if is_loopback(host) else secrets.token_urlsafe(18)
         self.token = token
-        self.hub = Hub(registry_url, self.settings)
+        self.hub = Hub(registry_url, self.settings, timeout)
         self._blobs: collections.OrderedDict[str, tuple[bytes, str, str]] = (
             collections.OrderedDict()
         )
@@ -339,6 +341,7 @@ class DashboardThread:
         port: The port (0: a free one).
         settings: labwire settings for the clients (None: from the environment).
         token: The access token (see :class:`Dashboard`).
+        timeout: Seconds a registry query, a property read or write may take.
 
     Raises:
         OSError: The address cannot be bound.
@@ -352,9 +355,10 @@ class DashboardThread:
         port: int = 8765,
         settings: Settings | None = None,
         token: str | None = None,
+        timeout: float = 2.0,
     ) -> None:
         self.dashboard = Dashboard(
-            registry_url, host=host, port=port, settings=settings, token=token
+            registry_url, host=host, port=port, settings=settings, token=token, timeout=timeout
         )
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
