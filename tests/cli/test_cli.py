@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -524,3 +524,71 @@ def test_a_secured_registry_tells_an_unsecured_command_so_and_failures_print_onc
     wrong = labwire("ls", "--registry", ready["url"], "--timeout", "1", "--secure", str(other_keys))
     assert wrong.returncode == 5, wrong.stderr
     assert wrong.stderr.count("security handshake failed") == 1
+
+
+# --------------------------------------------------------------------------- operations
+
+
+@pytest.fixture
+def slow_stage() -> Iterator[SimStage]:
+    stage = SimStage(None, LOCAL, speed=20.0).start()
+    yield stage
+    stage.close()
+
+
+def test_ops_and_cancel_have_help() -> None:
+    for command in ("ops", "cancel"):
+        result = labwire(command, "--help")
+        assert result.returncode == 0 and "example:" in result.stdout
+
+
+def test_ctrl_c_in_call_cancels_the_move_and_the_stage_stops(slow_stage: SimStage) -> None:
+    move = ["call", slow_stage.endpoint, "move_to", "700", "700", "300"]
+    call = subprocess.Popen(
+        [sys.executable, "-m", "labwire", *move],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(None),
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not slow_stage.is_moving:  # the move is under way
+            assert call.poll() is None, call.communicate()
+            assert time.monotonic() < deadline, "the move did not start"
+            time.sleep(0.02)
+        call.send_signal(signal.SIGINT)
+        _, stderr = call.communicate(timeout=20)
+    finally:
+        if call.poll() is None:
+            call.kill()
+            call.communicate()
+    assert call.returncode == 130, stderr
+    assert "cancelled on the device" in stderr and "is cancelled" in stderr
+    assert not slow_stage.is_moving
+    stopped = slow_stage.position
+    time.sleep(0.2)  # the stage stays where it stopped: a move would change it within a tick
+    assert slow_stage.position == stopped
+    assert stopped != [700.0, 700.0, 300.0]
+
+
+def test_ops_lists_and_cancel_cancels_an_operation(slow_stage: SimStage) -> None:
+    from labwire.rpc import OperationCancelled
+
+    with StageClient(None, slow_stage.endpoint) as client:
+        handle = client.start_operation("move_to", 700, 700, 300)
+        listed = labwire("ops", slow_stage.endpoint)
+        assert listed.returncode == 0, listed.stderr
+        assert handle.id in listed.stdout and "move_to" in listed.stdout
+        assert "running" in listed.stdout
+        as_json = json.loads(labwire("ops", slow_stage.endpoint, "--json").stdout)
+        assert [op["id"] for op in as_json] == [handle.id]
+        cancelled = labwire("cancel", slow_stage.endpoint, handle.id)
+        assert cancelled.returncode == 0, cancelled.stderr
+        assert f"operation {handle.id} (move_to) is cancel" in cancelled.stderr
+        with pytest.raises(OperationCancelled):
+            handle.result(10)
+        handle.close()
+        unknown = labwire("cancel", slow_stage.endpoint, handle.id + "0")
+        assert unknown.returncode == 3
+        assert "no operation" in unknown.stderr

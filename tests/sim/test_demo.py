@@ -133,7 +133,7 @@ def test_ctrl_c_stops_the_demo_and_its_processes(tmp_path: Path) -> None:
         time.sleep(0.02)
     assert not [pid for pid in children if _is_running(pid)]
     metadata = read_metadata(out)
-    assert metadata["status"] == "aborted"
+    assert metadata["status"] == "cancelled"
     assert len(metadata["images"]) == len(list(out.glob("image_*")))
 
 

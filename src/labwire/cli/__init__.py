@@ -741,6 +741,14 @@ def cmd_call(args: argparse.Namespace, ctx: _Context) -> int:
             if args.timeout is not None
             else contextlib.nullcontext()
         )
+        operations = (inventory.get("details") or {}).get("operations") or {}
+        if args.method in operations and client.is_labwire_server:
+            deadline = args.timeout if args.timeout is not None else _DEFAULT_DEADLINE
+            value = _run_operation(
+                ctx, client, label, args.method, call_args, call_kwargs, deadline
+            )
+            _print_json(value)
+            return EXIT_OK
         with override:
             result = client.call(args.method, *call_args, **call_kwargs)
         from labwire.rpc import NoResult
@@ -757,6 +765,137 @@ def cmd_call(args: argparse.Namespace, ctx: _Context) -> int:
         else:
             _print_json(info)
             ctx.err.print(_shown(f"saved {_human_bytes(size)} to {path}"))
+        return EXIT_OK
+    finally:
+        client.close()
+
+
+#: Passed as an operation's deadline to mean "the method's declared one".
+_DEFAULT_DEADLINE: Any = object()
+
+
+def _run_operation(
+    ctx: _Context,
+    client: Any,
+    label: str,
+    method: str,
+    call_args: list[Any],
+    call_kwargs: dict[str, Any],
+    deadline: Any,
+) -> Any:
+    """Run an operation with a progress bar; Ctrl-C cancels it on the device."""
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from labwire.rpc import OperationCancelled
+
+    options: dict[str, Any] = {} if deadline is _DEFAULT_DEADLINE else {"deadline": deadline}
+    with Progress(
+        TextColumn("{task.fields[what]}", markup=False),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[note]}", markup=False),
+        console=ctx.err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("", total=None, what=f"{label}.{method}", note="")
+
+        def show(update: Any) -> None:
+            total = None if update.fraction is None else 1.0
+            progress.update(
+                task, total=total, completed=update.fraction or 0.0, note=update.message
+            )
+
+        # Ctrl-C while the operation starts waits until its id is known, to cancel it.
+        interrupted: list[int] = []
+        main_thread = threading.current_thread() is threading.main_thread()
+        if main_thread:
+            previous = signal.signal(signal.SIGINT, lambda number, _: interrupted.append(number))
+        try:
+            handle = client.start_operation(
+                method, *call_args, on_progress=show, **options, **call_kwargs
+            )
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGINT, previous)
+        try:
+            try:
+                if interrupted:
+                    raise KeyboardInterrupt
+                return handle.result()
+            except KeyboardInterrupt:
+                progress.stop()
+                ctx.err.print(
+                    _shown(f"interrupted: cancelling {label}.{method} (operation {handle.id})...")
+                )
+                handle.cancel("interrupted (Ctrl-C)")
+                with contextlib.suppress(LabwireError):
+                    handle.result(10.0)
+                state = handle.info.state
+                ctx.err.print(_shown(f"cancelled on the device: {label}.{method} is {state}"))
+                raise
+            except OperationCancelled as exc:
+                if handle.info.cause == "deadline" and deadline is not _DEFAULT_DEADLINE:
+                    raise CallTimeout(
+                        f"no reply from {label} to the call of {method}() within "
+                        f"{deadline * 1000:.0f} ms: the device cancelled it then"
+                    ) from None
+                raise CommandError(f"{label}.{method}() was cancelled: {exc}", EXIT_ERROR) from None
+            except RemoteError as exc:
+                raise CommandError(f"{label}.{method}() failed: {exc}", EXIT_ERROR) from None
+        finally:
+            handle.close()
+
+
+def cmd_ops(args: argparse.Namespace, ctx: _Context) -> int:
+    """List a device's operations."""
+    import msgspec
+
+    client = _open_client(ctx, args.device)
+    try:
+        operations = client.operations()
+        if args.json:
+            _print_json([msgspec.to_builtins(op) for op in operations])
+            return EXIT_OK
+        label = _device_label(client, args.device)
+        if not operations:
+            ctx.err.print(_shown(f"no operations on {label}"))
+            return EXIT_OK
+        table = Table(box=box.SIMPLE_HEAD, title=_shown(f"operations on {label}"))
+        for column in ("id", "method", "state", "progress", "elapsed"):
+            table.add_column(column, no_wrap=True)
+        table.add_column("message")
+        for op in operations:
+            done = "" if op.fraction is None else f"{op.fraction:.0%}"
+            message = op.error or op.message
+            table.add_row(
+                _shown(op.id), _shown(op.method), _shown(str(op.state)), done,
+                f"{op.elapsed:.1f} s", _shown(message),
+            )  # fmt: skip
+        ctx.out.print(table)
+        return EXIT_OK
+    finally:
+        client.close()
+
+
+def cmd_cancel(args: argparse.Namespace, ctx: _Context) -> int:
+    """Cancel a device's operation."""
+    from labwire.rpc import OperationLost
+
+    client = _open_client(ctx, args.device)
+    try:
+        label = _device_label(client, args.device)
+        try:
+            info = client.cancel_operation(args.id, "cancelled from the command line")
+        except OperationLost as exc:
+            raise CommandError(f"{label}: {exc}", EXIT_NOT_FOUND, "see `labwire ops`") from None
+        ctx.err.print(_shown(f"{label}: operation {info.id} ({info.method}) is {info.state}"))
         return EXIT_OK
     finally:
         client.close()
@@ -1219,7 +1358,14 @@ def cmd_demo(args: argparse.Namespace, ctx: _Context) -> int:
             )
             threading.Event().wait()
     except KeyboardInterrupt:
-        err.print("interrupted: stopping the demo", markup=False)
+        if demo.scanning:
+            err.print(
+                "interrupted: the scan was cancelled on the controller and the stage stopped "
+                "where it was; stopping the demo",
+                markup=False,
+            )
+        else:
+            err.print("interrupted: stopping the demo", markup=False)
     except RemoteError as exc:
         raise CommandError(f"the scan failed: {exc}", EXIT_ERROR) from None
     finally:
@@ -1358,6 +1504,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--out", metavar="FILE", help="where to save a buffer result ('-': stdout)")
     _add_common(sub)
     sub.set_defaults(handler=cmd_call)
+
+    sub = command(
+        "ops",
+        "list a device's long-running operations (running and recently ended)",
+        "labwire ops stage",
+    )
+    sub.add_argument("device", metavar="DEVICE", help="registry name or URL")
+    sub.add_argument("--json", action="store_true", help="print JSON")
+    _add_common(sub)
+    sub.set_defaults(handler=cmd_ops)
+
+    sub = command(
+        "cancel", "cancel a device's operation by id (see `labwire ops`)", "labwire cancel stage ID"
+    )
+    sub.add_argument("device", metavar="DEVICE", help="registry name or URL")
+    sub.add_argument("id", metavar="ID", help="operation id")
+    _add_common(sub)
+    sub.set_defaults(handler=cmd_cancel)
 
     sub = command(
         "ping", "round trips to a device, and the labwire version serving it", "labwire ping stage"

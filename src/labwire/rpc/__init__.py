@@ -5,6 +5,13 @@ Code written for ``plantimager.commons.RPC`` runs here by changing only the impo
 
 from labwire.rpc.aio import AsyncRPCClient
 from labwire.rpc.client import RPCClient
+from labwire.rpc.operations import (
+    AsyncOperationHandle,
+    Operation,
+    OperationCancelled,
+    OperationHandle,
+    OperationLost,
+)
 from labwire.rpc.property import RPCProperty
 from labwire.rpc.receiver import RPCSignalReceiver
 from labwire.rpc.results import NoResult
@@ -13,8 +20,13 @@ from labwire.rpc.signal import RPCSignal
 from labwire.wire.rpc import RPCEvents
 
 __all__ = [
+    "AsyncOperationHandle",
     "AsyncRPCClient",
     "NoResult",
+    "Operation",
+    "OperationCancelled",
+    "OperationHandle",
+    "OperationLost",
     "RPCClient",
     "RPCEvents",
     "RPCProperty",

@@ -42,11 +42,13 @@ from labwire.rpc.client import (
     call_timeout,
     describe,
 )
+from labwire.rpc.operations import AsyncOperationHandle, OperationLost
 from labwire.rpc.receiver import RPCSignalReceiver
 from labwire.rpc.results import NoResult
 from labwire.rpc.signal import RPCSignal
 from labwire.transport import SocketType
 from labwire.transport.aio import AsyncSocket, AsyncTransport
+from labwire.wire.operations import OperationInfo, Update, decode_info
 from labwire.wire.rpc import ExtensionEvents, RPCEvents
 
 __all__ = ["AsyncRPCClient"]
@@ -180,6 +182,72 @@ class AsyncRPCClient(ClientBase):
             return {name: await self.get_property(name) for name in self._properties}
         reply = await self._request(ExtensionEvents.GET_PROPERTIES, {}, None, self._plain_timeout())
         return self._property_values(reply)
+
+    async def start_operation(
+        self,
+        method_name: str,
+        *args: Any,
+        deadline: Any = _DEFAULT,
+        on_progress: Callable[[Update], Any] | None = None,
+        **kwargs: Any,
+    ) -> AsyncOperationHandle:
+        """Start an operation and watch it; see :meth:`labwire.rpc.RPCClient.start_operation`.
+
+        Iterate the handle (``async for update in handle``) for its progress updates.
+        """
+        fields, payload = self._operation_start(method_name, args, kwargs, deadline)
+        reply = await self._request(
+            ExtensionEvents.OP_START, fields, payload, self._operation_timeout()
+        )
+        header, _ = self._operation_reply(reply)
+        return AsyncOperationHandle(self, decode_info(header.get("op")), on_progress)
+
+    async def attach_operation(
+        self, operation_id: str, on_progress: Callable[[Update], Any] | None = None
+    ) -> AsyncOperationHandle:
+        """Watch an operation started elsewhere by its id.
+
+        Raises:
+            OperationLost: The server does not know it.
+        """
+        header, _, _ = await self._operation_request(
+            ExtensionEvents.OP_POLL, {"op": operation_id, "after": 0}
+        )
+        failure = self._failure(Reply(header, []))
+        if failure is not None:
+            raise OperationLost(failure.error)
+        return AsyncOperationHandle(self, decode_info(header.get("op")), on_progress)
+
+    async def operations(self) -> list[OperationInfo]:
+        """The server's running operations and those that ended recently."""
+        reply = await self._request(ExtensionEvents.OP_LIST, {}, None, self._operation_timeout())
+        header, _ = self._operation_reply(reply)
+        ops = header.get("ops")
+        if not isinstance(ops, list):
+            raise ProtocolError("OP_LIST reply needs an 'ops' list")
+        return [decode_info(op) for op in ops]
+
+    async def cancel_operation(
+        self, operation_id: str, reason: str = "cancelled by a client"
+    ) -> OperationInfo:
+        """Cancel an operation by id; returns what the server says of it.
+
+        Raises:
+            OperationLost: The server does not know it.
+        """
+        fields = {"op": operation_id, "reason": reason[:256]}
+        header, _, _ = await self._operation_request(ExtensionEvents.OP_CANCEL, fields)
+        failure = self._failure(Reply(header, []))
+        if failure is not None:
+            raise OperationLost(failure.error)
+        return decode_info(header.get("op"))
+
+    async def _operation_request(
+        self, event: str, fields: dict[str, Any]
+    ) -> tuple[dict[str, Any], list[memoryview], dict[str, Any]]:
+        """An OP_POLL or OP_CANCEL: the reply's header, buffers and ``"lw"`` object."""
+        reply = await self._request(event, fields, None, self._operation_timeout())
+        return reply.header, reply.buffers, reply.extension
 
     async def stop_server(self) -> bool:
         """Ask the server to shut down; True when it acknowledged."""

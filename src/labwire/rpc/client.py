@@ -51,16 +51,19 @@ from labwire.errors import (
     CallTimeout,
     ClosedError,
     LabwireError,
+    NotFound,
     ProtocolError,
     ServerRestarted,
     Unavailable,
 )
 from labwire.rpc.interface import scan_class
+from labwire.rpc.operations import OperationHandle, OperationLost
 from labwire.rpc.receiver import RPCSignalReceiver
 from labwire.rpc.results import NoResult
 from labwire.rpc.signal import RPCSignal
 from labwire.transport import Socket, SocketType, Transport, parse_endpoint
 from labwire.transport.forks import ProcessBound
+from labwire.wire.operations import OperationInfo, Update, decode_info
 from labwire.wire.rpc import (
     NOT_PLAIN,
     PROTOCOL_VERSION,
@@ -138,13 +141,23 @@ _DESCRIPTIONS: dict[str, str] = {
     RPCEvents.INIT_SIGNALS_HANDLING: "signal endpoint request",
     ExtensionEvents.PING: "ping",
     ExtensionEvents.GET_PROPERTIES: "read of every property",
+    ExtensionEvents.OP_START: "start of operation {method}()",
+    ExtensionEvents.OP_POLL: "poll of operation {op}",
+    ExtensionEvents.OP_CANCEL: "cancel of operation {op}",
+    ExtensionEvents.OP_LIST: "list of operations",
 }
+
+
+#: The deadline of one operation request when the client has no default timeout.
+_OPERATION_REQUEST_MS = 2000
 
 
 def describe(event: str, fields: dict[str, Any]) -> str:
     """What a request is, in words for error messages (not the wire's event names)."""
     template = _DESCRIPTIONS.get(event, "request")
-    return template.format(method=fields.get("method", ""), property=fields.get("property", ""))
+    return template.format(
+        method=fields.get("method", ""), property=fields.get("property", ""), op=fields.get("op")
+    )
 
 
 def call_timeout(what: str, url: str, timeout_ms: int | None) -> CallTimeout:
@@ -274,6 +287,32 @@ class ClientBase(ProcessBound):
     def _plain_timeout(self) -> int | None:
         override = self._overrides.value
         return self.timeout if override is _DEFAULT else override
+
+    # ------------------------------------------------------------------ operations
+
+    def _operation_start(
+        self, method_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], deadline: Any
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The fields and payload of an OP_START (``deadline`` in s; default: the method's)."""
+        if not self.is_labwire_server:
+            raise NotFound("", f"{self.url} is a deployed server: it runs no operations")
+        if deadline is _DEFAULT:
+            declared = self._json_methods.get(method_name)
+            deadline_ms = declared
+        else:
+            deadline_ms = None if deadline is None else deadline * 1000.0
+        fields = {"method": method_name, "deadline": deadline_ms}
+        return fields, {"params": {"args": list(args), "kwargs": kwargs}}
+
+    def _operation_timeout(self) -> int:
+        """The deadline of one operation request (an OP_* event), in ms."""
+        return self.timeout if self.timeout is not None else _OPERATION_REQUEST_MS
+
+    def _operation_reply(self, reply: Reply) -> tuple[dict[str, Any], list[memoryview]]:
+        failure = self._failure(reply)
+        if failure is not None:
+            raise failure.exception()
+        return reply.header, reply.buffers
 
     # ------------------------------------------------------------------ requests
 
@@ -746,6 +785,83 @@ class RPCClient(ClientBase):
         else:
             self._request(RPCEvents.GET_INVENTORY, {}, None, self._plain_timeout())
         return time.monotonic() - start
+
+    def start_operation(
+        self,
+        method_name: str,
+        *args: Any,
+        deadline: Any = _DEFAULT,
+        on_progress: Callable[[Update], Any] | None = None,
+        **kwargs: Any,
+    ) -> OperationHandle:
+        """Start a method the server declares as an operation, and watch it.
+
+        Args:
+            method_name: The operation's method.
+            *args: Its positional arguments.
+            deadline: Seconds it may run before the server cancels it; None: no limit;
+                default: the method's declared timeout.
+            on_progress: Called with each :class:`~labwire.wire.operations.Update`, in order.
+            **kwargs: Its keyword arguments (``deadline`` and ``on_progress`` are taken).
+
+        Returns:
+            The handle: ``progress``, ``result(timeout)``, ``cancel()``, ``id``.
+
+        Raises:
+            NotFound: No such method on the server, or it is no operation.
+            RemoteError: The server refused to start it.
+        """
+        fields, payload = self._operation_start(method_name, args, kwargs, deadline)
+        reply = self._request(ExtensionEvents.OP_START, fields, payload, self._operation_timeout())
+        header, _ = self._operation_reply(reply)
+        return OperationHandle(self, decode_info(header.get("op")), on_progress)
+
+    def attach_operation(
+        self, operation_id: str, on_progress: Callable[[Update], Any] | None = None
+    ) -> OperationHandle:
+        """Watch an operation started elsewhere (another client or process) by its id.
+
+        Raises:
+            OperationLost: The server does not know it (it restarted, or the id is wrong).
+        """
+        header, _, _ = self._operation_request(
+            ExtensionEvents.OP_POLL, {"op": operation_id, "after": 0}
+        )
+        failure = self._failure(Reply(header, []))
+        if failure is not None:
+            raise OperationLost(failure.error)
+        return OperationHandle(self, decode_info(header.get("op")), on_progress)
+
+    def operations(self) -> list[OperationInfo]:
+        """The server's running operations and those that ended recently."""
+        reply = self._request(ExtensionEvents.OP_LIST, {}, None, self._operation_timeout())
+        header, _ = self._operation_reply(reply)
+        ops = header.get("ops")
+        if not isinstance(ops, list):
+            raise ProtocolError("OP_LIST reply needs an 'ops' list")
+        return [decode_info(op) for op in ops]
+
+    def cancel_operation(
+        self, operation_id: str, reason: str = "cancelled by a client"
+    ) -> OperationInfo:
+        """Cancel an operation by id (from any client); returns what the server says of it.
+
+        Raises:
+            OperationLost: The server does not know it.
+        """
+        fields = {"op": operation_id, "reason": reason[:256]}
+        header, _, _ = self._operation_request(ExtensionEvents.OP_CANCEL, fields)
+        failure = self._failure(Reply(header, []))
+        if failure is not None:
+            raise OperationLost(failure.error)
+        return decode_info(header.get("op"))
+
+    def _operation_request(
+        self, event: str, fields: dict[str, Any]
+    ) -> tuple[dict[str, Any], list[memoryview], dict[str, Any]]:
+        """An OP_POLL or OP_CANCEL: the reply's header, buffers and ``"lw"`` object."""
+        reply = self._request(event, fields, None, self._operation_timeout())
+        return reply.header, reply.buffers, reply.extension
 
     def stop_server(self) -> bool:
         """Ask the server to shut down.

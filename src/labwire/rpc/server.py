@@ -39,11 +39,18 @@ import threading
 import time
 import traceback as tb
 from collections.abc import Callable, Collection, Sequence
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from labwire.config import Settings
-from labwire.errors import ClosedError, ConfigurationError, LabwireError, ProtocolError
+from labwire.errors import ClosedError, ConfigurationError, LabwireError, NotFound, ProtocolError
 from labwire.rpc.interface import RemoteMethod, mark_method, scan_class
+from labwire.rpc.operations import (
+    OPERATION_ATTRIBUTE,
+    Operation,
+    OperationSpec,
+    OperationTable,
+    operation_method,
+)
 from labwire.rpc.property import RPCProperty
 from labwire.rpc.signal import RPCSignal
 from labwire.transport import Socket, SocketType, Transport, parse_endpoint
@@ -77,6 +84,9 @@ _log = logging.getLogger(__name__)
 _LABWIRE_VERSION = importlib.metadata.version("labwire")
 
 F = TypeVar("F", bound=Callable[..., Any])
+S = TypeVar("S")
+R = TypeVar("R")
+P = ParamSpec("P")
 
 #: Replies kept for duplicate detection, in two generations: the newer takes every reply and
 #: retires the older once it holds _DEDUP_ENTRIES replies or is _DEDUP_SECONDS old. So a reply
@@ -104,6 +114,14 @@ _VACANT = -1
 _METHOD_CALL = RPCEvents.METHOD_CALL
 _PROPERTY_GET = RPCEvents.PROPERTY_GET
 _PROPERTY_SET = RPCEvents.PROPERTY_SET
+_OPERATION_EVENTS = frozenset(
+    {
+        ExtensionEvents.OP_START,
+        ExtensionEvents.OP_POLL,
+        ExtensionEvents.OP_CANCEL,
+        ExtensionEvents.OP_LIST,
+    }
+)
 #: Events that name a method or property, and run a handler.
 _TARGETED_EVENTS = frozenset(
     {
@@ -216,7 +234,17 @@ class RPCServer:
 
         exposed = scan_class(type(self), stop_at=(RPCServer,))
         self._methods: dict[str, RemoteMethod] = exposed.methods
-        self._json_methods = {n: m.function for n, m in self._methods.items() if m.kind == "json"}
+        self._operation_specs: dict[str, OperationSpec] = {
+            n: getattr(m.function, OPERATION_ATTRIBUTE)
+            for n, m in self._methods.items()
+            if hasattr(m.function, OPERATION_ATTRIBUTE)
+        }
+        # Operations never take the quick paths: they need their Operation handle.
+        self._json_methods = {
+            n: m.function
+            for n, m in self._methods.items()
+            if m.kind == "json" and n not in self._operation_specs
+        }
         self._buffer_methods = {
             n: m.function for n, m in self._methods.items() if m.kind == "buffer"
         }
@@ -231,6 +259,7 @@ class RPCServer:
         #: Probe tokens whose subscription reached a publisher (SIGNAL_CHECK), the newest last.
         self._probes: dict[str, None] = {}
         self._call_lock = threading.Lock() if serialize_calls else None
+        self._operations = OperationTable(self._server_id, self._call_lock)
         self._stop = False
         self._dead = False
         self._serving = threading.Event()
@@ -330,6 +359,40 @@ class RPCServer:
 
         return decorator
 
+    @staticmethod
+    def register_operation(
+        timeout: int | None = None, on_disconnect: str = "finish", lease: float = 3.0
+    ) -> Callable[[Callable[Concatenate[S, Operation, P], R]], Callable[Concatenate[S, P], R]]:
+        """Export a long-running method as an operation: progress, cancel and a deadline.
+
+        The handler's first argument after ``self`` is an
+        :class:`~labwire.rpc.operations.Operation`: report progress with
+        ``operation.report(fraction, message)`` (which raises
+        :class:`~labwire.rpc.operations.OperationCancelled` once cancelled), look at
+        ``operation.cancelled``, and register cleanup with ``operation.on_cancel(callback)``.
+        Clients start it with ``start_operation()`` and watch, cancel or reattach to it; a
+        plain call (any client, deployed ones too) still returns its result, and the handler is
+        cancelled once that call's deadline passes. Arguments and result travel as with
+        :meth:`register_method_json`.
+
+        Args:
+            timeout: The default deadline in ms (for plain calls, how long clients wait); None:
+                no limit.
+            on_disconnect: ``"finish"``: run to the end when the client that watches it
+                vanishes; ``"cancel"``: cancel it once nobody polled it for ``lease`` seconds.
+            lease: Seconds without a poll after which the watching client counts as gone.
+        """
+
+        def decorator(
+            function: Callable[Concatenate[S, Operation, P], R],
+        ) -> Callable[Concatenate[S, P], R]:
+            spec = OperationSpec(function, timeout, on_disconnect, lease)
+            method = operation_method(function, spec)
+            mark_method(method, "json", timeout)
+            return method
+
+        return decorator
+
     # ------------------------------------------------------------------ lifecycle
 
     def _bind_signals(self) -> Socket:
@@ -392,6 +455,7 @@ class RPCServer:
         deadline = time.monotonic() + timeout
         self.stop_server()
         self._stopped.wait(timeout)
+        self._operations.close(max(0.0, deadline - time.monotonic()))
         for thread in [self._thread, self._watchdog, *self._runners]:
             if thread is not None and thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
@@ -419,6 +483,7 @@ class RPCServer:
         if keeper is not None:
             with contextlib.suppress(LabwireError):
                 keeper.stop()
+        self._operations.close(0.0)
         self.name, self.uuid, self.registry_addr = "", None, ""
         self._socket.close()
         with self._pub_lock:
@@ -719,6 +784,14 @@ class RPCServer:
             self._send(envelope + self._reply(request, {"subscribed": subscribed}))
         elif event == ExtensionEvents.PING:
             self._send(envelope + self._reply(request, {}, extension={"now": time.monotonic()}))
+        elif event in _OPERATION_EVENTS:
+            try:
+                frames = self._operation_reply(request, received)
+            except _Failure:
+                raise
+            except Exception as exc:  # e.g. the server stops: no new operation starts
+                frames = self._failure_frames(request, exc)
+            self._send(envelope + frames)
         elif event == RPCEvents.STOP_SERVER:
             self._authorize("stop")
             self._send(envelope + self._reply(request, {}))
@@ -754,6 +827,33 @@ class RPCServer:
                 self._send(envelope + body)
                 return
         self._run_handler(envelope, request, received, key)
+
+    def _operation_reply(self, request: Request, received: float) -> list[Any]:
+        """Answer OP_START, OP_POLL, OP_CANCEL or OP_LIST (see :mod:`labwire.wire.rpc`)."""
+        event = request.event
+        if event == ExtensionEvents.OP_LIST:
+            return self._reply(request, {"ops": [op.info() for op in self._operations.list()]})
+        if event == ExtensionEvents.OP_START:
+            spec = self._operation_specs.get(request.name)
+            if spec is None:
+                self._check_target(Request(RPCEvents.METHOD_CALL, request.name))
+                raise _Failure(ErrorCode.BAD_REQUEST, f"{request.name!r} is not an operation")
+            deadline = None if request.value is None else float(request.value) / 1000.0
+            operation = self._operations.start(
+                self, request.name, spec, (request.args, request.kwargs), deadline, self.port
+            )
+            return self._reply(request, {"op": operation.info()})
+        try:
+            operation = self._operations.get(request.name)
+        except NotFound as exc:
+            raise _Failure(ErrorCode.NOT_FOUND, exc.remote_message, "OperationLost") from None
+        if event == ExtensionEvents.OP_CANCEL:
+            operation.cancel(request.value or "cancelled by a client")
+            return self._reply(request, {"op": operation.info()})
+        info = operation.info()  # before the updates: an ended operation has them all
+        fields = {"op": info, "updates": operation.updates_after(request.value or 0)}
+        payload = {"result": operation.result} if info["state"] == "succeeded" else None
+        return self._reply(request, fields, payload=payload)
 
     def _authorize(self, operation: str) -> None:
         security = self._transport.security
@@ -906,7 +1006,10 @@ class RPCServer:
         if event == _METHOD_CALL:
             function = getattr(self, request.name)
             args, kwargs = request.args, request.kwargs
-            if self._call_lock is None:
+            spec = self._operation_specs.get(request.name) if self._operation_specs else None
+            if spec is not None:
+                value = self._plain_operation(request, spec)
+            elif self._call_lock is None:
                 value = function(*args, **kwargs) if kwargs else function(*args)
             else:
                 with self._call_lock:
@@ -930,6 +1033,18 @@ class RPCServer:
             if frame is not None:
                 return [frame]
         return self._reply(request, {}, payload={key: value})
+
+    def _plain_operation(self, request: Request, spec: OperationSpec) -> Any:
+        """Run an operation called plainly; it is cancelled once the caller stops waiting."""
+        if request.expiry is not None and request.server_id == self._server_id:
+            deadline: float | None = max(0.0, request.expiry - time.monotonic())
+        elif request.ttl_ms is not None:
+            deadline = request.ttl_ms / 1000.0
+        else:
+            deadline = None
+        call = (request.args, request.kwargs)
+        with self._call_lock or contextlib.nullcontext():
+            return self._operations.call(self, request.name, spec, call, deadline, self.port)
 
     def _buffer_reply(self, request: Request, result: Any) -> list[Any]:
         if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict)):
@@ -1024,6 +1139,10 @@ class RPCServer:
                 for n, p in self._rpc_properties.items()
             },
             "writable": [n for n, p in self._rpc_properties.items() if p.fset is not None],
+            "operations": {
+                n: {"timeout": s.timeout_ms, "on_disconnect": s.on_disconnect}
+                for n, s in self._operation_specs.items()
+            },
         }
 
     # ------------------------------------------------------------------ signals

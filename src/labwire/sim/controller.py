@@ -37,7 +37,15 @@ from typing import Any
 import numpy as np
 
 from labwire.config import Settings
-from labwire.rpc import RPCClient, RPCProperty, RPCServer, RPCSignal
+from labwire.rpc import (
+    Operation,
+    OperationCancelled,
+    OperationHandle,
+    RPCClient,
+    RPCProperty,
+    RPCServer,
+    RPCSignal,
+)
 from labwire.sim.camera import CameraClient, file_extension
 from labwire.sim.connect import open_device
 from labwire.sim.stage import StageClient
@@ -193,7 +201,7 @@ class ControllerInterface:
 
     @property
     def state(self) -> str:
-        """``"idle"``, ``"scanning"``, ``"done"``, ``"failed"`` or ``"aborted"``."""
+        """``"idle"``, ``"scanning"``, ``"done"``, ``"failed"``, ``"aborted"``, ``"cancelled"``."""
         raise NotImplementedError
 
     @property
@@ -260,15 +268,21 @@ class SimController(ControllerInterface, RPCServer):
 
     # ------------------------------------------------------------------ methods
 
-    @RPCServer.register_method_json(timeout=None)
-    def run_scan(self, config: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Move the stage around a circle, grab and save an image at each stop."""
+    @RPCServer.register_operation(timeout=None)
+    def run_scan(
+        self, operation: Operation, config: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Move the stage around a circle, grab and save an image at each stop.
+
+        An operation: it reports a progress update per image saved (the image's record as
+        the intermediate result); cancelling it halts the stage where it is.
+        """
         scan = ScanConfig.from_dict(config)
         if not self.__scan_lock.acquire(blocking=False):
             raise RuntimeError("a scan is already running; wait for it or abort() it")
         try:
             self.__abort.clear()
-            return self.__run(scan)
+            return self.__run(scan, operation)
         finally:
             self.__scan_lock.release()
 
@@ -290,7 +304,7 @@ class SimController(ControllerInterface, RPCServer):
         self.__scan_lock.release()
         return True
 
-    def __run(self, scan: ScanConfig) -> dict[str, Any]:
+    def __run(self, scan: ScanConfig, operation: Operation) -> dict[str, Any]:
         output = Path(scan.output).expanduser().resolve()
         output.mkdir(parents=True, exist_ok=True)
         _remove_previous_scan(output)
@@ -326,12 +340,14 @@ class SimController(ControllerInterface, RPCServer):
             }
             devices["camera"]["properties"] = camera.get_properties()
             devices["stage"]["properties"] = stage.get_properties()
+            moves = _Moves(stage, operation)
             if scan.home:
-                stage.home()
+                moves.run("home")
             for index, (angle, x, y, z) in enumerate(stops):
                 if self.__abort.is_set():
                     raise ScanAborted(f"scan aborted after {index} of {len(stops)} images")
-                reached = stage.move_to(x, y, z)
+                operation.check()
+                reached = moves.run("move_to", x, y, z)
                 begin = time.perf_counter()
                 buffer, info = camera.get_image(scan.lores)
                 latency = time.perf_counter() - begin
@@ -354,9 +370,18 @@ class SimController(ControllerInterface, RPCServer):
                     }
                 )
                 self.__set_progress(index + 1, len(stops))
+                with contextlib.suppress(OperationCancelled):  # seen at the next stop
+                    operation.report(
+                        (index + 1) / len(stops),
+                        f"image {index + 1} of {len(stops)} saved",
+                        images[-1],
+                    )
             status = "done"
         except ScanAborted as exc:
             status, error = "aborted", str(exc)
+            raise
+        except OperationCancelled as exc:
+            status, error = "cancelled", str(exc)
             raise
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
@@ -446,6 +471,41 @@ class ControllerClient(ControllerInterface, RPCClient):
     ``run_scan`` has no deadline (the server declares none): the client waits as long as the
     scan runs, and notices a dead controller through its keep-alive pings.
     """
+
+
+class _Moves:
+    """Runs the stage's moves as operations, each cancelled when the scan is."""
+
+    def __init__(self, stage: StageClient, scan: Operation) -> None:
+        self._stage = stage
+        self._scan = scan
+        self._current: OperationHandle | None = None
+        self._lock = threading.Lock()
+        scan.on_cancel(self._cancel)
+
+    def run(self, method: str, *args: float) -> Any:
+        """Run one move to its end and return where the stage is.
+
+        Raises:
+            OperationCancelled: The scan was cancelled: the stage stopped where it was.
+        """
+        handle = self._stage.start_operation(method, *args)
+        with self._lock:
+            self._current = handle
+        try:
+            if self._scan.cancelled:  # cancelled before the move was known: stop it now
+                handle.cancel("the scan was cancelled")
+            return handle.result()
+        finally:
+            with self._lock:
+                self._current = None
+            handle.close()
+
+    def _cancel(self) -> None:
+        with self._lock:
+            handle = self._current
+        if handle is not None:
+            handle.cancel("the scan was cancelled")
 
 
 def read_metadata(output: str | os.PathLike[str]) -> dict[str, Any]:

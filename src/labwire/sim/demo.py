@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -28,10 +29,12 @@ from pathlib import Path
 from typing import Any, Self
 
 from labwire.config import Settings, default_settings
+from labwire.errors import LabwireError
 from labwire.registry import DeviceInfo, RegistryClient, connect
-from labwire.rpc import NoResult
+from labwire.rpc import OperationHandle
 from labwire.sim.controller import ControllerClient, SimController, read_metadata
 from labwire.sim.lab import SimLab
+from labwire.wire.operations import Update
 
 __all__ = ["Demo", "DemoReport"]
 
@@ -76,6 +79,7 @@ class Demo:
         lab: The device processes (after :meth:`start`).
         controller: The controller served by this process (after :meth:`start`).
         devices: What the registry listed after start-up.
+        scanning: Whether :meth:`run` is waiting for a scan (one interrupted leaves it True).
     """
 
     def __init__(
@@ -105,8 +109,8 @@ class Demo:
         )
         self.controller: SimController | None = None
         self.devices: tuple[DeviceInfo, ...] = ()
+        self.scanning = False
         self._client: ControllerClient | None = None
-        self._total = positions
 
     def start(self) -> Self:
         """Start the device processes and the controller; find them in the registry.
@@ -145,35 +149,44 @@ class Demo:
     def run(self, on_progress: ProgressCallback | None = None) -> DemoReport:
         """Run the scan; ``on_progress(done, total)`` is called as images are saved.
 
+        The scan runs as an operation on the controller, and its own progress updates feed
+        ``on_progress``. Interrupted (Ctrl-C), the scan is cancelled on the controller, the
+        stage stops where it is, and the KeyboardInterrupt goes on.
+
         Raises:
             RemoteError: The scan failed (the message says why).
+            OperationCancelled: The scan was cancelled (from another client).
         """
         client = self._client
         if client is None:
             raise RuntimeError("call start() first")
-        if on_progress is not None:
-            callback = on_progress
+        total = self.positions
+        callback = on_progress
 
-            def on_maximum(total: int) -> None:
-                self._total = total
+        def on_update(update: Update) -> None:
+            if callback is not None and update.fraction is not None:
+                callback(round(update.fraction * total), total)
 
-            def on_done(done: int) -> None:
-                callback(done, self._total)
-
-            client.maxProgressChanged.connect(on_maximum)
-            client.progressChanged.connect(on_done)
-            callback(0, self._total)
+        if callback is not None:
+            callback(0, total)
         config = {
             "positions": self.positions,
             "output": str(self.output),
             "encoding": self.encoding,
             "lores": self.lores,
         }
-        summary = client.run_scan(config)
-        if isinstance(summary, NoResult):
-            summary.raise_error()
-        if on_progress is not None:
-            on_progress(summary["images"], self._total)
+        scan = client.start_operation("run_scan", config, deadline=None, on_progress=on_update)
+        self.scanning = True
+        try:
+            summary = scan.result()
+        except KeyboardInterrupt:
+            self.cancel_scan(scan)
+            raise
+        finally:
+            scan.close()
+        self.scanning = False
+        if callback is not None:
+            callback(summary["images"], total)
         return DemoReport(
             registry_url=self.lab.registry_url,
             devices=self.devices,
@@ -181,6 +194,13 @@ class Demo:
             output=self.output,
             metadata=read_metadata(self.output),
         )
+
+    def cancel_scan(self, scan: OperationHandle, timeout: float = 10.0) -> None:
+        """Cancel a running scan on the controller and wait (up to ``timeout`` s) for its end."""
+        with contextlib.suppress(LabwireError):
+            scan.cancel("interrupted (Ctrl-C)")
+        with contextlib.suppress(LabwireError):
+            scan.result(timeout)
 
     def close(self) -> None:
         """Stop the scan if one runs, the controller, then the device processes."""

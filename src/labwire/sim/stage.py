@@ -4,7 +4,10 @@
 calls it. A move runs in the server's worker thread for ``distance / speed`` seconds while the
 position (read live, interpolated) can be read from other clients and is announced by
 ``positionChanged`` about every ``tick`` seconds; ``motionDone`` follows when the stage
-arrives. Moves outside the travel limits are refused before anything moves.
+arrives. Moves outside the travel limits are refused before anything moves. Moves and homing
+are operations (see :meth:`~labwire.rpc.RPCServer.register_operation`): they report their
+progress, and cancelling one (or its deadline passing, or its watching client vanishing) halts
+the stage where it is.
 
 :class:`StagePosition` reads a stage's position over RPC: give it to
 :class:`~labwire.sim.SimCamera` as its ``pose`` and the camera sees what a camera mounted on
@@ -13,6 +16,7 @@ the stage would.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -22,7 +26,14 @@ from typing import Any
 
 from labwire.config import Settings
 from labwire.errors import LabwireError
-from labwire.rpc import RPCClient, RPCProperty, RPCServer, RPCSignal
+from labwire.rpc import (
+    Operation,
+    OperationCancelled,
+    RPCClient,
+    RPCProperty,
+    RPCServer,
+    RPCSignal,
+)
 from labwire.sim.connect import open_device
 
 __all__ = ["DEFAULT_LIMITS", "SimStage", "StageClient", "StageInterface", "StagePosition"]
@@ -138,13 +149,13 @@ class SimStage(StageInterface, RPCServer):
 
     # ------------------------------------------------------------------ methods
 
-    @RPCServer.register_method_json(timeout=60000)
-    def home(self) -> list[float]:
+    @RPCServer.register_operation(timeout=60000, on_disconnect="cancel")
+    def home(self, operation: Operation) -> list[float]:
         """Move to the origin [0, 0, 0]; returns the position reached."""
-        return self.__travel((0.0, 0.0, 0.0))
+        return self.__travel((0.0, 0.0, 0.0), operation)
 
-    @RPCServer.register_method_json(timeout=60000)
-    def move_to(self, x: float, y: float, z: float) -> list[float]:
+    @RPCServer.register_operation(timeout=60000, on_disconnect="cancel")
+    def move_to(self, operation: Operation, x: float, y: float, z: float) -> list[float]:
         """Move in a straight line to (x, y, z) in mm; refuses targets outside the limits."""
         target = (x, y, z)
         for axis, value in zip(AXES, target, strict=True):
@@ -159,7 +170,7 @@ class SimStage(StageInterface, RPCServer):
                     f"move_to({x:g}, {y:g}, {z:g}) refused: {axis}={value:g} is outside the "
                     f"travel limits of axis {axis} ({low:g}..{high:g} mm)"
                 )
-        return self.__travel((float(x), float(y), float(z)))
+        return self.__travel((float(x), float(y), float(z)), operation)
 
     @RPCServer.register_method_json(timeout=2000)
     def halt(self) -> bool:
@@ -178,8 +189,10 @@ class SimStage(StageInterface, RPCServer):
             self.__state.notify_all()
         super().stop_server()
 
-    def __travel(self, target: tuple[float, float, float]) -> list[float]:
+    def __travel(self, target: tuple[float, float, float], operation: Operation) -> list[float]:
         with self.__motion_lock:
+            operation.check()  # cancelled while an earlier move held the stage
+            operation.on_cancel(self.halt)  # the move running now is this one
             with self.__state:
                 if self.__closing:
                     raise RuntimeError("the stage is shutting down")
@@ -199,9 +212,13 @@ class SimStage(StageInterface, RPCServer):
                     remaining = self.__started_at + self.__duration - now
                     if remaining <= 0:
                         break
+                    if not operation.cancelled:
+                        fraction = 1.0 - remaining / self.__duration
+                        with contextlib.suppress(OperationCancelled):  # halt() is on its way
+                            operation.report(fraction, f"at {_format(position)}")
                     with self.__state:
                         self.__state.wait(min(self.__tick, remaining))
-                        if self.__halt_requested or self.__closing:
+                        if self.__halt_requested or self.__closing or operation.cancelled:
                             interrupted = True
                             position = self.__live_position(time.monotonic())
                             self.__start = self.__target = position

@@ -73,6 +73,32 @@ protocol version)::
                        signal's and asks until it has: subscriptions travel in order, so the
                        signal's is then in place too, and an emission right after
                        ``connect()`` is not lost.
+
+Operations (labwire servers only; see :mod:`labwire.wire.operations`). A method declared with
+``RPCServer.register_operation`` is listed with the JSON methods, so a deployed client (and a
+plain METHOD_CALL from labwire) calls it as it always did and gets the plain reply; the
+server cancels the handler once the call's expiry passes. Started as an operation, it runs in
+a thread of its own and is watched by polling::
+
+    OP_START        "method", "params" as in METHOD_CALL; "deadline": milliseconds the
+                    operation may run, or null (no limit); buffers as in METHOD_CALL
+                    -> {"success": true, "op": info}
+    OP_POLL         "op": operation id (1-64 characters); "after": the last update number
+                    seen (an integer >= 0)
+                    -> {"success": true, "op": info, "updates": [update, ...],
+                        "result": value (once succeeded; buffers as in a method reply)}
+    OP_CANCEL       "op": operation id; "reason": str (at most 256 characters)
+                    -> {"success": true, "op": info}
+    OP_LIST         -> {"success": true, "ops": [info, ...]} (running and recently ended)
+
+where ``info`` is ``{"id", "method", "state", "seq", "started", "elapsed", "deadline",
+"on_disconnect", "fraction", "message", "error", "cause", "etype", "traceback"}`` and an ``update``
+is ``[seq, fraction or null, message, intermediate result or null]``, numbered from 1.
+Updates after ``after`` come in the same reply as the outcome, so the last update always
+reaches a client before the result. Every OP_POLL or OP_CANCEL renews the operation's lease:
+an operation declared ``on_disconnect="cancel"`` is cancelled once no client has polled it
+for its lease (a few seconds). An unknown id is answered ``code: "not_found"``; one from an
+earlier incarnation of the server says the operation was lost when the server restarted.
 """
 
 from __future__ import annotations
@@ -149,6 +175,10 @@ class ExtensionEvents(StrEnum):
     PING = "PING"
     GET_PROPERTIES = "GET_PROPERTIES"
     SIGNAL_CHECK = "SIGNAL_CHECK"
+    OP_START = "OP_START"
+    OP_POLL = "OP_POLL"
+    OP_CANCEL = "OP_CANCEL"
+    OP_LIST = "OP_LIST"
 
 
 EXTENSION_EVENTS = frozenset(ExtensionEvents)
@@ -528,21 +558,7 @@ def parse_request(header: dict[str, Any], buffers: Sequence[memoryview] = ()) ->
 
     if event == RPCEvents.METHOD_CALL:
         request.name = _expect(header, "method", str, "METHOD_CALL")
-        params = header.get("params", {})
-        if params is None:
-            params = {}
-        if not isinstance(params, dict):
-            raise ProtocolError("field 'params' must be an object with 'args' and 'kwargs'")
-        args = params.get("args", [])
-        kwargs = params.get("kwargs", {})
-        if args is None:
-            args = []
-        if kwargs is None:
-            kwargs = {}
-        if not isinstance(args, list):
-            raise ProtocolError("field 'params.args' must be a list")
-        if not isinstance(kwargs, dict):
-            raise ProtocolError("field 'params.kwargs' must be an object")
+        args, kwargs = _params(header)
         request.args = _restore_request_field(args, buffers)
         request.kwargs = _restore_request_field(kwargs, buffers)
     elif event in (RPCEvents.PROPERTY_GET, RPCEvents.PROPERTY_SET):
@@ -556,7 +572,53 @@ def parse_request(header: dict[str, Any], buffers: Sequence[memoryview] = ()) ->
         if not 1 <= len(token) <= 64:
             raise ProtocolError("field 'token' of SIGNAL_CHECK must have 1 to 64 characters")
         request.name = token
+    elif event == ExtensionEvents.OP_START:
+        request.name = _expect(header, "method", str, event)
+        args, kwargs = _params(header)
+        request.args = _restore_request_field(args, buffers)
+        request.kwargs = _restore_request_field(kwargs, buffers)
+        deadline = header.get("deadline")
+        if deadline is not None and (
+            isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or deadline < 0
+        ):
+            raise ProtocolError("field 'deadline' of OP_START must be null or milliseconds >= 0")
+        request.value = deadline
+    elif event in (ExtensionEvents.OP_POLL, ExtensionEvents.OP_CANCEL):
+        operation = _expect(header, "op", str, event)
+        if not 1 <= len(operation) <= 64:
+            raise ProtocolError(f"field 'op' of {event} must have 1 to 64 characters")
+        request.name = operation
+        if event == ExtensionEvents.OP_POLL:
+            after = header.get("after", 0)
+            if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+                raise ProtocolError("field 'after' of OP_POLL must be an integer >= 0")
+            request.value = after
+        else:
+            reason = header.get("reason", "")
+            if not isinstance(reason, str) or len(reason) > 256:
+                raise ProtocolError("field 'reason' of OP_CANCEL must be at most 256 characters")
+            request.value = reason
     return request
+
+
+def _params(header: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    """The positional and keyword arguments of a METHOD_CALL or OP_START."""
+    params = header.get("params", {})
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise ProtocolError("field 'params' must be an object with 'args' and 'kwargs'")
+    args = params.get("args", [])
+    kwargs = params.get("kwargs", {})
+    if args is None:
+        args = []
+    if kwargs is None:
+        kwargs = {}
+    if not isinstance(args, list):
+        raise ProtocolError("field 'params.args' must be a list")
+    if not isinstance(kwargs, dict):
+        raise ProtocolError("field 'params.kwargs' must be an object")
+    return args, kwargs
 
 
 def reply_extension(request: Request, server_id: str, **fields: Any) -> dict[str, Any]:

@@ -1,0 +1,791 @@
+"""Long-running operations: progress, cancellation and deadlines that reach the device.
+
+Theory of operation
+-------------------
+A server method declared with :meth:`RPCServer.register_operation` receives an
+:class:`Operation` as its first argument after ``self``. Through it the handler reports
+progress (:meth:`Operation.report`), sees a cancel request (:attr:`Operation.cancelled`; the
+next report raises :class:`OperationCancelled`) and registers cleanup that runs the moment
+the operation is cancelled (:meth:`Operation.on_cancel`: a stage halts).
+
+Started with ``OP_START`` (:meth:`RPCClient.start_operation`), the handler runs in a thread of
+its own, so it holds none of the server's runners; clients poll it (``OP_POLL``), and each
+poll brings the updates since the last one together with the outcome once there is one: the
+last progress update therefore always arrives before the result. Called plainly (a deployed
+client, or :meth:`RPCClient.call`), it runs as any method does and answers with its result.
+
+An :class:`OperationTable` keeps a server's operations; its monitor thread cancels those whose
+deadline passed and, for methods declared ``on_disconnect="cancel"``, those nobody has polled
+for their lease (the client vanished). Ended operations are kept a while for late pollers.
+On the client side, :class:`OperationHandle` (and :class:`AsyncOperationHandle`) polls in the
+background, delivers updates in order to a callback (or an async iterator) and gives the
+result, the failure, the cancellation or, when the server restarted, :class:`OperationLost`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+import itertools
+import logging
+import math
+import threading
+import time
+import traceback as tb
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
+
+from labwire.errors import CallTimeout, LabwireError, NotFound, RemoteError, Unavailable
+from labwire.rpc.results import NoResult
+from labwire.wire.operations import (
+    ENDED,
+    Event,
+    OperationInfo,
+    OperationState,
+    Update,
+    decode_info,
+    decode_updates,
+    next_state,
+)
+from labwire.wire.rpc import ExtensionEvents, restore_buffers
+
+if TYPE_CHECKING:
+    from labwire.rpc.aio import AsyncRPCClient
+    from labwire.rpc.client import RPCClient
+
+__all__ = [
+    "AsyncOperationHandle",
+    "Operation",
+    "OperationCancelled",
+    "OperationHandle",
+    "OperationLost",
+    "OperationSpec",
+    "OperationTable",
+]
+
+_log = logging.getLogger(__name__)
+
+S = TypeVar("S")
+R = TypeVar("R")
+P = ParamSpec("P")
+
+#: The attribute marking a method as an operation (its :class:`OperationSpec`).
+OPERATION_ATTRIBUTE = "__labwire_operation__"
+#: Progress updates kept per operation (older ones are dropped: a poller far behind gets the
+#: latest).
+_UPDATES_KEPT = 256
+#: Ended operations kept for late pollers: at most this many, for at least _KEEP_SECONDS.
+_ENDED_KEPT = 256
+_KEEP_SECONDS = 60.0
+#: How often the monitor looks at deadlines and leases.
+_MONITOR_SECONDS = 0.05
+#: How often a client handle polls a running operation.
+POLL_SECONDS = 0.05
+_MESSAGE_CHARS = 1024
+
+
+class OperationCancelled(LabwireError):
+    """The operation was cancelled.
+
+    Raised in its handler at its next report, and by ``result()`` on the client.
+    """
+
+
+class OperationLost(LabwireError):
+    """The server no longer knows the operation (it restarted, or forgot it long after)."""
+
+
+class OperationSpec:
+    """How a method declared as an operation behaves.
+
+    Attributes:
+        function: The handler, ``function(self, operation, *args, **kwargs)``.
+        timeout_ms: The default deadline in ms (None: no limit).
+        on_disconnect: ``"cancel"`` or ``"finish"``: what happens once no client watches.
+        lease: Seconds without a poll after which the watching client counts as gone.
+    """
+
+    __slots__ = ("function", "lease", "on_disconnect", "timeout_ms")
+
+    def __init__(
+        self,
+        function: Callable[..., Any],
+        timeout_ms: int | None,
+        on_disconnect: str,
+        lease: float,
+    ) -> None:
+        if on_disconnect not in ("cancel", "finish"):
+            raise ValueError(f"on_disconnect must be 'cancel' or 'finish', got {on_disconnect!r}")
+        if not (isinstance(lease, (int, float)) and math.isfinite(lease) and lease > 0):
+            raise ValueError(f"lease must be a positive number of seconds, got {lease!r}")
+        self.function = function
+        self.timeout_ms = timeout_ms
+        self.on_disconnect = on_disconnect
+        self.lease = float(lease)
+
+
+def operation_method(
+    function: Callable[Concatenate[S, Operation, P], R], spec: OperationSpec
+) -> Callable[Concatenate[S, P], R]:
+    """The method a class exposes for an operation handler: callable without the handle.
+
+    Called directly in Python (``stage.move_to(1, 2, 3)``), it runs the handler with an
+    :class:`Operation` of its own, without deadline; its signature is the handler's without
+    the operation parameter.
+    """
+
+    @functools.wraps(function)
+    def method(self: S, *args: P.args, **kwargs: P.kwargs) -> R:
+        name = getattr(function, "__name__", "operation")
+        return function(self, Operation("local", name), *args, **kwargs)
+
+    try:
+        signature = inspect.signature(function, eval_str=True)
+    except (NameError, TypeError, SyntaxError):  # annotations naming what is not importable
+        signature = inspect.signature(function)
+    parameters = list(signature.parameters.values())
+    method.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=parameters[:1] + parameters[2:]
+    )
+    setattr(method, OPERATION_ATTRIBUTE, spec)
+    return cast("Callable[Concatenate[S, P], R]", method)
+
+
+class Operation:
+    """A running operation, as its handler sees it.
+
+    Attributes:
+        id: The operation id.
+        method: The method running.
+    """
+
+    def __init__(
+        self,
+        operation_id: str,
+        method: str,
+        *,
+        deadline: float | None = None,
+        on_disconnect: str = "finish",
+        lease: float = 3.0,
+    ) -> None:
+        self.id = operation_id
+        self.method = method
+        self._lock = threading.Lock()
+        self._cancelled = threading.Event()
+        self._reason = ""
+        self._cause = ""
+        self._cleanups: list[Callable[[], Any]] = []
+        self._state = OperationState.RUNNING
+        self._updates: deque[Update] = deque(maxlen=_UPDATES_KEPT)
+        self._seq = 0
+        self._started_wall = time.time()
+        self._started = time.monotonic()
+        self._ended: float | None = None
+        self._deadline = deadline
+        self._on_disconnect = on_disconnect
+        self._lease = lease
+        self._seen = self._started
+        self._result: Any = None
+        self._error = ""
+        self._etype = ""
+        self._traceback = ""
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ handler side
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether cancellation was requested (by a caller, a deadline or a vanished client)."""
+        return self._cancelled.is_set()
+
+    @property
+    def cancel_reason(self) -> str:
+        """Why the operation was cancelled ("" while it was not)."""
+        return self._reason
+
+    def report(self, fraction: float | None = None, message: str = "", result: Any = None) -> None:
+        """Report progress; raises :class:`OperationCancelled` once the operation is cancelled.
+
+        Args:
+            fraction: How much is done, 0..1 (None: unknown).
+            message: What is being done (at most 1024 characters are kept).
+            result: An intermediate result (JSON data), or None.
+
+        Raises:
+            ValueError: ``fraction`` is not a number within 0..1.
+            OperationCancelled: The operation was cancelled; clean up and let it propagate.
+        """
+        if fraction is not None and (
+            isinstance(fraction, bool)
+            or not isinstance(fraction, (int, float))
+            or not 0.0 <= fraction <= 1.0
+        ):
+            raise ValueError(f"progress fraction must be within 0..1 or None, got {fraction!r}")
+        with self._lock:
+            self._seq += 1
+            value = None if fraction is None else float(fraction)
+            self._updates.append(Update(self._seq, value, str(message)[:_MESSAGE_CHARS], result))
+        self.check()
+
+    def check(self) -> None:
+        """Raise :class:`OperationCancelled` if the operation was cancelled."""
+        if self._cancelled.is_set():
+            raise OperationCancelled(f"{self.method} cancelled: {self._reason}")
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``, waking early on cancellation; returns :attr:`cancelled`."""
+        return self._cancelled.wait(max(0.0, seconds))
+
+    def on_cancel(self, callback: Callable[[], Any]) -> None:
+        """Run ``callback`` (once) as soon as the operation is cancelled.
+
+        It runs in the canceller's thread, or at once if the operation already is cancelled.
+        Exceptions it raises are logged.
+        """
+        with self._lock:
+            if not self._cancelled.is_set():
+                self._cleanups.append(callback)
+                return
+        _run_cleanup(callback, self.id)
+
+    # ------------------------------------------------------------------ table side
+
+    def cancel(self, reason: str, cause: str = "caller") -> bool:
+        """Request cancellation; returns False when the operation had already ended.
+
+        Args:
+            reason: Why, in words.
+            cause: Who: ``"caller"``, ``"deadline"``, ``"disconnect"`` or ``"server"``.
+        """
+        with self._lock:
+            if self._state in ENDED:
+                return False
+            if self._cancelled.is_set():
+                return True
+            self._reason, self._cause = reason, cause
+            self._state = next_state(self._state, Event.CANCEL)
+            self._cancelled.set()
+            cleanups, self._cleanups = self._cleanups, []
+        _log.info("operation %s (%s) cancelled: %s", self.id, self.method, reason)
+        for callback in cleanups:
+            _run_cleanup(callback, self.id)
+        return True
+
+    def run(self, server: Any, spec: OperationSpec, args: list[Any], kw: dict[str, Any]) -> Any:
+        """Run the handler in this thread, record its outcome, and return or raise it."""
+        try:
+            value = spec.function(server, self, *args, **kw)
+        except BaseException as exc:
+            with self._lock:
+                stopped = isinstance(exc, OperationCancelled)
+                self._state = next_state(self._state, Event.STOP if stopped else Event.RAISE)
+                if self._state == OperationState.CANCELLED:
+                    self._error = f"cancelled: {self._reason or exc}"
+                    self._etype = "OperationCancelled"
+                else:
+                    self._error, self._etype = str(exc), type(exc).__name__
+                    self._traceback = "".join(tb.format_exception(exc))
+                self._ended = time.monotonic()
+            if self._state == OperationState.CANCELLED:
+                raise OperationCancelled(f"{self.method} {self._error}") from exc
+            raise
+        with self._lock:
+            self._state = next_state(self._state, Event.RETURN)
+            self._result = value
+            self._ended = time.monotonic()
+        return value
+
+    def touch(self) -> None:
+        """A client watches: renew the lease."""
+        self._seen = time.monotonic()
+
+    def overdue(self, now: float) -> tuple[str, str]:
+        """Why and by what cause the monitor must cancel this operation now (("", "") if not)."""
+        if self._state != OperationState.RUNNING:
+            return "", ""
+        if self._deadline is not None and now - self._started > self._deadline:
+            return f"its deadline of {self._deadline:g} s passed", "deadline"
+        if self._on_disconnect == "cancel" and now - self._seen > self._lease:
+            return f"no client watched it for {self._lease:g} s", "disconnect"
+        return "", ""
+
+    @property
+    def ended(self) -> float | None:
+        """When it ended (monotonic clock), or None while it runs."""
+        return self._ended
+
+    @property
+    def result(self) -> Any:
+        """The handler's result (once succeeded)."""
+        return self._result
+
+    @property
+    def state(self) -> OperationState:
+        """Where the operation is in its life."""
+        return self._state
+
+    def info(self) -> dict[str, Any]:
+        """The ``info`` object of the wire (see :mod:`labwire.wire.rpc`)."""
+        with self._lock:
+            last = self._updates[-1] if self._updates else None
+            end = self._ended if self._ended is not None else time.monotonic()
+            return {
+                "id": self.id,
+                "method": self.method,
+                "state": str(self._state),
+                "seq": self._seq,
+                "started": self._started_wall,
+                "elapsed": end - self._started,
+                "deadline": self._deadline,
+                "on_disconnect": self._on_disconnect,
+                "fraction": None if last is None else last.fraction,
+                "message": "" if last is None else last.message,
+                "error": self._error,
+                "cause": self._cause,
+                "etype": self._etype,
+                "traceback": self._traceback,
+            }
+
+    def updates_after(self, seq: int) -> list[Update]:
+        """The updates numbered after ``seq`` that are still kept."""
+        with self._lock:
+            return [update for update in self._updates if update.seq > seq]
+
+
+def _run_cleanup(callback: Callable[[], Any], operation_id: str) -> None:
+    try:
+        callback()
+    except Exception:
+        _log.exception("cleanup of operation %s failed", operation_id)
+
+
+class OperationTable:
+    """A server's operations: starts them, finds them by id, and watches their deadlines.
+
+    Args:
+        server_id: The server's incarnation id (a prefix of every operation id).
+        call_lock: Held around every handler when the server serialises calls, or None.
+    """
+
+    def __init__(self, server_id: str, call_lock: threading.Lock | None) -> None:
+        self._server_id = server_id
+        self._call_lock = call_lock
+        self._ids = itertools.count(1)
+        self._lock = threading.Condition(threading.Lock())
+        self._operations: dict[str, Operation] = {}
+        self._monitor: threading.Thread | None = None
+        self._closed = False
+
+    def _new(
+        self, method: str, spec: OperationSpec, deadline: float | None, port: int
+    ) -> Operation:
+        operation_id = f"{self._server_id}-{next(self._ids)}"
+        operation = Operation(
+            operation_id,
+            method,
+            deadline=deadline,
+            on_disconnect=spec.on_disconnect,
+            lease=spec.lease,
+        )
+        with self._lock:
+            if self._closed:
+                raise OperationCancelled("the server is stopping")
+            self._operations[operation_id] = operation
+            self._forget_old(time.monotonic())
+            if self._monitor is None:
+                self._monitor = threading.Thread(
+                    target=self._watch, name=f"labwire-operations-{port}", daemon=True
+                )
+                self._monitor.start()
+        return operation
+
+    def start(
+        self,
+        server: Any,
+        method: str,
+        spec: OperationSpec,
+        call: tuple[list[Any], dict[str, Any]],
+        deadline: float | None,
+        port: int,
+    ) -> Operation:
+        """Start ``method`` as an operation in a thread of its own and return it."""
+        operation = self._new(method, spec, deadline, port)
+        args, kwargs = call
+
+        def body() -> None:
+            # The outcome is recorded: what the handler raised is kept for pollers.
+            with self._call_lock or contextlib.nullcontext(), contextlib.suppress(Exception):
+                operation.run(server, spec, args, kwargs)
+
+        thread = threading.Thread(target=body, name=f"labwire-op-{operation.id}", daemon=True)
+        operation._thread = thread
+        thread.start()
+        return operation
+
+    def call(
+        self,
+        server: Any,
+        method: str,
+        spec: OperationSpec,
+        call: tuple[list[Any], dict[str, Any]],
+        deadline: float | None,
+        port: int,
+    ) -> Any:
+        """Run ``method`` as a plain call, in this thread; listed and cancellable meanwhile."""
+        operation = self._new(method, spec, deadline, port)
+        operation._on_disconnect = "finish"  # a plain caller never polls
+        return operation.run(server, spec, *call)
+
+    def get(self, operation_id: str) -> Operation:
+        """The operation with this id.
+
+        Raises:
+            NotFound: No such operation (the message says whether the server restarted).
+        """
+        with self._lock:
+            operation = self._operations.get(operation_id)
+        if operation is not None:
+            operation.touch()
+            return operation
+        if not operation_id.startswith(self._server_id + "-"):
+            raise NotFound(
+                "OperationLost",
+                f"operation {operation_id!r} was lost: it was started by an earlier run of "
+                "this server, which has restarted since",
+            )
+        raise NotFound("OperationLost", f"no operation {operation_id!r} (it ended long ago)")
+
+    def list(self) -> list[Operation]:
+        """Running operations and those that ended recently, oldest first."""
+        with self._lock:
+            self._forget_old(time.monotonic())
+            return list(self._operations.values())
+
+    def close(self, timeout: float) -> None:
+        """Cancel every running operation and wait (up to ``timeout`` s) for their threads."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
+            operations = list(self._operations.values())
+            monitor = self._monitor
+        for operation in operations:
+            operation.cancel("the server is stopping", "server")
+        threads = [operation._thread for operation in operations]
+        for thread in [monitor, *threads]:
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _forget_old(self, now: float) -> None:
+        """Drop ended operations beyond what is kept (called with the lock held)."""
+        ended = [op for op in self._operations.values() if op.ended is not None]
+        for index, operation in enumerate(ended):
+            end = operation.ended
+            assert end is not None
+            if len(ended) - index > _ENDED_KEPT or now - end > _KEEP_SECONDS:
+                del self._operations[operation.id]
+
+    def _watch(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                self._lock.wait(_MONITOR_SECONDS)
+                operations = list(self._operations.values())
+            now = time.monotonic()
+            for operation in operations:
+                reason, cause = operation.overdue(now)
+                if reason:
+                    operation.cancel(reason, cause)
+
+
+# --------------------------------------------------------------------------- client side
+
+
+class _Watch:
+    """What a client handle knows of an operation; shared by the sync and asyncio handles."""
+
+    def __init__(self, info: OperationInfo, on_progress: Callable[[Update], Any] | None) -> None:
+        self.id = info.id
+        self.method = info.method
+        self.info = info
+        self.seq = 0
+        self.progress: Update | None = None
+        self._callbacks: list[Callable[[Update], Any]] = []
+        if on_progress is not None:
+            self._callbacks.append(on_progress)
+        self.result: Any = None
+        self.failure: BaseException | None = None
+        self.done = False
+
+    def on_progress(self, callback: Callable[[Update], Any]) -> None:
+        self._callbacks.append(callback)
+
+    def fields(self) -> dict[str, Any]:
+        return {"op": self.id, "after": self.seq}
+
+    def absorb(self, header: dict[str, Any], buffers: list[memoryview]) -> list[Update]:
+        """Take a poll's reply in: new updates (returned, delivered in order), then the outcome."""
+        fresh = [u for u in decode_updates(header.get("updates")) if u.seq > self.seq]
+        info = decode_info(header.get("op"))
+        for update in fresh:
+            self.seq = update.seq
+            self.progress = update
+            for callback in self._callbacks:
+                try:
+                    callback(update)
+                except Exception:
+                    _log.exception("progress callback of operation %s failed", self.id)
+        self.info = info
+        if info.state == OperationState.SUCCEEDED:
+            self.result = restore_buffers(header.get("result"), buffers)
+            self.done = True
+        elif info.state == OperationState.FAILED:
+            self.failure = NoResult(info.error, info.traceback, info.etype).exception()
+            self.done = True
+        elif info.state == OperationState.CANCELLED:
+            self.failure = OperationCancelled(f"{info.method} {info.error}")
+            self.done = True
+        return fresh
+
+    def lost(self, exc: RemoteError) -> None:
+        self.failure = OperationLost(exc.remote_message)
+        self.done = True
+
+    def outcome(self) -> Any:
+        if self.failure is not None:
+            raise self.failure
+        return self.result
+
+
+def _failure_of(header: dict[str, Any], extension: dict[str, Any]) -> RemoteError | None:
+    if header.get("success") is False or "error" in header:
+        return NoResult(
+            str(header.get("error", "")),
+            str(header.get("traceback", "") or ""),
+            str(extension.get("etype", "")),
+            str(extension.get("code", "remote")),
+        ).exception()
+    return None
+
+
+class OperationHandle:
+    """A client's view of an operation; it polls the server in a thread until the end.
+
+    Get one from :meth:`RPCClient.start_operation` or :meth:`RPCClient.attach_operation`.
+
+    Attributes:
+        id: The operation id (give it to ``attach_operation`` in another process).
+        method: The method running.
+    """
+
+    def __init__(
+        self,
+        client: RPCClient,
+        info: OperationInfo,
+        on_progress: Callable[[Update], Any] | None = None,
+        poll_interval: float = POLL_SECONDS,
+    ) -> None:
+        self._client = client
+        self._watch = _Watch(info, on_progress)
+        self.id = info.id
+        self.method = info.method
+        self._interval = poll_interval
+        self._done = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name=f"labwire-watch-{self.id}")
+        self._thread.daemon = True
+        self._thread.start()
+
+    @property
+    def progress(self) -> Update | None:
+        """The last progress update received (None before the first)."""
+        return self._watch.progress
+
+    @property
+    def info(self) -> OperationInfo:
+        """What the server said last about the operation."""
+        return self._watch.info
+
+    def on_progress(self, callback: Callable[[Update], Any]) -> None:
+        """Call ``callback(update)`` for each progress update from now on (polling thread)."""
+        self._watch.on_progress(callback)
+
+    def done(self) -> bool:
+        """Whether the operation has ended (or was lost)."""
+        return self._done.is_set()
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the operation to end and return its result.
+
+        Args:
+            timeout: Seconds to wait (None: until it ends).
+
+        Raises:
+            CallTimeout: It has not ended within ``timeout`` (it keeps running).
+            OperationCancelled: It was cancelled (by a caller, its deadline or the server).
+            RemoteError: The handler raised (the type and remote traceback are kept).
+            OperationLost: The server no longer knows it (it restarted).
+        """
+        if not self._done.wait(timeout):
+            raise CallTimeout(f"operation {self.id} ({self.method}) still runs after {timeout} s")
+        return self._watch.outcome()
+
+    def cancel(self, reason: str = "cancelled by the caller") -> OperationInfo:
+        """Ask the server to cancel the operation; returns what it says of it then.
+
+        The handler is told at once (its cleanup runs); :meth:`result` then raises
+        :class:`OperationCancelled`, unless the handler finished first.
+        """
+        return self._client.cancel_operation(self.id, reason)
+
+    def close(self) -> None:
+        """Stop watching (the operation goes on, or is cancelled if it was declared so)."""
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(2.0)
+
+    def __enter__(self) -> OperationHandle:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _poll(self) -> None:
+        watch = self._watch
+        try:
+            while not self._stop.is_set():
+                try:
+                    header, buffers, extension = self._client._operation_request(
+                        ExtensionEvents.OP_POLL, watch.fields()
+                    )
+                except (CallTimeout, Unavailable):
+                    continue
+                except LabwireError as exc:
+                    if self._client._closed:
+                        return
+                    watch.failure = exc
+                    watch.done = True
+                    return
+                failure = _failure_of(header, extension)
+                if isinstance(failure, NotFound):
+                    watch.lost(failure)
+                    return
+                if failure is not None:
+                    watch.failure = failure
+                    watch.done = True
+                    return
+                watch.absorb(header, buffers)
+                if watch.done:
+                    return
+                self._stop.wait(self._interval)
+        finally:
+            self._done.set()
+
+
+class AsyncOperationHandle:
+    """An :class:`OperationHandle` for :class:`~labwire.rpc.AsyncRPCClient`: a polling task.
+
+    Iterate it (``async for update in handle``) to get each progress update in order; the
+    iteration ends when the operation does.
+
+    Attributes:
+        id: The operation id.
+        method: The method running.
+    """
+
+    def __init__(
+        self,
+        client: AsyncRPCClient,
+        info: OperationInfo,
+        on_progress: Callable[[Update], Any] | None = None,
+        poll_interval: float = POLL_SECONDS,
+    ) -> None:
+        self._client = client
+        self._watch = _Watch(info, on_progress)
+        self.id = info.id
+        self.method = info.method
+        self._interval = poll_interval
+        self._queue: asyncio.Queue[Update | None] = asyncio.Queue()
+        self._task = asyncio.get_running_loop().create_task(self._poll())
+
+    @property
+    def progress(self) -> Update | None:
+        """The last progress update received (None before the first)."""
+        return self._watch.progress
+
+    @property
+    def info(self) -> OperationInfo:
+        """What the server said last about the operation."""
+        return self._watch.info
+
+    def on_progress(self, callback: Callable[[Update], Any]) -> None:
+        """Call ``callback(update)`` for each progress update from now on."""
+        self._watch.on_progress(callback)
+
+    def done(self) -> bool:
+        """Whether the operation has ended (or was lost)."""
+        return self._task.done()
+
+    async def result(self, timeout: float | None = None) -> Any:
+        """Wait for the end and return the result (raises as :meth:`OperationHandle.result`)."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        except TimeoutError:
+            raise CallTimeout(
+                f"operation {self.id} ({self.method}) still runs after {timeout} s"
+            ) from None
+        return self._watch.outcome()
+
+    async def cancel(self, reason: str = "cancelled by the caller") -> OperationInfo:
+        """Ask the server to cancel the operation; returns what it says of it then."""
+        return await self._client.cancel_operation(self.id, reason)
+
+    async def aclose(self) -> None:
+        """Stop watching (the operation goes on, or is cancelled if it was declared so)."""
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    def __aiter__(self) -> AsyncIterator[Update]:
+        return self._updates()
+
+    async def _updates(self) -> AsyncIterator[Update]:
+        while True:
+            update = await self._queue.get()
+            if update is None:
+                return
+            yield update
+
+    async def _poll(self) -> None:
+        watch = self._watch
+        try:
+            while True:
+                try:
+                    header, buffers, extension = await self._client._operation_request(
+                        ExtensionEvents.OP_POLL, watch.fields()
+                    )
+                except (CallTimeout, Unavailable):
+                    continue
+                except LabwireError as exc:
+                    watch.failure = exc
+                    watch.done = True
+                    return
+                failure = _failure_of(header, extension)
+                if isinstance(failure, NotFound):
+                    watch.lost(failure)
+                    return
+                if failure is not None:
+                    watch.failure = failure
+                    watch.done = True
+                    return
+                for update in watch.absorb(header, buffers):
+                    self._queue.put_nowait(update)
+                if watch.done:
+                    return
+                await asyncio.sleep(self._interval)
+        finally:
+            self._queue.put_nowait(None)
