@@ -83,7 +83,7 @@ _KEEP_SECONDS = 60.0
 #: How often the monitor looks at deadlines and leases.
 _MONITOR_SECONDS = 0.05
 #: How often a client handle polls a running operation.
-POLL_SECONDS = 0.05
+POLL_SECONDS = 0.02
 _MESSAGE_CHARS = 1024
 
 

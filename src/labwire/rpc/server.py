@@ -22,6 +22,12 @@ starts a request whose expiry has passed (checked on receipt), and answers a dup
 client id and request id, within a window) from a small cache instead of executing it twice.
 A duplicate can only be read while its original runs once the watchdog has handed the socket
 over, so the watchdog marks that request as running when it does; the duplicate is refused.
+Methods declared with :meth:`RPCServer.register_operation` are operations
+(:mod:`labwire.rpc.operations`): started with OP_START they run in a thread of their own, not
+in a runner, and an :class:`~labwire.rpc.operations.OperationTable` answers the polls, cancels
+and listings, and cancels those whose deadline passed or whose client vanished. Called plainly
+they take the general path (never the quick one: they need their handle) and are cancelled
+when the call's expiry passes.
 Signals are published on one PUB socket (guarded by a
 lock, since any thread may emit), once per emission whatever the number of clients, each
 message numbered per signal under a random epoch drawn at start.
