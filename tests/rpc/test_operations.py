@@ -104,6 +104,7 @@ def test_cancel_from_a_second_client(counter: CounterProcess) -> None:
         listed = {op.id: op for op in second.operations()}
         assert listed[handle.id].state == OperationState.RUNNING
         assert listed[handle.id].method == "keep_counting"
+        wait_for(lambda: {op.id: op for op in second.operations()}[handle.id].remaining)
         info = second.cancel_operation(handle.id, "enough")
         assert info.id == handle.id
         with pytest.raises(OperationCancelled, match="enough"):

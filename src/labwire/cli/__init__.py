@@ -868,15 +868,16 @@ def cmd_ops(args: argparse.Namespace, ctx: _Context) -> int:
             ctx.err.print(_shown(f"no operations on {label}"))
             return EXIT_OK
         table = Table(box=box.SIMPLE_HEAD, title=_shown(f"operations on {label}"))
-        for column in ("id", "method", "state", "progress", "elapsed"):
+        for column in ("id", "method", "state", "progress", "elapsed", "left"):
             table.add_column(column, no_wrap=True)
         table.add_column("message")
         for op in operations:
             done = "" if op.fraction is None else f"{op.fraction:.0%}"
+            left = "" if op.remaining is None else f"{op.remaining:.1f} s"
             message = op.error or op.message
             table.add_row(
                 _shown(op.id), _shown(op.method), _shown(str(op.state)), done,
-                f"{op.elapsed:.1f} s", _shown(message),
+                f"{op.elapsed:.1f} s", left, _shown(message),
             )  # fmt: skip
         ctx.out.print(table)
         return EXIT_OK

@@ -332,13 +332,18 @@ class Operation:
         with self._lock:
             last = self._updates[-1] if self._updates else None
             end = self._ended if self._ended is not None else time.monotonic()
+            elapsed = end - self._started
+            remaining = None
+            if self._ended is None and last is not None and last.fraction:
+                remaining = elapsed * (1.0 - last.fraction) / last.fraction
             return {
                 "id": self.id,
                 "method": self.method,
                 "state": str(self._state),
                 "seq": self._seq,
                 "started": self._started_wall,
-                "elapsed": end - self._started,
+                "elapsed": elapsed,
+                "remaining": remaining,
                 "deadline": self._deadline,
                 "on_disconnect": self._on_disconnect,
                 "fraction": None if last is None else last.fraction,

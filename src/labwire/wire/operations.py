@@ -82,6 +82,8 @@ class OperationInfo(msgspec.Struct, frozen=True, kw_only=True):
         seq: The number of the last progress update.
         started: When it started, on the server's wall clock (seconds since the epoch).
         elapsed: Seconds it has run (until it ended).
+        remaining: Seconds it should still run, estimated from its last progress fraction
+            (None when it ended or reported no fraction yet).
         deadline: Seconds it may run in all, or None.
         on_disconnect: ``"cancel"`` or ``"finish"``: what happens once no client watches it.
         fraction: The last progress fraction reported (0..1), or None.
@@ -99,6 +101,7 @@ class OperationInfo(msgspec.Struct, frozen=True, kw_only=True):
     seq: int = 0
     started: float = 0.0
     elapsed: float = 0.0
+    remaining: float | None = None
     deadline: float | None = None
     on_disconnect: str = "finish"
     fraction: float | None = None

@@ -91,7 +91,7 @@ a thread of its own and is watched by polling::
                     -> {"success": true, "op": info}
     OP_LIST         -> {"success": true, "ops": [info, ...]} (running and recently ended)
 
-where ``info`` is ``{"id", "method", "state", "seq", "started", "elapsed", "deadline",
+where ``info`` is ``{"id", "method", "state", "seq", "started", "elapsed", "remaining", "deadline",
 "on_disconnect", "fraction", "message", "error", "cause", "etype", "traceback"}`` and an ``update``
 is ``[seq, fraction or null, message, intermediate result or null]``, numbered from 1.
 Updates after ``after`` come in the same reply as the outcome, so the last update always
@@ -798,6 +798,8 @@ def decode_compact(data: bytes, limits: Limits) -> CompactCall | CompactGet | No
     # Without a colon the text has no object keys at all; with one, the keys must be the
     # keyword arguments' (or the text exactly what labwire writes).
     if kwargs or _COLON in data:
+        if BUFFER_KEY in kwargs:  # a placeholder without its frame: the general path refuses
+            return None
         if not _keys_unique(data, call, len(kwargs)):
             return None
         if not _within_limits(data, kwargs.values(), limits):
@@ -881,6 +883,8 @@ def encode_call(
         if kind not in _PLAIN_TYPES and (kind is not float or not math.isfinite(value)):
             return None
     if kwargs:
+        if BUFFER_KEY in kwargs:  # reserved: the general path names the problem
+            return None
         for value in kwargs.values():
             kind = type(value)
             if kind not in _PLAIN_TYPES and (kind is not float or not math.isfinite(value)):
