@@ -32,7 +32,7 @@ def complete(line: str, tmp_path: Path, registry: str | None = None) -> list[str
 
 
 def test_commands_complete(tmp_path: Path) -> None:
-    assert complete("labwire ca", tmp_path) == ["call"]
+    assert complete("labwire ca", tmp_path) == ["call", "cancel"]
     assert "completion" in complete("labwire co", tmp_path)
 
 
