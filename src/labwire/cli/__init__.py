@@ -7,6 +7,8 @@ Commands (``labwire COMMAND --help`` shows each one's options and an example)::
     labwire info DEVICE                           methods, properties (with values), signals
     labwire call DEVICE METHOD [ARG...]           call a method (JSON arguments, name=value
                                                   for keywords); buffers are saved (--out)
+    labwire ops DEVICE                            a device's running operations
+    labwire cancel DEVICE ID                      cancel an operation on the device
     labwire ping DEVICE                           round trips, and the labwire version serving it
     labwire stop DEVICE                           ask a device's server to shut down
     labwire get DEVICE [PROPERTY]                 read one property (or all of them)
@@ -21,6 +23,7 @@ Commands (``labwire COMMAND --help`` shows each one's options and an example)::
                                                   (labwire.cli.rigs)
     labwire cluster ls|echo|request GROUP ...     look at a peer group (labwire.cli.cluster)
     labwire broker signals|queue|streamer         run a broker (labwire.cli.brokers)
+    labwire dashboard [--bind HOST:PORT]          the live web dashboard (labwire.cli.dashboard)
     labwire completion bash|zsh|fish              shell completion (labwire.cli.completion)
 
 DEVICE is a registry name (looked up in the registry given by ``--registry``, default
