@@ -43,6 +43,9 @@ COMMANDS = [
     "cluster",
     "broker",
     "completion",
+    "ops",
+    "cancel",
+    "dashboard",
 ]
 
 
