@@ -45,6 +45,7 @@ class Lab:
     stage: SimStage
     camera: SimCamera
     hostile: SimStage
+    slow: SimStage
     victim: subprocess.Popen[bytes]
     dashboard: DashboardThread
 
@@ -87,12 +88,13 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    """A registry, a stage, a camera, a hostile-named stage, a stage in its own process."""
+    """A registry, stages (fast, slow, hostile-named, one in its own process), a camera."""
     registry = DeviceRegistry(None, "127.0.0.1", "0", heartbeat_interval=0.2)
     registry.start()
     stage = SimStage(None, "tcp://127.0.0.1:0", speed=50_000.0).start()
     camera = SimCamera(None, "tcp://127.0.0.1:0").start()
     hostile = SimStage(None, "tcp://127.0.0.1:0").start()
+    slow = SimStage(None, "tcp://127.0.0.1:0", speed=5.0).start()
     victim = subprocess.Popen(
         [
             sys.executable,
@@ -115,10 +117,11 @@ def lab() -> Iterator[Lab]:
         stage.register_to_registry("stage", "stage", registry.url)
         camera.register_to_registry("camera", "camera", registry.url)
         hostile.register_to_registry("stage", HOSTILE_NAME, registry.url)
+        slow.register_to_registry("stage", "slow", registry.url)
         with RegistryClient(registry.url) as client:
             wait_for(lambda: "victim" in client.get_devices(), what="the victim registered")
         dashboard = DashboardThread(registry.url, port=0)
-        yield Lab(registry, stage, camera, hostile, victim, dashboard)
+        yield Lab(registry, stage, camera, hostile, slow, victim, dashboard)
     finally:
         if dashboard is not None:
             dashboard.close()
@@ -128,6 +131,6 @@ def lab() -> Iterator[Lab]:
         for stream in (victim.stdin, victim.stdout):
             if stream is not None:
                 stream.close()
-        for server in (hostile, camera, stage):
+        for server in (slow, hostile, camera, stage):
             server.close()
         registry.stop()

@@ -178,6 +178,45 @@ def test_a_buffer_that_is_no_image_is_offered_as_a_download(page: Any, lab: Lab)
         assert "attachment" in response.headers["Content-Disposition"]
 
 
+def test_a_running_operation_shows_its_progress_and_is_cancelled(page: Any, lab: Lab) -> None:
+    from selenium.webdriver.common.by import By
+
+    panel = up(page, "slow")
+    operations = panel.find_element(By.CSS_SELECTOR, ".operations")
+    move = form(panel, "move_to")
+    assert move.find_element(By.CSS_SELECTOR, "button").text == "Start"
+    for name, value in (("x", "50"), ("y", "0"), ("z", "0")):
+        field = move.find_element(By.NAME, name)
+        field.clear()
+        field.send_keys(value)
+    move.find_element(By.CSS_SELECTOR, "button").click()
+    wait_for(
+        lambda: "% at" in move.find_element(By.CSS_SELECTOR, ".result .progress").text,
+        what="the progress under the form",
+    )
+    row = wait_for(
+        lambda: operations.find_element(By.CSS_SELECTOR, "li[data-state=running]"),
+        what="the running operation listed",
+    )
+    assert row.find_element(By.CSS_SELECTOR, "code.mname").text == "move_to"
+    wait_for(lambda: "% at" in row.find_element(By.CSS_SELECTOR, ".op-message").text)
+    with RPCClient(None, lab.slow.endpoint) as client:
+        assert client.get_property("is_moving") is True
+        row.find_element(By.CSS_SELECTOR, "button.cancel").click()
+        wait_for(
+            lambda: row.get_attribute("data-state") == "cancelled", what="the operation cancelled"
+        )
+        assert (
+            "cancelled from the dashboard" in row.find_element(By.CSS_SELECTOR, ".op-outcome").text
+        )
+        error = wait_for(lambda: move.find_element(By.CSS_SELECTOR, ".result .error").text)
+        assert "cancelled" in error
+        wait_for(lambda: client.get_property("is_moving") is False, what="the stage stopped")
+        stopped = client.get_property("position")
+        assert 0 < stopped[0] < 50
+        assert client.get_property("position") == stopped
+
+
 def test_a_killed_device_greys_out(page: Any, lab: Lab, tmp_path: Path) -> None:
     panel = up(page, "victim")
     assert "gone" not in panel.get_attribute("class")

@@ -10,6 +10,12 @@ every property once a second (:data:`POLL_INTERVAL`): a device that stops answer
 *unreachable*, one the registry drops is *removed*; both keep their panel, greyed out. A signal
 named ``<property>Changed`` (or ``<property>_changed``) updates that property at once.
 
+A device with long-running operations (methods its inventory lists under
+``details["operations"]``) also has its operation list read (:meth:`AsyncRPCClient.operations`):
+every :data:`OPERATIONS_INTERVAL` while one runs, every :data:`POLL_INTERVAL` otherwise, and at
+once after the dashboard starts or cancels one. The page shows the running ones with their
+progress and the recently ended ones with how they ended.
+
 Everything the hub learns is published as a JSON-ready dictionary to every subscriber queue
 (one per open page). Values from devices are passed through :func:`plain`, so the page receives
 JSON whatever a device sends; it shows all of it as text.
@@ -31,13 +37,27 @@ from labwire.registry import AsyncRegistryClient, DeviceInfo, WatchEventKind
 from labwire.rpc import RPCSignal
 from labwire.rpc.aio import AsyncRPCClient
 from labwire.web.forms import parameters
+from labwire.wire.operations import OperationInfo
 
-__all__ = ["POLL_INTERVAL", "DeviceSession", "Hub", "plain"]
+__all__ = [
+    "OPERATIONS_INTERVAL",
+    "OPERATIONS_SHOWN",
+    "POLL_INTERVAL",
+    "DeviceSession",
+    "Hub",
+    "plain",
+]
 
 _log = logging.getLogger(__name__)
 
 #: Seconds between two readings of a device's properties (which also tell whether it answers).
 POLL_INTERVAL = 1.0
+
+#: Seconds between two readings of a device's operation list while one of them runs.
+OPERATIONS_INTERVAL = 0.2
+
+#: Operations shown per device: the running ones first, then the latest that ended.
+OPERATIONS_SHOWN = 8
 
 #: Seconds between two attempts to reach a registry that does not answer.
 _REGISTRY_RETRY = 1.0
@@ -81,6 +101,20 @@ def _error(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _operation(info: OperationInfo) -> Message:
+    """What the page shows of an operation."""
+    return {
+        "id": info.id,
+        "method": info.method,
+        "state": str(info.state),
+        "fraction": info.fraction,
+        "message": info.message,
+        "elapsed": round(info.elapsed, 1),
+        "error": info.error,
+        "cause": info.cause,
+    }
+
+
 class DeviceSession:
     """One registered device as the dashboard follows it.
 
@@ -98,8 +132,12 @@ class DeviceSession:
         self.properties: dict[str, dict[str, Any]] = {}
         self.signals: list[str] = []
         self.buffer_methods: set[str] = set()
+        self.operation_methods: set[str] = set()
+        self.operations: list[dict[str, Any]] = []
         self.client: AsyncRPCClient | None = None
         self._task: asyncio.Task[None] | None = None
+        self._operations_task: asyncio.Task[None] | None = None
+        self._operations_wake = asyncio.Event()
 
     @property
     def name(self) -> str:
@@ -118,6 +156,7 @@ class DeviceSession:
             "methods": self.methods,
             "properties": [{"name": name, **entry} for name, entry in self.properties.items()],
             "signals": self.signals,
+            "operations": self.operations if self.operation_methods else None,
         }
 
     def start(self) -> None:
@@ -126,11 +165,13 @@ class DeviceSession:
 
     async def close(self) -> None:
         """Stop following the device and close its client."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        tasks = [self._task, self._operations_task]
+        self._task = self._operations_task = None
+        for task in tasks:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         client, self.client = self.client, None
         if client is not None:
             await client.aclose()
@@ -158,6 +199,9 @@ class DeviceSession:
                 await asyncio.sleep(POLL_INTERVAL)
         self.status = "up"
         self.hub.publish(self.describe())
+        if self.operation_methods and self.client.is_labwire_server:
+            loop = asyncio.get_running_loop()
+            self._operations_task = loop.create_task(self._watch_operations())
         while True:
             await asyncio.sleep(POLL_INTERVAL)
             await self._poll()
@@ -201,6 +245,7 @@ class DeviceSession:
         writable = set(details.get("writable") or [])
         docs = details.get("property_docs") or {}
         self.buffer_methods = set(inventory["buffer_methods"])
+        self.operation_methods = set(details.get("operations") or {})
         self.methods = []
         for name in [*inventory["json_methods"], *inventory["buffer_methods"]]:
             about = method_details.get(name) or {}
@@ -211,6 +256,7 @@ class DeviceSession:
                     "signature": signature,
                     "doc": str(about.get("doc") or ""),
                     "buffer": name in self.buffer_methods,
+                    "operation": name in self.operation_methods,
                     "params": parameters(signature) if signature else None,
                 }
             )
@@ -254,6 +300,34 @@ class DeviceSession:
             self.hub.publish(
                 {"type": "property", "name": self.name, "property": name, "value": value}
             )
+
+    def operations_changed(self) -> None:
+        """Read the operation list now (the dashboard started or cancelled one)."""
+        self._operations_wake.set()
+
+    async def _watch_operations(self) -> None:
+        client = self.client
+        assert client is not None
+        while True:
+            busy = False
+            self._operations_wake.clear()
+            try:
+                listed = await client.operations()
+            except LabwireError:  # the property poll tells whether the device answers
+                listed = None
+            if listed is not None:
+                running = [info for info in listed if not info.ended]
+                ended = sorted(
+                    (info for info in listed if info.ended), key=lambda info: -info.started
+                )
+                busy = bool(running)
+                shown = [_operation(info) for info in [*running, *ended][:OPERATIONS_SHOWN]]
+                if shown != self.operations:
+                    self.operations = shown
+                    self.hub.publish({"type": "operations", "name": self.name, "operations": shown})
+            with contextlib.suppress(TimeoutError):
+                interval = OPERATIONS_INTERVAL if busy else POLL_INTERVAL
+                await asyncio.wait_for(self._operations_wake.wait(), interval)
 
     async def _poll(self) -> None:
         client = self.client

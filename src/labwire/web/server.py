@@ -6,12 +6,15 @@ Routes
     The page (``static/index.html``); ``/static/...`` its script and style sheet.
 ``GET /ws``
     A websocket. The server sends JSON messages (``registry``, ``device``, ``status``,
-    ``property``, ``signal``, ``reply``); the page sends requests
-    ``{"id": N, "op": "call", "device": D, "method": M, "args": [...], "kwargs": {...}}`` and
-    ``{"id": N, "op": "set", "device": D, "property": P, "value": V}``, each answered by a
+    ``property``, ``signal``, ``operations``, ``progress``, ``reply``); the page sends requests
+    ``{"id": N, "op": "call", "device": D, "method": M, "args": [...], "kwargs": {...}}``,
+    ``{"id": N, "op": "set", "device": D, "property": P, "value": V}`` and
+    ``{"id": N, "op": "cancel", "device": D, "operation": OPERATION_ID}``, each answered by a
     ``reply`` with the same id: ``{"ok": true, "result": ...}`` (or ``"blob"`` for a buffer)
     or ``{"ok": false, "error": "..."}``. A bad request gets an error reply; it never ends the
-    connection.
+    connection. A call of an operation (a long-running method) is started as one: until its
+    reply, ``progress`` messages with the request's id give the operation's id and its
+    progress (``fraction``, ``message``), at most every :data:`PROGRESS_INTERVAL` seconds.
 ``GET /blob/KEY``
     A buffer a method returned (an image is shown by the page, anything else downloaded). The
     last :data:`BLOBS_KEPT` buffers are kept.
@@ -33,8 +36,10 @@ import contextlib
 import ipaddress
 import json
 import logging
+import math
 import secrets
 import threading
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -43,11 +48,12 @@ from aiohttp import WSMsgType, web
 
 from labwire.config import Settings, default_settings
 from labwire.errors import LabwireError
-from labwire.web.hub import Hub, Message, plain
+from labwire.web.hub import DeviceSession, Hub, Message, plain
 
 __all__ = [
     "BLOBS_KEPT",
     "DEFAULT_BIND",
+    "PROGRESS_INTERVAL",
     "Dashboard",
     "DashboardThread",
     "is_loopback",
@@ -61,6 +67,9 @@ DEFAULT_BIND = "127.0.0.1:8765"
 
 #: Buffers kept for the page to fetch (older ones are forgotten).
 BLOBS_KEPT = 16
+
+#: Seconds between two progress messages of an operation started from a page.
+PROGRESS_INTERVAL = 0.1
 
 #: The largest request a page may send, in bytes.
 _MAX_REQUEST = 1 << 20
@@ -276,7 +285,7 @@ class Dashboard:
             if not isinstance(request, dict):
                 raise ValueError("a request is a JSON object")
             request_id = request.get("id")
-            reply = await self._perform(request)
+            reply = await self._perform(request, _Progress(plain(request_id), queue))
         except (ValueError, TypeError, LabwireError) as exc:
             reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         except Exception as exc:  # the page must hear of any failure, and the server go on
@@ -286,7 +295,7 @@ class Dashboard:
         with contextlib.suppress(asyncio.QueueFull):
             queue.put_nowait(reply)
 
-    async def _perform(self, request: dict[str, Any]) -> Message:
+    async def _perform(self, request: dict[str, Any], progress: _Progress) -> Message:
         operation = request.get("op")
         session = self.hub.session(_text(request, "device"))
         client = session.client
@@ -295,13 +304,21 @@ class Dashboard:
             name = _text(request, "property")
             await client.set_property(name, request.get("value"))
             return {"ok": True, "result": None}
+        if operation == "cancel":
+            info = await client.cancel_operation(
+                _text(request, "operation"), "cancelled from the dashboard"
+            )
+            session.operations_changed()
+            return {"ok": True, "result": str(info.state)}
         if operation != "call":
-            raise ValueError(f"unknown op {operation!r}: expected 'call' or 'set'")
+            raise ValueError(f"unknown op {operation!r}: expected 'call', 'set' or 'cancel'")
         method = _text(request, "method")
         args = request.get("args", [])
         kwargs = request.get("kwargs", {})
         if not isinstance(args, list) or not isinstance(kwargs, dict):
             raise ValueError("'args' must be a list and 'kwargs' an object")
+        if method in session.operation_methods and client.is_labwire_server:
+            return await self._run_operation(session, method, args, kwargs, progress)
         result = await client.call(method, *args, **kwargs)
         if method in session.buffer_methods and isinstance(result, tuple) and len(result) == 2:
             buffer, info = result
@@ -313,6 +330,29 @@ class Dashboard:
                 return {"ok": True, "result": plain(info), "blob": self._keep(method, data)}
         return {"ok": True, "result": plain(result)}
 
+    @staticmethod
+    async def _run_operation(
+        session: DeviceSession,
+        method: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        progress: _Progress,
+    ) -> Message:
+        """Start an operation, pass its progress on to the page, and answer with its result."""
+        client = session.client
+        assert client is not None
+        handle = await client.start_operation(method, *args, **kwargs)
+        try:
+            session.operations_changed()
+            progress.send(handle.id, None, "started", force=True)
+            async for update in handle:
+                progress.send(handle.id, update.fraction, update.message)
+            result = await handle.result()
+        finally:
+            await handle.aclose()
+            session.operations_changed()
+        return {"ok": True, "result": plain(result), "operation": handle.id}
+
     def _keep(self, method: str, data: bytes) -> Message:
         media = _media_type(data)
         extension = {"image/png": "png", "image/jpeg": "jpg", "image/gif": "gif"}.get(media, "bin")
@@ -321,6 +361,32 @@ class Dashboard:
         while len(self._blobs) > BLOBS_KEPT:
             self._blobs.popitem(last=False)
         return {"key": key, "media": media, "bytes": len(data)}
+
+
+class _Progress:
+    """Sends a page the progress of the operation its request started (a few times a second)."""
+
+    def __init__(self, request_id: Any, queue: asyncio.Queue[Message | None]) -> None:
+        self._id = request_id
+        self._queue = queue
+        self._sent = -math.inf
+
+    def send(
+        self, operation: str, fraction: float | None, message: str, force: bool = False
+    ) -> None:
+        now = time.monotonic()
+        if not force and now - self._sent < PROGRESS_INTERVAL:
+            return
+        self._sent = now
+        update = {
+            "type": "progress",
+            "id": self._id,
+            "operation": operation,
+            "fraction": fraction,
+            "message": message,
+        }
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(update)
 
 
 def _text(request: dict[str, Any], field: str) -> str:

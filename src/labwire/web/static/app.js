@@ -10,6 +10,7 @@ const COLOURS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2
 
 const devices = new Map();
 const pending = new Map();
+const progressHandlers = new Map();
 let socket = null;
 let nextId = 1;
 
@@ -47,6 +48,7 @@ function connect() {
     setLink("down", "disconnected: retrying");
     for (const [, callback] of pending) callback({ ok: false, error: "the dashboard connection closed" });
     pending.clear();
+    progressHandlers.clear();
     setTimeout(connect, 1000);
   };
 }
@@ -57,13 +59,14 @@ function setLink(state, text) {
   badge.textContent = text;
 }
 
-function request(message, callback) {
+function request(message, callback, onProgress) {
   if (!socket || socket.readyState !== WebSocket.OPEN) {
     callback({ ok: false, error: "not connected to the dashboard server" });
     return;
   }
   const id = nextId++;
   pending.set(id, callback);
+  if (onProgress) progressHandlers.set(id, onProgress);
   socket.send(JSON.stringify({ id, ...message }));
 }
 
@@ -78,9 +81,16 @@ function receive(message) {
     case "status": setStatus(message.name, message.status, message.error); break;
     case "property": setProperty(message.name, message.property, message.value); break;
     case "signal": addSignal(message); break;
+    case "operations": setOperations(message.name, message.operations); break;
+    case "progress": {
+      const onProgress = progressHandlers.get(message.id);
+      if (onProgress) onProgress(message);
+      break;
+    }
     case "reply": {
       const callback = pending.get(message.id);
       pending.delete(message.id);
+      progressHandlers.delete(message.id);
       if (callback) callback(message);
       break;
     }
@@ -122,7 +132,14 @@ function drawDevice(info) {
     for (const line of old.log.children) state.log.append(line.cloneNode(true));
     state.series = old.series;
   }
-  card.append(header, state.problem, el("div", { cls: "columns" }, [methods, properties, signals]));
+  card.append(header, state.problem);
+  if (info.operations) {
+    state.ops = new Map();
+    state.opsList = el("ul", { cls: "ops" });
+    state.opsNone = el("p", { cls: "muted", text: "none" });
+    card.append(el("div", { cls: "operations" }, [el("h3", { text: "Operations" }), state.opsList, state.opsNone]));
+  }
+  card.append(el("div", { cls: "columns" }, [methods, properties, signals]));
   if (old) {
     old.card.replaceWith(card);
     old.item.replaceWith(item);
@@ -133,6 +150,7 @@ function drawDevice(info) {
   devices.set(info.name, state);
   document.getElementById("empty").hidden = devices.size > 0;
   setStatus(info.name, info.status, info.error);
+  if (info.operations) setOperations(info.name, info.operations);
   state.dirty = true;
 }
 
@@ -167,6 +185,7 @@ function methodForm(device, method) {
     el("code", { cls: "mname", text: method.name }),
     el("code", { cls: "signature", text: method.signature || "(signature unknown)" }),
   ]));
+  if (method.operation) form.firstChild.append(el("span", { cls: "tag", text: "operation" }));
   if (method.doc) form.append(el("p", { cls: "doc", text: method.doc }));
   const fields = [];
   const params = method.params || [{ name: "arguments", kind: "args", type: "json", required: false, has_default: false, annotation: "JSON list" }];
@@ -189,7 +208,8 @@ function methodForm(device, method) {
     fields.push({ param, input });
     form.append(label);
   }
-  const button = el("button", { text: method.buffer ? "Call (buffer)" : "Call", attrs: { type: "submit" } });
+  const label = method.operation ? "Start" : method.buffer ? "Call (buffer)" : "Call";
+  const button = el("button", { text: label, attrs: { type: "submit" } });
   const result = el("div", { cls: "result" });
   form.append(button, result);
   form.addEventListener("submit", (event) => {
@@ -202,13 +222,83 @@ function methodForm(device, method) {
       return;
     }
     button.disabled = true;
-    result.replaceChildren(el("div", { cls: "muted", text: "calling…" }));
+    result.replaceChildren(el("div", { cls: "muted", text: method.operation ? "starting…" : "calling…" }));
+    let running = null;
+    const onProgress = (update) => {
+      if (!running) {
+        running = progressView(device, update.operation);
+        result.replaceChildren(running.node);
+      }
+      running.update(update.fraction, update.message);
+    };
     request({ op: "call", device, method: method.name, args: call.args, kwargs: call.kwargs }, (reply) => {
       button.disabled = false;
       result.replaceChildren(...showReply(reply, method.name));
-    });
+    }, onProgress);
   });
   return form;
+}
+
+// ------------------------------------------------------------------ operations
+
+function progressView(device, operation) {
+  const bar = el("progress", { attrs: { max: "1" } });
+  const text = el("span", { cls: "op-message" });
+  const cancel = el("button", { cls: "cancel", text: "Cancel", attrs: { type: "button" } });
+  const problem = el("span", { cls: "error" });
+  cancel.addEventListener("click", () => {
+    cancel.disabled = true;
+    request({ op: "cancel", device, operation }, (reply) => {
+      problem.textContent = reply.ok ? "" : reply.error;
+      if (!reply.ok) cancel.disabled = false;
+    });
+  });
+  const node = el("div", { cls: "progress", attrs: { "data-operation": operation } }, [bar, text, cancel, problem]);
+  const update = (fraction, message) => {
+    if (typeof fraction === "number") bar.value = fraction;
+    else bar.removeAttribute("value");
+    text.textContent = (typeof fraction === "number" ? `${Math.round(fraction * 100)}% ` : "") + (message || "");
+  };
+  return { node, update, cancel };
+}
+
+function setOperations(name, operations) {
+  const state = devices.get(name);
+  if (!state || !state.ops) return;
+  const seen = new Set();
+  for (const op of operations) {
+    seen.add(op.id);
+    let entry = state.ops.get(op.id);
+    if (!entry) {
+      const view = progressView(name, op.id);
+      entry = {
+        view,
+        row: el("li", { attrs: { "data-operation": op.id } }),
+        state: el("span", { cls: "op-state" }),
+        elapsed: el("span", { cls: "muted" }),
+        outcome: el("span", { cls: "op-outcome" }),
+      };
+      entry.row.append(el("code", { cls: "mname", text: op.method }), entry.state, entry.elapsed, view.node, entry.outcome);
+      state.ops.set(op.id, entry);
+    }
+    const live = op.state === "running" || op.state === "cancelling";
+    entry.row.setAttribute("data-state", op.state);
+    entry.state.textContent = op.state;
+    entry.elapsed.textContent = `${op.elapsed} s`;
+    entry.view.update(op.fraction, op.message);
+    entry.view.node.hidden = !live;
+    if (op.state !== "running") entry.view.cancel.disabled = true;
+    entry.outcome.textContent = live ? "" : op.error || (op.message ? `${op.message}` : "");
+    entry.outcome.classList.toggle("error", op.state === "failed");
+  }
+  for (const [id, entry] of state.ops) {
+    if (!seen.has(id)) {
+      entry.row.remove();
+      state.ops.delete(id);
+    }
+  }
+  state.opsList.replaceChildren(...operations.map((op) => state.ops.get(op.id).row));
+  state.opsNone.hidden = operations.length > 0;
 }
 
 function parseValue(type, raw, name) {
