@@ -119,3 +119,65 @@ def test_bad_requests_get_an_error_reply_and_the_connection_stays() -> None:
             assert reply["id"] == 4 and not reply["ok"]
 
     asyncio.run(_serve(None, check))
+
+
+def test_operations_started_elsewhere_are_listed_and_cancelled_by_id() -> None:
+    from labwire.rpc import OperationCancelled, RPCClient
+    from labwire.sim import SimStage
+
+    stage = SimStage(None, "tcp://127.0.0.1:0", speed=5.0).start()
+
+    async def receive(socket: aiohttp.ClientWebSocketResponse, wanted: Any) -> dict[str, Any]:
+        while True:
+            message = json.loads((await socket.receive(timeout=10)).data)
+            if wanted(message):
+                return dict(message)
+
+    async def check(dashboard: Dashboard, session: aiohttp.ClientSession, base: str) -> None:
+        stage.register_to_registry("stage", "slow", dashboard.registry_url)
+        client = RPCClient(None, stage.endpoint)
+        try:
+            async with session.ws_connect(base + "/ws") as socket:
+                panel = await receive(
+                    socket, lambda m: m["type"] == "device" and m["status"] == "up"
+                )
+                assert panel["operations"] == []
+                kinds = {m["name"]: m["operation"] for m in panel["methods"]}
+                assert kinds["move_to"] and kinds["home"] and not kinds["halt"]
+                handle = await asyncio.to_thread(client.start_operation, "move_to", 40, 0, 0)
+                listed = await receive(
+                    socket,
+                    lambda m: (
+                        m["type"] == "operations"
+                        and any(op["id"] == handle.id and op["fraction"] for op in m["operations"])
+                    ),
+                )
+                (running,) = listed["operations"]
+                assert (running["method"], running["state"]) == ("move_to", "running")
+                for number, bad in enumerate(({}, {"operation": "no-such-operation"}), 1):
+                    request = {"id": number, "op": "cancel", "device": "slow", **bad}
+                    await socket.send_str(json.dumps(request))
+                    reply = await receive(socket, lambda m: m["type"] == "reply")
+                    assert not reply["ok"]
+                    assert "operation" in reply["error"]
+                request = {"id": 9, "op": "cancel", "device": "slow", "operation": handle.id}
+                await socket.send_str(json.dumps(request))
+                reply = await receive(socket, lambda m: m["type"] == "reply")
+                assert reply["ok"] and reply["result"] in ("cancelling", "cancelled")
+                ended = await receive(
+                    socket,
+                    lambda m: (
+                        m["type"] == "operations" and m["operations"][0]["state"] == "cancelled"
+                    ),
+                )
+                assert ended["operations"][0]["cause"] == "caller"
+                with pytest.raises(OperationCancelled):
+                    await asyncio.to_thread(handle.result, 10)
+                handle.close()
+        finally:
+            await asyncio.to_thread(client.close)
+
+    try:
+        asyncio.run(_serve(None, check))
+    finally:
+        stage.close()
