@@ -24,8 +24,16 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 HOSTILE_NAME = "<img_src=x_onerror=alert(1)>"
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``check`` until it returns something true; fail after ``timeout`` seconds."""
+def wait_for(
+    check: Callable[[], Any],
+    timeout: float = 10.0,
+    what: str = "condition",
+    shown: Callable[[], str] | None = None,
+) -> Any:
+    """Poll ``check`` until it returns something true; fail after ``timeout`` seconds.
+
+    ``shown`` describes what was seen instead, for the failure message.
+    """
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -36,7 +44,8 @@ def wait_for(check: Callable[[], Any], timeout: float = 10.0, what: str = "condi
         if last and not isinstance(last, Exception):
             return last
         time.sleep(0.05)
-    raise AssertionError(f"{what}: not seen within {timeout} s (last: {last!r})")
+    seen = f"; {shown()}" if shown is not None else ""
+    raise AssertionError(f"{what}: not seen within {timeout} s (last: {last!r}{seen})")
 
 
 @dataclass

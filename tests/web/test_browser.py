@@ -204,7 +204,9 @@ def test_a_running_operation_shows_its_progress_and_is_cancelled(page: Any, lab:
         assert client.get_property("is_moving") is True
         row.find_element(By.CSS_SELECTOR, "button.cancel").click()
         wait_for(
-            lambda: row.get_attribute("data-state") == "cancelled", what="the operation cancelled"
+            lambda: row.get_attribute("data-state") == "cancelled",
+            what="the operation cancelled",
+            shown=lambda: f"operations {operations.text!r}, form {move.text!r}",
         )
         assert (
             "cancelled from the dashboard" in row.find_element(By.CSS_SELECTOR, ".op-outcome").text
@@ -222,7 +224,11 @@ def test_a_killed_device_greys_out(page: Any, lab: Lab, tmp_path: Path) -> None:
     assert "gone" not in panel.get_attribute("class")
     lab.victim.send_signal(signal.SIGKILL)
     lab.victim.wait(timeout=10)
-    wait_for(lambda: "gone" in card(page, "victim").get_attribute("class"), what="greyed out")
+    wait_for(
+        lambda: "gone" in card(page, "victim").get_attribute("class"),
+        what="greyed out",
+        shown=lambda: f"status {card(page, 'victim').get_attribute('data-status')!r}",
+    )
     assert card(page, "victim").get_attribute("data-status") in ("unreachable", "removed")
     assert "gone" not in card(page, "stage").get_attribute("class")
 

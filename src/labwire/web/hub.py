@@ -102,14 +102,14 @@ def _error(exc: BaseException) -> str:
 
 
 def _operation(info: OperationInfo) -> Message:
-    """What the page shows of an operation."""
+    """What the page shows of an operation (odd numbers from a device made JSON-safe)."""
     return {
         "id": info.id,
         "method": info.method,
         "state": str(info.state),
-        "fraction": info.fraction,
+        "fraction": plain(info.fraction),
         "message": info.message,
-        "elapsed": round(info.elapsed, 1),
+        "elapsed": plain(round(info.elapsed, 1)),
         "error": info.error,
         "cause": info.cause,
     }

@@ -382,7 +382,7 @@ class _Progress:
             "type": "progress",
             "id": self._id,
             "operation": operation,
-            "fraction": fraction,
+            "fraction": plain(fraction),
             "message": message,
         }
         with contextlib.suppress(asyncio.QueueFull):

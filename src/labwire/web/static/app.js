@@ -253,7 +253,7 @@ function progressView(device, operation) {
       if (!reply.ok) cancel.disabled = false;
     });
   });
-  const node = el("div", { cls: "progress", attrs: { "data-operation": operation } }, [bar, text, cancel, problem]);
+  const node = el("div", { cls: "progress", attrs: { "data-operation": operation } }, [cancel, bar, text, problem]);
   const update = (fraction, message) => {
     if (typeof fraction === "number") bar.value = fraction;
     else bar.removeAttribute("value");
@@ -275,7 +275,7 @@ function setOperations(name, operations) {
         view,
         row: el("li", { attrs: { "data-operation": op.id } }),
         state: el("span", { cls: "op-state" }),
-        elapsed: el("span", { cls: "muted" }),
+        elapsed: el("span", { cls: "elapsed muted" }),
         outcome: el("span", { cls: "op-outcome" }),
       };
       entry.row.append(el("code", { cls: "mname", text: op.method }), entry.state, entry.elapsed, view.node, entry.outcome);
