@@ -42,6 +42,7 @@ def up(driver: Any, name: str) -> Any:
     return wait_for(
         lambda: (c := card(driver, name)).get_attribute("data-status") == "up" and c,
         what=f"{name!r} connected",
+        shown=lambda: f"panel {card(driver, name).text[:300]!r}",
     )
 
 
@@ -200,6 +201,7 @@ def test_a_running_operation_shows_its_progress_and_is_cancelled(page: Any, lab:
     )
     assert row.find_element(By.CSS_SELECTOR, "code.mname").text == "move_to"
     wait_for(lambda: "% at" in row.find_element(By.CSS_SELECTOR, ".op-message").text)
+    wait_for(lambda: "s left" in row.find_element(By.CSS_SELECTOR, ".elapsed").text)
     with RPCClient(None, lab.slow.endpoint) as client:
         assert client.get_property("is_moving") is True
         row.find_element(By.CSS_SELECTOR, "button.cancel").click()

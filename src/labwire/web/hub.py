@@ -110,6 +110,7 @@ def _operation(info: OperationInfo) -> Message:
         "fraction": plain(info.fraction),
         "message": info.message,
         "elapsed": plain(round(info.elapsed, 1)),
+        "remaining": None if info.remaining is None else plain(round(info.remaining, 0)),
         "error": info.error,
         "cause": info.cause,
     }
@@ -301,33 +302,62 @@ class DeviceSession:
                 {"type": "property", "name": self.name, "property": name, "value": value}
             )
 
+    async def operations_client(self) -> AsyncRPCClient:
+        """A client of the device of its own, with its inventory read (the caller closes it).
+
+        Operation requests each go through one: a started operation's frequent polls never
+        share a socket with the panel's reads.
+        """
+        timeout = max(1, int(self.hub.timeout * 1000))
+        key = self.info.public_key or None
+        client = AsyncRPCClient(
+            None, self.info.address, timeout, settings=self.hub.settings, server_key=key
+        )
+        try:
+            await client.refresh_inventory()
+        except BaseException:
+            await client.aclose()
+            raise
+        return client
+
     def operations_changed(self) -> None:
         """Read the operation list now (the dashboard started or cancelled one)."""
         self._operations_wake.set()
 
     async def _watch_operations(self) -> None:
-        client = self.client
-        assert client is not None
-        while True:
-            busy = False
-            self._operations_wake.clear()
-            try:
-                listed = await client.operations()
-            except LabwireError:  # the property poll tells whether the device answers
-                listed = None
-            if listed is not None:
-                running = [info for info in listed if not info.ended]
-                ended = sorted(
-                    (info for info in listed if info.ended), key=lambda info: -info.started
-                )
-                busy = bool(running)
-                shown = [_operation(info) for info in [*running, *ended][:OPERATIONS_SHOWN]]
-                if shown != self.operations:
-                    self.operations = shown
-                    self.hub.publish({"type": "operations", "name": self.name, "operations": shown})
-            with contextlib.suppress(TimeoutError):
-                interval = OPERATIONS_INTERVAL if busy else POLL_INTERVAL
-                await asyncio.wait_for(self._operations_wake.wait(), interval)
+        client: AsyncRPCClient | None = None
+        try:
+            while True:
+                if client is None:
+                    try:
+                        client = await self.operations_client()
+                    except LabwireError:
+                        await asyncio.sleep(POLL_INTERVAL)
+                        continue
+                await self._read_operations(client)
+        finally:
+            if client is not None:
+                await client.aclose()
+
+    async def _read_operations(self, client: AsyncRPCClient) -> None:
+        """Read the operation list once, publish it if it changed, and wait for the next time."""
+        busy = False
+        self._operations_wake.clear()
+        try:
+            listed = await client.operations()
+        except LabwireError:  # the property poll tells whether the device answers
+            listed = None
+        if listed is not None:
+            running = [info for info in listed if not info.ended]
+            ended = sorted((info for info in listed if info.ended), key=lambda info: -info.started)
+            busy = bool(running)
+            shown = [_operation(info) for info in [*running, *ended][:OPERATIONS_SHOWN]]
+            if shown != self.operations:
+                self.operations = shown
+                self.hub.publish({"type": "operations", "name": self.name, "operations": shown})
+        with contextlib.suppress(TimeoutError):
+            interval = OPERATIONS_INTERVAL if busy else POLL_INTERVAL
+            await asyncio.wait_for(self._operations_wake.wait(), interval)
 
     async def _poll(self) -> None:
         client = self.client

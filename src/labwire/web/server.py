@@ -305,9 +305,12 @@ class Dashboard:
             await client.set_property(name, request.get("value"))
             return {"ok": True, "result": None}
         if operation == "cancel":
-            info = await client.cancel_operation(
-                _text(request, "operation"), "cancelled from the dashboard"
-            )
+            operation_id = _text(request, "operation")
+            own = await session.operations_client()
+            try:
+                info = await own.cancel_operation(operation_id, "cancelled from the dashboard")
+            finally:
+                await own.aclose()
             session.operations_changed()
             return {"ok": True, "result": str(info.state)}
         if operation != "call":
@@ -339,18 +342,20 @@ class Dashboard:
         progress: _Progress,
     ) -> Message:
         """Start an operation, pass its progress on to the page, and answer with its result."""
-        client = session.client
-        assert client is not None
-        handle = await client.start_operation(method, *args, **kwargs)
+        client = await session.operations_client()
         try:
-            session.operations_changed()
-            progress.send(handle.id, None, "started", force=True)
-            async for update in handle:
-                progress.send(handle.id, update.fraction, update.message)
-            result = await handle.result()
+            handle = await client.start_operation(method, *args, **kwargs)
+            try:
+                session.operations_changed()
+                progress.send(handle.id, None, "started", force=True)
+                async for update in handle:
+                    progress.send(handle.id, update.fraction, update.message)
+                result = await handle.result()
+            finally:
+                await handle.aclose()
+                session.operations_changed()
         finally:
-            await handle.aclose()
-            session.operations_changed()
+            await client.aclose()
         return {"ok": True, "result": plain(result), "operation": handle.id}
 
     def _keep(self, method: str, data: bytes) -> Message:

@@ -284,7 +284,8 @@ function setOperations(name, operations) {
     const live = op.state === "running" || op.state === "cancelling";
     entry.row.setAttribute("data-state", op.state);
     entry.state.textContent = op.state;
-    entry.elapsed.textContent = `${op.elapsed} s`;
+    const left = live && typeof op.remaining === "number" ? `, ~${op.remaining} s left` : "";
+    entry.elapsed.textContent = `${op.elapsed} s${left}`;
     entry.view.update(op.fraction, op.message);
     entry.view.node.hidden = !live;
     if (op.state !== "running") entry.view.cancel.disabled = true;
