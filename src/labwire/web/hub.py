@@ -136,6 +136,8 @@ class DeviceSession:
         self.operation_methods: set[str] = set()
         self.operations: list[dict[str, Any]] = []
         self.client: AsyncRPCClient | None = None
+        #: Held around each request through :attr:`client`: one at a time on its socket.
+        self.requests = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._operations_task: asyncio.Task[None] | None = None
         self._operations_wake = asyncio.Event()
@@ -363,7 +365,8 @@ class DeviceSession:
         client = self.client
         assert client is not None
         try:
-            values = await client.get_properties()
+            async with self.requests:
+                values = await client.get_properties()
         except LabwireError as exc:
             self._set_status("unreachable", _error(exc))
             return

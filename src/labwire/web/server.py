@@ -302,7 +302,8 @@ class Dashboard:
         assert client is not None
         if operation == "set":
             name = _text(request, "property")
-            await client.set_property(name, request.get("value"))
+            async with session.requests:
+                await client.set_property(name, request.get("value"))
             return {"ok": True, "result": None}
         if operation == "cancel":
             operation_id = _text(request, "operation")
@@ -322,7 +323,8 @@ class Dashboard:
             raise ValueError("'args' must be a list and 'kwargs' an object")
         if method in session.operation_methods and client.is_labwire_server:
             return await self._run_operation(session, method, args, kwargs, progress)
-        result = await client.call(method, *args, **kwargs)
+        async with session.requests:
+            result = await client.call(method, *args, **kwargs)
         if method in session.buffer_methods and isinstance(result, tuple) and len(result) == 2:
             buffer, info = result
             try:
