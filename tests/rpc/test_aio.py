@@ -94,3 +94,15 @@ def test_unreachable_server() -> None:
             await AsyncRPCClient.open(None, "tcp://127.0.0.1:1", timeout=3000)
 
     asyncio.run(main())
+
+
+def test_many_concurrent_request_loops_on_one_client_never_stall(camera: Camera) -> None:
+    async def loop(client: AsyncRPCClient, first: int) -> list[int]:
+        return [await client.call("echo", first + i) for i in range(150)]
+
+    async def main() -> list[list[int]]:
+        async with AsyncRPCClient(None, camera.endpoint, timeout=2000) as client:
+            return await asyncio.gather(*(loop(client, 1000 * k) for k in range(4)))
+
+    results = asyncio.run(main())  # a missed wake-up shows as CallTimeout here
+    assert results == [[1000 * k + i for i in range(150)] for k in range(4)]

@@ -8,8 +8,9 @@ the same ZeroMQ context, so sync and async parts of one program share one contex
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import zmq
 import zmq.asyncio
@@ -84,18 +85,26 @@ class AsyncSocket:
         Returns:
             False when the message cannot be queued now (no connection, or queue full).
         """
-        # zmq.asyncio's send methods return futures even with NOBLOCK; the synchronous base
-        # method reports "cannot queue now" at once, which is what this method promises.
-        last = len(frames) - 1
-        try:
-            for index, frame in enumerate(frames):
-                flags = zmq.NOBLOCK if index == last else zmq.NOBLOCK | zmq.SNDMORE
-                zmq.Socket.send(self._raw, frame, flags=flags, copy=False)
-        except zmq.Again:
+        # The asyncio socket's own send, which completes at once with NOBLOCK (no other send
+        # of ours ever waits): unlike the synchronous base method, it then wakes the receives
+        # waiting on this socket, whose readiness edge the send may have consumed (else a
+        # reply that arrived meanwhile would wait unnoticed).
+        with translate_errors("send"):
+            sent = cast(
+                "asyncio.Future[Any]",
+                self._raw.send_multipart(list(frames), flags=zmq.NOBLOCK, copy=False),
+            )
+        if not sent.done():  # queued behind another send: not "without waiting"
+            sent.cancel()
             return False
-        except zmq.ZMQError as exc:
+        error = sent.exception()
+        if isinstance(error, zmq.Again):
+            return False
+        if isinstance(error, zmq.ZMQError):
             with translate_errors("send"):
-                raise exc
+                raise error
+        if error is not None:
+            raise error
         return True
 
     async def poll(self, timeout_ms: int | None, *, writable: bool = False) -> bool:
