@@ -577,7 +577,30 @@ def _failure_of(header: dict[str, Any], extension: dict[str, Any]) -> RemoteErro
     return None
 
 
-class OperationHandle:
+class _Handle:
+    """What the sync and asyncio handles share: the last news of one operation."""
+
+    _watch: _Watch
+
+    @property
+    def progress(self) -> Update | None:
+        """The last progress update received (None before the first)."""
+        return self._watch.progress
+
+    @property
+    def info(self) -> OperationInfo:
+        """What the server said last about the operation."""
+        return self._watch.info
+
+    def on_progress(self, callback: Callable[[Update], Any]) -> None:
+        """Call ``callback(update)`` for each progress update from now on.
+
+        The sync handle calls it from its polling thread, the asyncio one in its loop.
+        """
+        self._watch.on_progress(callback)
+
+
+class OperationHandle(_Handle):
     """A client's view of an operation; it polls the server in a thread until the end.
 
     Get one from :meth:`RPCClient.start_operation` or :meth:`RPCClient.attach_operation`.
@@ -604,20 +627,6 @@ class OperationHandle:
         self._thread = threading.Thread(target=self._poll, name=f"labwire-watch-{self.id}")
         self._thread.daemon = True
         self._thread.start()
-
-    @property
-    def progress(self) -> Update | None:
-        """The last progress update received (None before the first)."""
-        return self._watch.progress
-
-    @property
-    def info(self) -> OperationInfo:
-        """What the server said last about the operation."""
-        return self._watch.info
-
-    def on_progress(self, callback: Callable[[Update], Any]) -> None:
-        """Call ``callback(update)`` for each progress update from now on (polling thread)."""
-        self._watch.on_progress(callback)
 
     def done(self) -> bool:
         """Whether the operation has ended (or was lost)."""
@@ -691,7 +700,7 @@ class OperationHandle:
             self._done.set()
 
 
-class AsyncOperationHandle:
+class AsyncOperationHandle(_Handle):
     """An :class:`OperationHandle` for :class:`~labwire.rpc.AsyncRPCClient`: a polling task.
 
     Iterate it (``async for update in handle``) to get each progress update in order; the
@@ -716,20 +725,6 @@ class AsyncOperationHandle:
         self._interval = poll_interval
         self._queue: asyncio.Queue[Update | None] = asyncio.Queue()
         self._task = asyncio.get_running_loop().create_task(self._poll())
-
-    @property
-    def progress(self) -> Update | None:
-        """The last progress update received (None before the first)."""
-        return self._watch.progress
-
-    @property
-    def info(self) -> OperationInfo:
-        """What the server said last about the operation."""
-        return self._watch.info
-
-    def on_progress(self, callback: Callable[[Update], Any]) -> None:
-        """Call ``callback(update)`` for each progress update from now on."""
-        self._watch.on_progress(callback)
 
     def done(self) -> bool:
         """Whether the operation has ended (or was lost)."""
