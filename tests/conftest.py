@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from labwire.testing import NamespaceNetwork, namespaces_unavailable
 from labwire.transport import sockets
+from tests.commands import Running
 
 
 @pytest.fixture(params=["direct", "pyzmq"])
@@ -43,3 +44,20 @@ def network() -> Iterator[NamespaceNetwork]:
     """A namespace network for a multi-host test (see :func:`namespace_network`)."""
     with namespace_network() as net:
         yield net
+
+
+@pytest.fixture
+def running() -> Iterator[Callable[..., Running]]:
+    """Start long-running commands; every one is stopped when the test ends."""
+    started: list[Running] = []
+
+    def start(*args: str, registry: str | None = None) -> Running:
+        command = Running(*args, registry=registry)
+        started.append(command)
+        return command
+
+    try:
+        yield start
+    finally:
+        for command in started:
+            command.stop()

@@ -11,7 +11,7 @@ import zmq
 from labwire.registry import DeviceRegistry, RegistryClient
 from tests.brokers.conftest import Peers, wait_for
 from tests.brokers.devices import Thermometer, ThermometerClient
-from tests.cli.conftest import Running, labwire
+from tests.commands import Running, labwire
 
 
 @pytest.fixture
@@ -22,22 +22,6 @@ def registry() -> Iterator[DeviceRegistry]:
         yield service
     finally:
         service.stop()
-
-
-@pytest.fixture
-def running() -> Iterator[Callable[..., Running]]:
-    started: list[Running] = []
-
-    def start(*args: str, registry: str | None = None) -> Running:
-        command = Running(*args, registry=registry)
-        started.append(command)
-        return command
-
-    try:
-        yield start
-    finally:
-        for command in started:
-            command.stop()
 
 
 def test_streamer_broker_registers_relays_and_reports(

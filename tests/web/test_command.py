@@ -7,7 +7,7 @@ import subprocess
 import sys
 import urllib.request
 
-from tests.cli.conftest import environment
+from tests.commands import environment
 
 
 def test_labwire_dashboard_prints_its_address_and_serves_until_stopped() -> None:
