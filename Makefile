@@ -4,9 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint bench demo format clean
+.PHONY: test lint bench scaling demo format clean
 
-$(STAMP): pyproject.toml src/labwire/transport/_direct.c
+$(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -30,6 +30,10 @@ format: $(STAMP)
 
 bench: $(VENV)/.bench-installed
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# How latency and throughput grow with clients, subscribers and devices: benchmarks/scaling.png
+scaling: $(VENV)/.bench-installed
+	$(BIN)/python -m benchmarks.scaling $(BENCH_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/labwire demo $(DEMO_ARGS)

@@ -8,25 +8,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from labwire.testing import NamespaceNetwork, namespaces_unavailable
-from labwire.transport import sockets
 from tests.commands import Running
-
-
-@pytest.fixture(params=["direct", "pyzmq"])
-def transport_path(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[str]:
-    """Run a test once over labwire's direct libzmq calls and once over pyzmq alone.
-
-    Sockets read the choice on every call, so it covers servers and clients of this process;
-    ``LABWIRE_DIRECT`` carries it to the subprocesses the test starts.
-    """
-    if request.param == "pyzmq":
-        monkeypatch.setattr(sockets, "_DIRECT", None)
-        monkeypatch.setenv("LABWIRE_DIRECT", "0")
-    elif sockets._DIRECT is None:
-        pytest.fail("labwire.transport._direct is not built: install labwire with a C compiler")
-    yield request.param
 
 
 @contextlib.contextmanager

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import time
 from collections.abc import Iterator
@@ -58,12 +57,11 @@ class Server:
         )
 
 
-@pytest.fixture(scope="module", params=["direct", "pyzmq"])
-def server(request: pytest.FixtureRequest) -> Iterator[Server]:
-    """The device under test, receiving over labwire's direct libzmq calls or pyzmq alone."""
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    """The device under test, in a process of its own."""
     options = [f"--limit={name}={value}" for name, value in LIMITS.items()]
-    env = {**os.environ, "LABWIRE_DIRECT": "0" if request.param == "pyzmq" else "1"}
-    device = DeviceProcess("tcp://127.0.0.1:0", *options, env=env)
+    device = DeviceProcess("tcp://127.0.0.1:0", *options)
     try:
         with CameraClient(None, device.endpoint) as good:
             good.sleep(0.05)  # warm up: a slow call makes the server start its second runner
@@ -601,9 +599,8 @@ def process_rss_bytes(pid: int) -> int:
     raise AssertionError("no VmRSS line")
 
 
-@pytest.mark.parametrize("direct", ["1", "0"])
-def test_a_refused_large_message_is_not_kept_in_memory(direct: str) -> None:
-    device = DeviceProcess("tcp://127.0.0.1:0", env={**os.environ, "LABWIRE_DIRECT": direct})
+def test_a_refused_large_message_is_not_kept_in_memory() -> None:
+    device = DeviceProcess("tcp://127.0.0.1:0")
     try:
         with CameraClient(None, device.endpoint) as client:
             for _ in range(100):

@@ -14,7 +14,7 @@ from labwire.rpc import NoResult, RPCClient, RPCServer
 from tests.rpc.conftest import wait_for
 from tests.rpc.devices import Camera, CameraClient, CameraInterface
 
-pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("transport_path")]
+pytestmark = pytest.mark.timeout(30)
 
 
 def test_json_call_with_args_and_kwargs(client: CameraClient) -> None:

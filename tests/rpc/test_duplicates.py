@@ -19,7 +19,7 @@ from labwire.wire.rpc import encode_call
 from tests.rpc.conftest import wait_for
 from tests.rpc.devices import Camera
 
-pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("transport_path")]
+pytestmark = pytest.mark.timeout(30)
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from labwire.errors import (
 from labwire.transport import Poller, Socket, SocketType, Transport, translate_errors
 from labwire.wire.limits import Limits
 
-pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("transport_path")]
+pytestmark = pytest.mark.timeout(30)
 
 SETTINGS = Settings()
 

@@ -5,8 +5,10 @@ Theory of operation
 The server runs a small pool of *runner* threads in the leader/follower pattern. Exactly one
 runner, the leader, owns the ROUTER socket: it receives a request, validates it, runs the
 handler itself and sends the reply, with no hand-off between threads (which would double the
-latency of a small call). A watchdog thread looks at the leader every couple of milliseconds:
-when a handler has been running longer than ``_TAKEOVER_SECONDS`` (a slow ``run_scan()``),
+latency of a small call). While requests arrive, a watchdog thread looks at the leader every
+couple of milliseconds (an idle server's watchdog sleeps until the next request, so an idle
+server wakes only at its heartbeat interval): when a handler has been running longer than
+``_TAKEOVER_SECONDS`` (a slow ``run_scan()``),
 leadership, and so the socket, passes to another runner, which goes on serving other clients
 and property reads. The old leader finishes its handler without touching the socket again: it
 queues its reply and wakes the new leader with an empty message that reaches the socket
@@ -22,12 +24,14 @@ starts a request whose expiry has passed (checked on receipt), and answers a dup
 client id and request id, within a window) from a small cache instead of executing it twice.
 A duplicate can only be read while its original runs once the watchdog has handed the socket
 over, so the watchdog marks that request as running when it does; the duplicate is refused.
+Every request takes one path: decoded (a labwire client's call or property read is one compact
+frame, decoded in one typed pass), checked, looked up in the duplicate table, run, and
+answered; a result that is plain JSON goes back as one compact frame, encoded once.
 Methods declared with :meth:`RPCServer.register_operation` are operations
 (:mod:`labwire.rpc.operations`): started with OP_START they run in a thread of their own, not
 in a runner, and an :class:`~labwire.rpc.operations.OperationTable` answers the polls, cancels
 and listings, and cancels those whose deadline passed or whose client vanished. Called plainly
-they take the general path (never the quick one: they need their handle) and are cancelled
-when the call's expiry passes.
+they are cancelled when the call's expiry passes.
 Signals are published on one PUB socket (guarded by a
 lock, since any thread may emit), once per emission whatever the number of clients, each
 message numbered per signal under a random epoch drawn at start.
@@ -63,13 +67,11 @@ from labwire.transport import Socket, SocketType, Transport, parse_endpoint
 from labwire.wire.codec import encode_json
 from labwire.wire.rpc import (
     PROTOCOL_VERSION,
-    CompactCall,
     ErrorCode,
     ExtensionEvents,
     Request,
     RPCEvents,
     claimed_request_id,
-    compact_lane,
     decode_compact,
     decode_frames,
     encode_buffer_reply,
@@ -107,10 +109,10 @@ _Job = tuple[float, _Key | None]
 
 #: A handler running longer than this hands the socket over to another runner.
 _TAKEOVER_SECONDS = 0.002
-#: How often the watchdog looks at the leader.
+#: How often the watchdog looks at the leader while requests arrive.
 _WATCHDOG_SECONDS = 0.002
-#: Longest the leader waits in one poll when idle.
-_IDLE_POLL_MS = 500
+#: After this long without a request, the watchdog sleeps until the next one.
+_WATCHDOG_QUIET_SECONDS = 0.5
 #: Subscription messages read from a publisher at a time, and probe tokens remembered.
 _SUBSCRIPTIONS_AT_ONCE = 1000
 _PROBES_KEPT = 256
@@ -245,12 +247,6 @@ class RPCServer:
             for n, m in self._methods.items()
             if hasattr(m.function, OPERATION_ATTRIBUTE)
         }
-        # Operations never take the quick paths: they need their Operation handle.
-        self._json_methods = {
-            n: m.function
-            for n, m in self._methods.items()
-            if m.kind == "json" and n not in self._operation_specs
-        }
         self._buffer_methods = {
             n: m.function for n, m in self._methods.items() if m.kind == "buffer"
         }
@@ -292,6 +288,9 @@ class RPCServer:
         self._idle_runners = 0
         self._runners: list[threading.Thread] = []
         self._watchdog: threading.Thread | None = None
+        # Set to wake the watchdog, which sleeps on it while no request arrives.
+        self._watchdog_asleep = False
+        self._requests_arrive = threading.Event()
 
         self._socket: Socket = self._transport.bind(SocketType.ROUTER, url)
         self.endpoint = self._socket.endpoint
@@ -503,6 +502,7 @@ class RPCServer:
         if waker is not None:
             waker.close(0)
         self._stopped.set()
+        self._requests_arrive.set()  # the watchdog may be asleep
         _log.info("RPC server on %s stopped", self.endpoint)
 
     def _wake(self) -> None:
@@ -533,29 +533,21 @@ class RPCServer:
     def _lead_loop(self, me: int) -> bool:
         """Serve as leader. Returns True when leadership was taken over, False on stop."""
         receive = self._socket.recv_routed
-        serve = self._socket.serve_compact
-        lane = self._lane()
         wake_id = self._wake_id
+        # A finite wait lets Python run signal handlers (e.g. SIGTERM -> stop_server) even when
+        # the kernel delivered the signal to another thread; an idle server wakes this often.
+        idle_ms = self._settings.heartbeat_ivl_ms
         try:
             while not self._stop:
-                # A finite wait lets Python run signal handlers (e.g. SIGTERM -> stop_server)
-                # even when the kernel delivered the signal to another thread.
-                message = receive(_IDLE_POLL_MS) if lane is None else serve(lane, _IDLE_POLL_MS)
-                if message is True:  # a call the compiled lane answered (in less than takeover)
-                    continue
+                message = receive(idle_ms)
                 if message is None:  # idle: replies age out without new ones to push them
                     now = time.monotonic()
                     if now - self._recent_since >= _DEDUP_SECONDS:
                         self._retire_replies(now)
                     self._read_subscriptions()
                     continue
-                if len(message) == 6:  # a call the lane ran, whose answer needs the server
-                    self._complete_quick(*message)
-                    if self._leader != me:
-                        return True
-                    continue
                 # Not unpacked into locals: they would keep a large message alive while the
-                # lane answers the calls after it.
+                # leader waits for the next one.
                 if message[0] == wake_id:
                     self._drain_replies()
                     continue
@@ -568,36 +560,23 @@ class RPCServer:
         self._shutdown()
         return False
 
-    def _lane(self) -> tuple[Any, ...] | None:
-        """What the compiled lane needs to answer compact calls as :meth:`_quick_call` does.
-
-        None when every call must take the Python paths (calls serialised, or limits that
-        leave no compact call to decode).
-        """
-        decoding = compact_lane(self._limits)
-        if decoding is None or self._call_lock is not None:
-            return None
-        decode, call_type, max_bytes, int_bound, encode = decoding
-        return (
-            self,
-            decode,
-            call_type,
-            self._json_methods,
-            self._server_id,
-            self._jobs,
-            max_bytes,
-            int_bound,
-            encode,
-            _TAKEOVER_SECONDS,
-            _DEDUP_MAX_BYTES,
-            _DEDUP_ENTRIES,
-            _DEDUP_SECONDS,
-            self.stats,
-        )
-
     def _watch(self) -> None:
-        """Hand the socket to another runner when the leader is stuck in a slow handler."""
+        """Hand the socket to another runner when the leader is stuck in a slow handler.
+
+        Sleeps while no request arrives: :meth:`_on_message` wakes it.
+        """
+        seen, quiet_since = self.stats.requests, time.monotonic()
         while not self._stopped.wait(_WATCHDOG_SECONDS):
+            if self.stats.requests != seen or self._jobs.get(self._leader) is not None:
+                seen, quiet_since = self.stats.requests, time.monotonic()
+            elif time.monotonic() - quiet_since >= _WATCHDOG_QUIET_SECONDS:
+                self._requests_arrive.clear()
+                self._watchdog_asleep = True
+                if self.stats.requests == seen:  # counted before the flag was up: not asleep
+                    self._requests_arrive.wait()
+                self._watchdog_asleep = False
+                seen, quiet_since = self.stats.requests, time.monotonic()
+                continue
             with self._lead:
                 # The clock is read before the start time: _finish relies on that order.
                 now = time.monotonic()
@@ -724,14 +703,14 @@ class RPCServer:
     def _on_message(self, identity: bytes, parts: list[Any], origin: Any) -> None:
         """Handle one request: ``parts`` come after the sender's routing id (see recv_routed)."""
         self.stats.requests += 1
+        if self._watchdog_asleep:
+            self._requests_arrive.set()
         self._last_origin = origin
         if self._secure:
             self._peer_key = Socket.peer_key(origin)
         # labwire's own clients send small calls as one part, with no delimiter, once they
         # know the server, in the compact layout for method calls and property reads.
         compact = decode_compact(parts[0], self._limits) if len(parts) == 1 else None
-        if type(compact) is CompactCall and self._quick_call(identity, compact):
-            return
         envelope: list[Any] = [identity]
         header: dict[str, Any] | None = None
         request = None
@@ -902,70 +881,6 @@ class RPCServer:
         self._older, self._recent, self._recent_since = self._recent, {}, now
 
     # ------------------------------------------------------------------ workers
-
-    def _quick_call(self, identity: bytes, call: CompactCall) -> bool:
-        """A compact call to a JSON method: the common case, written out.
-
-        Returns False, having run nothing, for a call the general path must look at first (not
-        a JSON method, calls serialised, an expiry passed or on another clock, a duplicate).
-        A call that fails or whose result is not one JSON scalar is answered by the general
-        reply code.
-        """
-        name = call.method
-        if name not in self._json_methods or self._call_lock is not None:
-            return False
-        received = time.monotonic()
-        expiry = call.exp
-        key = (call.cid, call.rid)
-        if (
-            expiry is None
-            or call.sid != self._server_id
-            or received > expiry
-            or key in self._recent
-            or key in self._older
-        ):
-            return False
-        me = threading.get_ident()
-        self._jobs[me] = (received, key)  # read by the watchdog
-        try:
-            function, args, kwargs = getattr(self, name), call.args, call.kwargs
-            value = function(*args, **kwargs) if kwargs else function(*args)
-            frame = encode_plain_reply(call.rid, self._server_id, value)
-        except Exception as exc:
-            self._complete_quick(identity, call, received, key, exc, True)
-            return True
-        if frame is None:
-            self._complete_quick(identity, call, received, key, value, False)
-        else:
-            self._finish(me, [identity], [frame], key, received)
-        return True
-
-    def _complete_quick(
-        self,
-        identity: bytes,
-        call: CompactCall,
-        received: float,
-        key: _Key,
-        outcome: Any,
-        raised: bool,
-    ) -> None:
-        """Answer a compact call whose handler ran: with the general reply code if need be.
-
-        ``outcome`` is the handler's result, or the exception it raised.
-        """
-        if raised:
-            frames = self._failure_frames(call.request(), outcome)
-        else:
-            try:
-                frame = encode_plain_reply(call.rid, self._server_id, outcome)
-                frames = (
-                    [frame]
-                    if frame is not None
-                    else self._reply(call.request(), {}, payload={"result": outcome})
-                )
-            except Exception as exc:
-                frames = self._failure_frames(call.request(), exc)
-        self._finish(threading.get_ident(), [identity], frames, key, received)
 
     def _run_handler(
         self, envelope: list[Any], request: Request, received: float, key: _Key | None

@@ -6,12 +6,9 @@ heartbeats on TCP (so a vanished peer is noticed in seconds, not kernel minutes)
 are applied here too, so that no part of labwire can open an unprotected TCP socket by
 accident. ZeroMQ errors are translated into :mod:`labwire.errors` before they leave this module.
 
-Small messages (every part a bytes object under 64 KiB) are sent and received through
-``labwire.transport._direct`` when it was built: direct calls into the libzmq that pyzmq loaded,
-on the same sockets, without pyzmq's frame objects. Larger buffers (sent without copying),
-socket options, and routed receives on secured sockets (whose client key is read from pyzmq's
-frame) stay with pyzmq, as does everything when the extension is missing or ``LABWIRE_DIRECT=0``
-is set.
+Everything goes through pyzmq: frames under 64 KiB are copied (cheaper than tracking them),
+larger buffers are sent without copying, and the hot paths call pyzmq's backend send and
+receive directly, with no poll before a receive (the wait is the socket's own RCVTIMEO).
 
 Security (``Settings.security`` set; see :mod:`labwire.transport.security`): every socket that
 is not ``inproc://`` runs CurveZMQ. ``bind()`` makes CURVE servers that only let in allowed
@@ -47,7 +44,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
-import os
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
@@ -105,22 +101,6 @@ _RECV: Any = zmq.backend.Socket.recv
 _COPY_BELOW = 65536
 
 
-def _load_direct() -> Any:
-    """Labwire's direct libzmq calls for small messages, or None to use pyzmq alone.
-
-    None when the extension was not built (no C compiler at install time), when it cannot bind
-    to pyzmq's libzmq, or when the environment sets ``LABWIRE_DIRECT=0``.
-    """
-    if os.environ.get("LABWIRE_DIRECT", "1") == "0":
-        return None
-    try:
-        from labwire.transport import _direct
-    except ImportError:
-        return None
-    return _direct
-
-
-_DIRECT = _load_direct()
 
 
 class SocketType(enum.Enum):
@@ -165,15 +145,6 @@ def translate_errors(what: str) -> Iterator[None]:
         if exc.errno == zmq.EHOSTUNREACH:
             raise Unavailable(f"{what}: peer is not connected") from exc
         raise TransportError(f"{what}: {exc.strerror}") from exc
-
-
-def _routed(raw: Any, message: tuple[bytes, bytes, bool, str]) -> tuple[bytes, list[Any], str]:
-    """recv_routed()'s result from a direct receive's (identity, first, more, address)."""
-    identity, head, more, address = message
-    if not more:
-        return identity, [head], address
-    rest = _parts(raw, _RECV(raw, 0, False))
-    return identity, [head, *(frame.buffer for frame in rest)], address
 
 
 def _parts(raw: zmq.Socket[Any], first: zmq.Frame) -> list[zmq.Frame]:
@@ -257,10 +228,6 @@ class Socket:
         raw = self._raw
         flags = _NOBLOCK if nowait else 0
         try:
-            if _DIRECT is not None:  # small bytes parts: one C call; anything else: NotImplemented
-                sent = _DIRECT.send(raw, frames, flags, _COPY_BELOW)
-                if sent is not NotImplemented:
-                    return bool(sent)
             if len(frames) == 1:  # most messages: no loop to set up
                 frame = frames[0]
                 _SEND(raw, frame, flags, len(frame) < _COPY_BELOW)
@@ -332,9 +299,6 @@ class Socket:
         try:
             if timeout_ms != self._wait:
                 self._wait_at_most(timeout_ms)
-            if _DIRECT is not None:
-                head: bytes | None = _DIRECT.recv(self._raw, 0)
-                return head
             data: bytes = _RECV(self._raw, 0, True)
         except zmq.Again:
             return None
@@ -358,16 +322,6 @@ class Socket:
             sent and nothing arrived in time; else the first part received, as
             :meth:`recv_head` returns it.
         """
-        if _DIRECT is not None:
-            try:
-                if timeout_ms != self._wait:
-                    self._wait_at_most(timeout_ms)
-                head: bytes | Literal[False] | None = _DIRECT.request(self._raw, frame, _COPY_BELOW)
-            except zmq.ZMQError as exc:
-                with translate_errors("request"):
-                    raise exc
-            if head is not NotImplemented:
-                return head
         if not self.send((frame,), nowait=True):
             return False
         return self.recv_head(timeout_ms)
@@ -376,7 +330,7 @@ class Socket:
         """The parts that follow the last one received (none if it ended its message)."""
         raw = self._raw
         with translate_errors("receive"):
-            if not (raw.get(zmq.RCVMORE) if _DIRECT is None else _DIRECT.rcvmore(raw)):
+            if not raw.get(zmq.RCVMORE):
                 return []
             return _parts(raw, _RECV(raw, 0, False))
 
@@ -396,48 +350,12 @@ class Socket:
         try:
             if timeout_ms != self._wait:
                 self._wait_at_most(timeout_ms)
-            if _DIRECT is not None and not self.is_secure:
-                # The origin is the sender's address: without security there is no key.
-                message = _DIRECT.recv_routed(raw, 0)
-                return None if message is None else _routed(raw, message)
             identity = _RECV(raw, 0, True)  # a ROUTER always has a part after the id
             first = _RECV(raw, 0, False)
             if not first.more:
                 return identity, [first.bytes], first
             frames = _parts(raw, first)
             return identity, [frame.buffer for frame in frames], frames[-1]
-        except zmq.Again:
-            return None
-        except zmq.ZMQError as exc:
-            with translate_errors("receive"):
-                raise exc
-        return None
-
-    def serve_compact(self, lane: tuple[Any, ...], timeout_ms: int | None) -> Any:
-        """Receive one message on a ROUTER socket; answer it at once if it is a common RPC call.
-
-        The RPC server's compiled lane (``serve_compact`` in ``_direct.c`` says what it answers
-        and what ``lane`` holds). Without the direct calls, or on a secured socket, this is
-        :meth:`recv_routed`.
-
-        Args:
-            lane: The server's lane tuple.
-            timeout_ms: How long to wait; 0 returns at once, None waits forever.
-
-        Returns:
-            True when a call was answered; a 6-tuple for a call whose handler ran but whose
-            answer needs the server; otherwise what :meth:`recv_routed` returns.
-        """
-        if _DIRECT is None or self.is_secure:
-            return self.recv_routed(timeout_ms)
-        raw = self._raw
-        try:
-            if timeout_ms != self._wait:
-                self._wait_at_most(timeout_ms)
-            message = _DIRECT.serve_compact(raw, lane)
-            if message is None or message is True or len(message) == 6:
-                return message
-            return _routed(raw, message)
         except zmq.Again:
             return None
         except zmq.ZMQError as exc:
@@ -640,14 +558,12 @@ class Socket:
         return user_id if isinstance(user_id, str) and is_key_text(user_id) else None
 
     @staticmethod
-    def peer_address(origin: zmq.Frame | str) -> str:
+    def peer_address(origin: zmq.Frame) -> str:
         """The IP address of the peer that sent a message ("" when unknown, e.g. ipc).
 
         Args:
             origin: A frame the peer sent, or the origin :meth:`recv_routed` returned.
         """
-        if isinstance(origin, str):
-            return origin
         try:
             return str(origin.get("Peer-Address"))
         except (zmq.ZMQError, UnicodeDecodeError):

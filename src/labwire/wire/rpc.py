@@ -133,7 +133,6 @@ __all__ = [
     "RPCEvents",
     "Request",
     "claimed_request_id",
-    "compact_lane",
     "decode_buffer_reply",
     "decode_compact",
     "decode_frames",
@@ -738,6 +737,42 @@ _BUFFER_KEY_BYTES = b'"' + BUFFER_KEY.encode() + b'"'
 _COLON = ord(":")
 
 
+def _is_plain(value: Any) -> bool:
+    """Whether ``value`` is plain JSON data the compact layouts carry as it is.
+
+    Plain: str, int, bool, None, finite floats, and lists, tuples and str-keyed dicts of them
+    (a dict may not use the buffer placeholder's key). Buffers, numpy values, NaN/Infinity
+    and anything else need the general layout, which moves buffers as frames of their own and
+    names what cannot be sent.
+    """
+    kind = type(value)
+    if kind in _PLAIN_TYPES:
+        return True
+    if kind is float:
+        return math.isfinite(value)
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind in _PLAIN_TYPES:
+            continue
+        if kind is float:
+            if not math.isfinite(item):
+                return False
+        elif kind is list or kind is tuple:
+            stack.extend(item)
+        elif kind is dict:
+            if BUFFER_KEY in item:
+                return False
+            for key in item:
+                if type(key) is not str:
+                    return False
+            stack.extend(item.values())
+        else:
+            return False
+    return True
+
+
 def _keys_unique(data: bytes, message: Any, keys: int) -> bool:
     """Whether no JSON object in ``data`` (decoded as ``message``, ``keys`` keys) repeats a key.
 
@@ -818,24 +853,6 @@ def decode_compact(data: bytes, limits: Limits) -> CompactCall | CompactGet | No
     return call
 
 
-def compact_lane(limits: Limits) -> tuple[Any, type[CompactCall], int, int, Any] | None:
-    """What a compiled server loop needs to decode compact calls as :func:`decode_compact` does.
-
-    Args:
-        limits: Limits to enforce.
-
-    Returns:
-        ``(decode, CompactCall, max_bytes, int_bound, encode)``: the request decoder's
-        ``decode``, the call type, the longest compact request, the bound on integers (at most
-        ``INT64_MAX``: a larger integer is left to :func:`decode_compact`) and the encoder's
-        ``encode`` for compact replies. None when ``limits`` leave no compact request to decode.
-    """
-    if limits.max_depth < _REQUEST_DEPTH:
-        return None
-    bound = min(limits.int_bound, INT64_MAX)
-    return _REQUEST_DECODER.decode, CompactCall, limits.short_json_bytes, bound, _ENCODER.encode
-
-
 def expand_compact_request(items: list[Any]) -> dict[str, Any]:
     """The header a compact request stands for, for :func:`parse_request` to check.
 
@@ -868,26 +885,26 @@ def encode_call(
     expiry: float | None,
     server_id: str,
 ) -> bytes | None:
-    """Encode a METHOD_CALL whose arguments are all JSON scalars, in the compact layout.
+    """Encode a METHOD_CALL whose arguments are plain JSON data, in the compact layout.
 
     Returns:
-        The request's only frame; None when an argument needs the general path
-        (containers, buffers, numpy values, NaN/Infinity): use :func:`encode_frames`.
+        The request's only frame; None when an argument needs the general path (buffers,
+        numpy values, NaN/Infinity, anything else :func:`_is_plain` refuses): use
+        :func:`encode_frames`.
     """
     if type(args) is not list or type(kwargs) is not dict:
         return None
-    # Written out: this runs on every call, and a function call per argument costs more than
-    # the check itself.
+    # The scalar check written out: this runs on every call, and most arguments are scalars.
     for value in args:
         kind = type(value)
-        if kind not in _PLAIN_TYPES and (kind is not float or not math.isfinite(value)):
+        if kind not in _PLAIN_TYPES and not _is_plain(value):
             return None
     if kwargs:
         if BUFFER_KEY in kwargs:  # reserved: the general path names the problem
             return None
         for value in kwargs.values():
             kind = type(value)
-            if kind not in _PLAIN_TYPES and (kind is not float or not math.isfinite(value)):
+            if kind not in _PLAIN_TYPES and not _is_plain(value):
                 return None
     message = (_METHOD_CALL, method, args, kwargs, client_id, request_id, ttl_ms, expiry, server_id)
     try:
@@ -918,16 +935,13 @@ def encode_get(
 
 
 def encode_plain_reply(request_id: int | None, server_id: str, value: Any) -> bytes | None:
-    """Encode a compact success reply, ``[rid, sid, value]``, for one JSON scalar ``value``.
+    """Encode a compact success reply, ``[rid, sid, value]``, for plain JSON data ``value``.
 
     Returns:
         The reply's only frame; None when ``value`` (or a missing request id) needs the
         general layout.
     """
-    kind = type(value)
-    if request_id is None or (
-        kind not in _PLAIN_TYPES and (kind is not float or not math.isfinite(value))
-    ):
+    if request_id is None or (type(value) not in _PLAIN_TYPES and not _is_plain(value)):
         return None
     try:
         return _ENCODER.encode((request_id, server_id, value))
@@ -971,7 +985,7 @@ def decode_plain_reply(data: bytes, request_id: int, server_id: str, limits: Lim
         return NOT_PLAIN
     if kind in _SCALARS:
         return value
-    # A container (labwire servers write only scalars compactly): hold it to the same rules.
+    # A container: hold it to the rules the general path's decoder enforces.
     if not _keys_unique(data, reply, 0) or not _within_limits(data, (value,), limits):
         return NOT_PLAIN
     return value
