@@ -400,6 +400,7 @@ class OperationTable:
                 raise OperationCancelled("the server is stopping")
             self._operations[operation_id] = operation
             self._forget_old(time.monotonic())
+            self._lock.notify_all()  # the monitor sleeps while no operation runs
             if self._monitor is None:
                 self._monitor = threading.Thread(
                     target=self._watch, name=f"labwire-operations-{port}", daemon=True
@@ -498,7 +499,8 @@ class OperationTable:
             with self._lock:
                 if self._closed:
                     return
-                self._lock.wait(_MONITOR_SECONDS)
+                running = any(op.ended is None for op in self._operations.values())
+                self._lock.wait(_MONITOR_SECONDS if running else None)
                 operations = list(self._operations.values())
             now = time.monotonic()
             for operation in operations:
