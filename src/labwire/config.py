@@ -23,9 +23,10 @@ variable                       meaning                                     defau
 ``LABWIRE_ADMIN_KEYS``         client keys allowed admin operations        (off)
 =============================  ==========================================  =========
 
-Security is on when any ``LABWIRE_*KEY*`` variable is set; see
-:mod:`labwire.transport.security` for the details and :class:`~labwire.transport.security.Security`
-for the same settings in code.
+Security is on when any ``LABWIRE_*KEY*`` variable is set (:func:`security_from_env`). A *key*
+is either its 40-character Z85 text or the path of a key file; lists are separated by commas,
+and a folder in a list stands for its ``*.key`` files. See :mod:`labwire.transport.security` for
+how security is applied and :class:`~labwire.security.Security` for the same settings in code.
 """
 
 from __future__ import annotations
@@ -33,20 +34,41 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Final, TypeVar
 
-from labwire.errors import ConfigurationError
+from labwire.errors import ConfigurationError, SecurityConfigError
+from labwire.security import (
+    Security,
+    keys_from_text,
+    load_public_keys,
+    public_key_from_text,
+    secret_key_from_text,
+)
 from labwire.wire.limits import Limits
 
-if TYPE_CHECKING:
-    # Imported lazily at run time: labwire.transport imports this module.
-    from labwire.transport.security import Security
+__all__ = [
+    "DEFAULT_REGISTRY_URL",
+    "ENV_ADMIN_KEYS",
+    "ENV_ALLOWED_KEYS",
+    "ENV_CLIENT_SECRET_KEY",
+    "ENV_SECRET_KEY",
+    "ENV_SERVER_KEY",
+    "Settings",
+    "default_settings",
+    "security_from_env",
+]
 
-__all__ = ["DEFAULT_REGISTRY_URL", "Settings", "default_settings"]
+_T = TypeVar("_T")
 
 DEFAULT_REGISTRY_URL = "tcp://127.0.0.1:5555"
+
+ENV_SECRET_KEY: Final = "LABWIRE_SECRET_KEY"
+ENV_CLIENT_SECRET_KEY: Final = "LABWIRE_CLIENT_SECRET_KEY"
+ENV_SERVER_KEY: Final = "LABWIRE_SERVER_KEY"
+ENV_ALLOWED_KEYS: Final = "LABWIRE_ALLOWED_KEYS"
+ENV_ADMIN_KEYS: Final = "LABWIRE_ADMIN_KEYS"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,14 +122,11 @@ class Settings:
                 raise ConfigurationError(f"Settings.{name} must be an integer >= 0, got {value!r}")
         if self.workers < 1:
             raise ConfigurationError("Settings.workers must be at least 1")
-        if self.security is not None:
-            from labwire.transport.security import Security
-
-            if not isinstance(self.security, Security):
-                raise ConfigurationError(
-                    "Settings.security must be a labwire.transport.security.Security or None, "
-                    f"got {type(self.security).__name__}"
-                )
+        if self.security is not None and not isinstance(self.security, Security):
+            raise ConfigurationError(
+                "Settings.security must be a labwire.security.Security or None, "
+                f"got {type(self.security).__name__}"
+            )
 
     def replace(self, **changes: Any) -> Settings:
         """Return a copy with some fields changed."""
@@ -124,8 +143,6 @@ class Settings:
             ConfigurationError: A variable holds a value of the wrong form.
             SecurityConfigError: A security variable names a missing or unsafe key file.
         """
-        from labwire.transport.security import Security
-
         env = os.environ if environ is None else environ
         changes: dict[str, Any] = {}
         for name in (
@@ -146,8 +163,57 @@ class Settings:
         registry = env.get("LABWIRE_REGISTRY")
         if registry:
             changes["registry_url"] = registry
-        changes["security"] = Security.from_env(env)
+        changes["security"] = security_from_env(env)
         return cls(**changes)
+
+
+def security_from_env(environ: Mapping[str, str] | None = None) -> Security | None:
+    """Build security settings from the ``LABWIRE_*KEY*`` variables listed in the module docs.
+
+    Args:
+        environ: The environment to read (``os.environ`` when None).
+
+    Returns:
+        The settings, or None when none of the variables is set (security off).
+
+    Raises:
+        SecurityConfigError: A variable names a missing or unsafe file or an invalid key;
+            the message names the variable.
+    """
+    env = os.environ if environ is None else environ
+    names = (
+        ENV_SECRET_KEY,
+        ENV_CLIENT_SECRET_KEY,
+        ENV_SERVER_KEY,
+        ENV_ALLOWED_KEYS,
+        ENV_ADMIN_KEYS,
+    )
+    values = {name: env.get(name, "").strip() for name in names}
+    if not any(values.values()):
+        return None
+    allowed, allowed_dirs, allow_any = _parse(values, ENV_ALLOWED_KEYS, keys_from_text)
+    admin, admin_dirs, admin_any = _parse(values, ENV_ADMIN_KEYS, keys_from_text)
+    if admin_any:
+        raise SecurityConfigError(f"{ENV_ADMIN_KEYS} cannot be '*': list the admin keys")
+    for folder in admin_dirs:
+        admin |= _parse({ENV_ADMIN_KEYS: str(folder)}, ENV_ADMIN_KEYS, load_public_keys)
+    return Security(
+        secret_key=_parse(values, ENV_SECRET_KEY, secret_key_from_text),
+        server_key=_parse(values, ENV_SERVER_KEY, public_key_from_text),
+        allowed_keys=frozenset(allowed),
+        allowed_keys_dirs=tuple(allowed_dirs),
+        admin_keys=frozenset(admin),
+        client_secret_key=_parse(values, ENV_CLIENT_SECRET_KEY, secret_key_from_text),
+        allow_any_client=allow_any,
+    )
+
+
+def _parse(values: Mapping[str, str], name: str, parse: Callable[[str], _T]) -> _T:
+    """Parse one variable; errors name the variable."""
+    try:
+        return parse(values[name])
+    except SecurityConfigError as exc:
+        raise SecurityConfigError(f"{name}: {exc}") from None
 
 
 @functools.cache

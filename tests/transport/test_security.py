@@ -21,7 +21,7 @@ import zmq.asyncio
 import zmq.auth
 from zmq.utils.monitor import recv_monitor_message
 
-from labwire.config import Settings
+from labwire.config import Settings, security_from_env
 from labwire.errors import AuthenticationError, ConfigurationError, SecurityConfigError
 from labwire.transport import Socket, SocketType, Transport
 from labwire.transport.security import (
@@ -281,7 +281,7 @@ def test_security_settings_validate_and_hide_secrets(tmp_path: Path) -> None:
 
 
 def test_security_from_env(tmp_path: Path) -> None:
-    assert Security.from_env({}) is None
+    assert security_from_env({}) is None
     assert Settings.from_env({}).security is None
     server_public, server_secret = generate_keypair(tmp_path / "server", "server")
     clients = tmp_path / "clients"
@@ -303,10 +303,10 @@ def test_security_from_env(tmp_path: Path) -> None:
     assert security.admin_keys == {load_public_key(admin_public)}
     assert not security.allow_any_client
     assert load_public_key(client_public) not in security.allowed_keys  # read per handshake
-    any_client = Security.from_env({"LABWIRE_ALLOWED_KEYS": "*"})
+    any_client = security_from_env({"LABWIRE_ALLOWED_KEYS": "*"})
     assert any_client is not None and any_client.allow_any_client
     with pytest.raises(SecurityConfigError, match="LABWIRE_SERVER_KEY"):
-        Security.from_env({"LABWIRE_SERVER_KEY": str(tmp_path / "missing.key")})
+        security_from_env({"LABWIRE_SERVER_KEY": str(tmp_path / "missing.key")})
 
 
 # ------------------------------------------------------------------- allowed clients can talk
