@@ -1,29 +1,41 @@
-"""RPC figures against raw pyzmq: small calls, big buffers, signals, many threads.
+"""RPC figures against raw pyzmq on the calls device code makes.
 
-Servers run in subprocesses (labwire's and raw pyzmq's, side by side); clients run here.
+Servers run in subprocesses (labwire's and raw pyzmq's, side by side); clients run here, or in
+processes of their own where a row says so. Each row alternates labwire and raw pyzmq in short
+rounds, so both see the same machine load, and reports medians:
+
+* the small-call mix (:data:`benchmarks.peers.MIX` and a property read) through
+  ``RPCClient`` against a raw REQ/REP round trip of the same JSON request, then through
+  ``AsyncRPCClient`` against a raw ``zmq.asyncio`` REQ;
+* 1 MiB and 64 MiB buffers received (a buffer method against a raw zero-copy REP) and sent
+  as an argument (a memoryview argument against a raw multipart send);
+* 8 caller processes (each its own ``RPCClient``, a DEALER) against 8 raw DEALERs on a ROUTER;
+* signals emitted inside a method handler to 1 and 4 subscriber processes against raw
+  PUB/SUB; every subscriber reports what it lost (labwire from its sequence numbers, raw from
+  the payload index);
+* the CPU and wake-ups of an idle server with one idle client connected, and of that client,
+  against an idle raw REP server and REQ client.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import statistics
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import zmq
+import zmq.asyncio
 
 from benchmarks import row
-from benchmarks.peers import SMALL_CALL, peer
-from labwire.rpc import RPCClient, RPCSignal
+from benchmarks.fleet import Fleet
+from benchmarks.peers import MIX, PROPERTY_READ, RAW_MIX, RAW_PROPERTY_GET, peer
+from labwire.rpc import AsyncRPCClient, RPCClient
 
-#: Rounds of the small-call comparison, alternating labwire and raw pyzmq.
-_ROUNDS = 40
-#: Rounds of each buffer comparison, alternating the same way.
-_BUFFER_ROUNDS = 10
+#: Rounds of each comparison, alternating labwire and raw pyzmq.
+_ROUNDS = 20
 
 
 def _latencies(call: Callable[[], Any], count: int) -> list[float]:
@@ -37,190 +49,319 @@ def _latencies(call: Callable[[], Any], count: int) -> list[float]:
     return samples
 
 
+async def _async_latencies(call: Callable[[], Awaitable[Any]], count: int) -> list[float]:
+    for _ in range(count // 10):
+        await call()
+    samples = []
+    for _ in range(count):
+        start = time.perf_counter()
+        await call()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
 def _p99(samples: list[float]) -> float:
     return sorted(samples)[int(len(samples) * 0.99) - 1]
 
 
-class _BenchClient(RPCClient):
-    tick = RPCSignal(int)
+def _small_target(label: str, asyncio_rows: bool) -> str:
+    if asyncio_rows:
+        return "<= 1.5x"
+    return "<= 1.2x" if label.startswith("scalar") else "<= 1.3x"
 
 
-def run(quick: bool = False) -> list[dict[str, Any]]:
-    """Measure everything; ``quick`` uses fewer iterations (for a smoke run)."""
-    calls = 2000 if quick else 20000
-    rows: list[dict[str, Any]] = []
-    context = zmq.Context()
-    with peer("labwire") as (url, _), peer("raw") as (raw_ports, _):
-        rep_port, router_port, blob_port, pub_port, control_port = raw_ports.split()
-        client = _BenchClient(None, url)
-        req = context.socket(zmq.REQ)
-        req.connect(f"tcp://127.0.0.1:{rep_port}")
-
-        def raw_call() -> None:
-            req.send(SMALL_CALL)
-            req.recv()
-
-        # Interleave many short rounds so both see the same machine load (on a shared or
-        # virtual machine the speed of the CPU drifts over seconds).
-        lw_samples: list[float] = []
-        raw_samples: list[float] = []
-        for _ in range(_ROUNDS):
-            raw_samples += _latencies(raw_call, calls // _ROUNDS)
-            lw_samples += _latencies(lambda: client.call("add", 1), calls // _ROUNDS)
-        lw_med, raw_med = statistics.median(lw_samples), statistics.median(raw_samples)
+def _latency_rows(
+    samples: dict[str, tuple[list[float], list[float]]], suffix: str, asyncio_rows: bool
+) -> list[dict[str, Any]]:
+    rows = []
+    for label, (lw, raw) in samples.items():
+        lw_med, raw_med = statistics.median(lw), statistics.median(raw)
+        target = _small_target(label, asyncio_rows)
         rows.append(
-            row("small call median", lw_med * 1e6, raw_med * 1e6, "us", lw_med / raw_med, "<= 1.3x")
-        )
-        lw_p99, raw_p99 = _p99(lw_samples), _p99(raw_samples)
-        rows.append(row("small call p99", lw_p99 * 1e6, raw_p99 * 1e6, "us", lw_p99 / raw_p99, "-"))
-
-        blob = context.socket(zmq.REQ)
-        blob.connect(f"tcp://127.0.0.1:{blob_port}")
-        # Targets as set for labwire: 64 MiB at 0.8x of raw or better; 1 MiB is measured.
-        for size, label, repeat, target in (
-            (1 << 20, "1 MiB", 200, "-"),
-            (64 << 20, "64 MiB", 10, ">= 0.8x"),
-        ):
-            repeat = max(3, repeat // (5 if quick else 1))
-
-            def raw_blob(size: int = size) -> None:
-                blob.send(str(size).encode())
-                frame = blob.recv(copy=False)
-                assert len(frame) == size
-
-            def lw_blob(size: int = size) -> None:
-                buffer, _ = client.call("blob", size)
-                assert len(buffer) == size
-
-            # Interleaved rounds, as for small calls: both see the same machine load.
-            raw_samples, lw_samples = [], []
-            for _ in range(_BUFFER_ROUNDS):
-                raw_samples += _latencies(raw_blob, max(1, repeat // _BUFFER_ROUNDS))
-                lw_samples += _latencies(lw_blob, max(1, repeat // _BUFFER_ROUNDS))
-            raw_t, lw_t = statistics.median(raw_samples), statistics.median(lw_samples)
-            mib = size / (1 << 20)
-            rows.append(
-                row(f"{label} buffer", mib / lw_t, mib / raw_t, "MiB/s", raw_t / lw_t, target)
+            row(
+                f"{label}{suffix} median",
+                lw_med * 1e6,
+                raw_med * 1e6,
+                "us",
+                lw_med / raw_med,
+                target,
             )
-
-        control = context.socket(zmq.REQ)
-        control.connect(f"tcp://127.0.0.1:{control_port}")
-        for subscribers in (1, 4):
-            count = 20000 if quick else 100000
-            rows.append(_signals(client, url, control, pub_port, subscribers, count))
-
-        rows.append(_threads(context, client, router_port, 2000 if quick else 10000))
-        client.close()
-        for sock in (req, blob, control):
-            sock.close(0)
-    context.term()
+        )
+    lw, raw = samples[next(iter(MIX))]
+    rows.append(
+        row(
+            f"scalar add(1){suffix} p99",
+            _p99(lw) * 1e6,
+            _p99(raw) * 1e6,
+            "us",
+            _p99(lw) / _p99(raw),
+            "-",
+        )
+    )
     return rows
 
 
-def _signals(
-    client: _BenchClient,
-    url: str,
-    control: zmq.Socket[Any],
-    pub_port: str,
-    subscribers: int,
-    count: int,
-) -> dict[str, Any]:
-    """Ticks to N subscriber processes: labwire clients vs raw SUB sockets."""
+def _small_calls(
+    client: RPCClient, context: zmq.Context[Any], rep_port: str, per_row: int
+) -> list[dict[str, Any]]:
+    req = context.socket(zmq.REQ)
+    req.connect(f"tcp://127.0.0.1:{rep_port}")
 
-    def burst(role: str, target: str, probe: Callable[[], Any], fire: Callable[[], Any]) -> Any:
-        processes = [
-            subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.peers", role, target],
-                stdout=subprocess.PIPE,
-                text=True,
+    def raw_call(request: bytes) -> Callable[[], Any]:
+        def call() -> None:
+            req.send(request)
+            req.recv()
+
+        return call
+
+    def lw_call(method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[[], Any]:
+        return lambda: client.call(method, *args, **kwargs)
+
+    pairs = {label: (lw_call(*MIX[label]), raw_call(RAW_MIX[label])) for label in MIX} | {
+        PROPERTY_READ: (lambda: client.get_property("position"), raw_call(RAW_PROPERTY_GET))
+    }
+    samples: dict[str, tuple[list[float], list[float]]] = {label: ([], []) for label in pairs}
+    for _ in range(_ROUNDS):
+        for label, (lw, raw) in pairs.items():
+            samples[label][1].extend(_latencies(raw, per_row // _ROUNDS))
+            samples[label][0].extend(_latencies(lw, per_row // _ROUNDS))
+    req.close(0)
+    return _latency_rows(samples, "", asyncio_rows=False)
+
+
+async def _async_calls(url: str, rep_port: str, per_row: int) -> list[dict[str, Any]]:
+    context = zmq.asyncio.Context()
+    req = context.socket(zmq.REQ)
+    req.connect(f"tcp://127.0.0.1:{rep_port}")
+    client = await AsyncRPCClient.open(None, url)
+
+    def raw_call(request: bytes) -> Callable[[], Awaitable[Any]]:
+        async def call() -> None:
+            await req.send(request)
+            await req.recv()
+
+        return call
+
+    def lw_call(
+        method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Callable[[], Awaitable[Any]]:
+        return lambda: client.call(method, *args, **kwargs)  # type: ignore[no-any-return]
+
+    pairs = {label: (lw_call(*MIX[label]), raw_call(RAW_MIX[label])) for label in MIX} | {
+        PROPERTY_READ: (lambda: client.get_property("position"), raw_call(RAW_PROPERTY_GET))
+    }
+    samples: dict[str, tuple[list[float], list[float]]] = {label: ([], []) for label in pairs}
+    try:
+        for _ in range(_ROUNDS):
+            for label, (lw, raw) in pairs.items():
+                samples[label][1].extend(await _async_latencies(raw, per_row // _ROUNDS))
+                samples[label][0].extend(await _async_latencies(lw, per_row // _ROUNDS))
+    finally:
+        await client.aclose()
+        req.close(0)
+        context.term()
+    return _latency_rows(samples, ", asyncio", asyncio_rows=True)
+
+
+def _buffers(
+    client: RPCClient, context: zmq.Context[Any], blob_port: str, sink_port: str, quick: bool
+) -> list[dict[str, Any]]:
+    """1 MiB and 64 MiB, received from a buffer method and sent as an argument."""
+    blob = context.socket(zmq.REQ)
+    blob.connect(f"tcp://127.0.0.1:{blob_port}")
+    sink = context.socket(zmq.REQ)
+    sink.connect(f"tcp://127.0.0.1:{sink_port}")
+    rows = []
+    for size, label, repeat in ((1 << 20, "1 MiB", 200), (64 << 20, "64 MiB", 20)):
+        rounds = max(1, repeat // (10 if quick else 1))
+        payload = memoryview(bytearray(size))
+
+        def raw_receive(size: int = size) -> None:
+            blob.send(str(size).encode())
+            frame = blob.recv(copy=False)
+            assert len(frame) == size
+
+        def lw_receive(size: int = size) -> None:
+            buffer, _ = client.call("blob", size)
+            assert len(buffer) == size
+
+        def raw_send(payload: memoryview = payload) -> None:
+            sink.send_multipart([b'{"event":"take"}', payload], copy=False)
+            assert int(sink.recv()) == len(payload)
+
+        def lw_send(payload: memoryview = payload) -> None:
+            assert client.call("take", payload) == len(payload)
+
+        for direction, lw, raw in (
+            ("received (buffer method)", lw_receive, raw_receive),
+            ("sent as an argument", lw_send, raw_send),
+        ):
+            raw_samples: list[float] = []
+            lw_samples: list[float] = []
+            for _ in range(rounds):
+                raw_samples += _latencies(raw, 1)
+                lw_samples += _latencies(lw, 1)
+            raw_t, lw_t = statistics.median(raw_samples), statistics.median(lw_samples)
+            mib = size / (1 << 20)
+            rows.append(
+                row(
+                    f"{label} {direction}",
+                    mib / lw_t,
+                    mib / raw_t,
+                    "MiB/s",
+                    raw_t / lw_t,
+                    ">= 0.9x",
+                )
             )
-            for _ in range(subscribers)
-        ]
-        try:
-            for process in processes:
-                assert process.stdout is not None
-                os.set_blocking(process.stdout.fileno(), False)
-            ready = [False] * subscribers
-            deadline = time.monotonic() + 20
-            while not all(ready):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("subscribers never became ready")
-                probe()
-                time.sleep(0.05)
-                for index, process in enumerate(processes):
-                    assert process.stdout is not None
-                    if not ready[index] and process.stdout.readline().strip() == "ready":
-                        ready[index] = True
-            fire()
-            results = []
-            for process in processes:
-                assert process.stdout is not None
-                os.set_blocking(process.stdout.fileno(), True)
-                received, seconds, gaps = process.stdout.readline().split()
-                results.append((int(received), float(seconds), int(gaps)))
-                process.wait(10)
-            return results
-        finally:
-            for process in processes:
-                if process.poll() is None:
-                    process.kill()
-                    process.wait()
-                if process.stdout is not None:
-                    process.stdout.close()
+    blob.close(0)
+    sink.close(0)
+    return rows
+
+
+def _processes(url: str, router_port: str, quick: bool) -> dict[str, Any]:
+    """Throughput of 8 caller processes, labwire RPCClients against raw DEALERs."""
+    rounds, calls = (2, 500) if quick else (5, 3000)
+
+    def throughput(fleet: Fleet) -> float:
+        fleet.command(str(calls), 8)
+        reports = fleet.reports(8)
+        span = max(r["end"] for r in reports) - min(r["start"] for r in reports)
+        return 8 * calls / span
+
+    with Fleet("worker-labwire", url) as labwire, Fleet("worker-raw", router_port) as raw:
+        labwire.grow(8)
+        raw.grow(8)
+        lw_rates, raw_rates = [], []
+        for _ in range(rounds):
+            raw_rates.append(throughput(raw))
+            lw_rates.append(throughput(labwire))
+    lw_rate, raw_rate = statistics.median(lw_rates), statistics.median(raw_rates)
+    return row("8 client processes", lw_rate, raw_rate, "calls/s", lw_rate / raw_rate, ">= 0.7x")
+
+
+def _signals(
+    client: RPCClient, context: zmq.Context[Any], url: str, ports: dict[str, str], quick: bool
+) -> list[dict[str, Any]]:
+    """Ticks emitted inside a method handler to N subscriber processes, against raw PUB/SUB."""
+    count = 20000 if quick else 100000
+    bursts = 1 if quick else 3
+    control = context.socket(zmq.REQ)
+    control.connect(f"tcp://127.0.0.1:{ports['control']}")
 
     def raw_command(command: bytes) -> None:
         control.send(command)
         control.recv()
 
-    labwire = burst(
-        "sub-labwire", url, lambda: client.call("probe"), lambda: client.call("emit", count)
-    )
-    raw = burst(
-        "sub-raw",
-        pub_port,
-        lambda: raw_command(b"PROBE"),
-        lambda: raw_command(b"PUB %d" % count),
-    )
-    lw_rate = statistics.median(r / max(t, 1e-9) for r, t, _ in labwire)
-    raw_rate = statistics.median(r / max(t, 1e-9) for r, t, _ in raw)
-    received = sum(r for r, _, _ in labwire) / subscribers
-    gaps = sum(g for _, _, g in labwire) / subscribers
-    lost = count - received
-    return row(
-        f"signals to {subscribers} sub ({received:.0f}/{count} recv, "
-        f"{lost:.0f} lost, {gaps:.0f} reported as gaps)",
-        lw_rate,
-        raw_rate,
-        "msg/s",
-        lw_rate / raw_rate,
-        ">= 0.5x",
-    )
+    rows = []
+    with Fleet("sub-labwire", url) as labwire, Fleet("sub-raw", ports["pub"]) as raw:
+        for subscribers in (1, 4):
+            labwire.grow(subscribers, lambda: client.call("probe"))
+            raw.grow(subscribers, lambda: raw_command(b"PROBE"))
+            results: dict[str, list[dict[str, Any]]] = {"labwire": [], "raw": []}
+            for _ in range(bursts):
+                raw_command(b"PUB %d 0" % count)
+                results["raw"] += raw.reports(subscribers)
+                client.call("emit", count)
+                results["labwire"] += labwire.reports(subscribers)
+            rate = {
+                kind: statistics.median(r["received"] / max(r["seconds"], 1e-9) for r in reports)
+                for kind, reports in results.items()
+            }
+            lost = {
+                kind: sum(count - r["received"] for r in reports) / len(reports)
+                for kind, reports in results.items()
+            }
+            reported = sum(r["gaps"] for r in results["labwire"]) / len(results["labwire"])
+            name = (
+                f"signals to {subscribers} sub: labwire {lost['labwire']:.0f}/{count} lost "
+                f"({reported:.0f} reported as gaps), raw {lost['raw']:.0f} lost"
+            )
+            rows.append(
+                row(
+                    name,
+                    rate["labwire"],
+                    rate["raw"],
+                    "msg/s",
+                    rate["labwire"] / rate["raw"],
+                    ">= 0.7x",
+                )
+            )
+    control.close(0)
+    return rows
 
 
-def _threads(
-    context: zmq.Context[Any], client: _BenchClient, router_port: str, per_thread: int
-) -> dict[str, Any]:
-    def measure(work: Callable[[int], None]) -> float:
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-        start = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        return 8 * per_thread / (time.perf_counter() - start)
+def _cpu_and_wakeups(pid: int) -> tuple[float, int]:
+    """CPU seconds and context switches so far, summed over every thread of ``pid``."""
+    cpu, switches = 0.0, 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as schedstat:
+                cpu += int(schedstat.read().split()[0]) / 1e9
+            with open(f"/proc/{pid}/task/{task}/status") as status:
+                for line in status:
+                    if "ctxt_switches" in line:
+                        switches += int(line.split()[1])
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+    return cpu, switches
 
-    def lw_work(index: int) -> None:
-        for i in range(per_thread):
-            client.call("add", i)
 
-    def raw_work(index: int) -> None:
-        dealer = context.socket(zmq.DEALER)
-        dealer.connect(f"tcp://127.0.0.1:{router_port}")
-        for i in range(per_thread):
-            dealer.send_multipart([b"", b"%d" % i])
-            dealer.recv_multipart()
-        dealer.close(0)
+def idle(quick: bool) -> list[dict[str, Any]]:
+    """CPU share and wake-ups of an idle server (one idle client connected) and that client."""
+    window = 2.0 if quick else 5.0
+    with (
+        peer("labwire") as (url, lw_server),
+        peer("raw") as (ports, raw_server),
+        Fleet("idle-labwire", url) as lw_clients,
+        Fleet("idle-raw", ports.split()[0]) as raw_clients,
+    ):
+        lw_clients.grow(1)
+        raw_clients.grow(1)
+        pids = [lw_server, raw_server, lw_clients.members[0].popen.pid]
+        pids.append(raw_clients.members[0].popen.pid)
+        time.sleep(0.5)  # start-up work (inventory, subscription) settles first
+        before = [_cpu_and_wakeups(pid) for pid in pids]
+        start = time.monotonic()
+        time.sleep(window)  # the measurement window
+        after = [_cpu_and_wakeups(pid) for pid in pids]
+        elapsed = time.monotonic() - start
+    share = [100 * (a[0] - b[0]) / elapsed for a, b in zip(after, before, strict=True)]
+    wakeups = [(a[1] - b[1]) / elapsed for a, b in zip(after, before, strict=True)]
+    return [
+        row(
+            f"idle RPCServer, 1 idle client ({wakeups[0]:.0f} vs raw REP "
+            f"{wakeups[1]:.0f} wakeups/s)",
+            share[0],
+            share[1],
+            "% of a core",
+            None,
+            "< 0.2%",
+        ),
+        row(
+            f"idle RPCClient with a signal slot ({wakeups[2]:.0f} vs raw REQ "
+            f"{wakeups[3]:.0f} wakeups/s)",
+            share[2],
+            share[3],
+            "% of a core",
+            None,
+            "-",
+        ),
+    ]
 
-    raw_rate = measure(raw_work)
-    lw_rate = measure(lw_work)
-    return row("8 client threads", lw_rate, raw_rate, "calls/s", lw_rate / raw_rate, ">= 0.5x")
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    """Measure everything; ``quick`` uses fewer iterations (for a smoke run)."""
+    rows: list[dict[str, Any]] = []
+    context = zmq.Context()
+    with peer("labwire") as (url, _), peer("raw") as (raw_ports, _):
+        names = ("rep", "router", "blob", "pub", "control", "sink")
+        ports = dict(zip(names, raw_ports.split(), strict=True))
+        with RPCClient(None, url) as client:
+            rows += _small_calls(client, context, ports["rep"], 2000 if quick else 20000)
+            rows += asyncio.run(_async_calls(url, ports["rep"], 1000 if quick else 10000))
+            rows += _buffers(client, context, ports["blob"], ports["sink"], quick)
+            rows.append(_processes(url, ports["router"], quick))
+            rows += _signals(client, context, url, ports, quick)
+    context.term()
+    rows += idle(quick)
+    return rows
