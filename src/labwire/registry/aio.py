@@ -20,9 +20,8 @@ from labwire.errors import (
     RegistryError,
     Unavailable,
 )
-from labwire.registry._channel import _HANDSHAKE_CHECK_SECONDS, read_reply
+from labwire.registration import HANDSHAKE_CHECK_SECONDS, as_transport, read_reply
 from labwire.registry.client import QUERY_TIMEOUT
-from labwire.registry.device_calls import as_transport
 from labwire.registry.watch import WatchBase, WatchCore, WatchEvent, listing_or_raise
 from labwire.transport import Context, SocketType, Transport, parse_endpoint
 from labwire.transport.aio import AsyncSocket, AsyncTransport
@@ -41,10 +40,10 @@ _log = logging.getLogger(__name__)
 
 
 class _AsyncChannel:
-    """The asyncio version of :class:`~labwire.registry._channel.RequestChannel`.
+    """The asyncio version of :class:`~labwire.registration.channel.RequestChannel`.
 
     With security on, a refused handshake is raised as
-    :class:`~labwire.errors.AuthenticationError` within :data:`_HANDSHAKE_CHECK_SECONDS` of the
+    :class:`~labwire.errors.AuthenticationError` within :data:`HANDSHAKE_CHECK_SECONDS` of the
     socket's handshake watcher seeing it: a secured socket waits in slices of that length and
     looks at the handshake news between them (unsecured sockets wait in one piece).
     """
@@ -85,7 +84,7 @@ class _AsyncChannel:
                 self.close()
                 raise Unavailable(f"registry at {self.url} did not answer within {timeout:g} s")
             if socket.is_secure:
-                remaining = min(remaining, _HANDSHAKE_CHECK_SECONDS)
+                remaining = min(remaining, HANDSHAKE_CHECK_SECONDS)
             frames = await socket.recv(max(1, int(remaining * 1000)))
             if frames is None:
                 socket.check_handshake(retry=False)  # e.g. a reconnection was refused
@@ -110,7 +109,7 @@ class _AsyncChannel:
             return await socket.poll(timeout_ms, writable=True) and socket.send_nowait(frames)
         deadline = time.monotonic() + timeout_ms / 1000
         while (remaining := deadline - time.monotonic()) > 0:
-            wait_ms = max(1, int(min(remaining, _HANDSHAKE_CHECK_SECONDS) * 1000))
+            wait_ms = max(1, int(min(remaining, HANDSHAKE_CHECK_SECONDS) * 1000))
             if await socket.poll(wait_ms, writable=True) and socket.send_nowait(frames):
                 return True
             socket.check_handshake(retry=False)
@@ -328,6 +327,6 @@ class AsyncRegistryWatch(WatchBase):
                 continue
             # A secured subscriber waits in slices and looks at its handshake news between
             # them: a publisher that refuses this client fails the watch at once.
-            await self._wait(min(limit, time.monotonic() + _HANDSHAKE_CHECK_SECONDS))
+            await self._wait(min(limit, time.monotonic() + HANDSHAKE_CHECK_SECONDS))
             if not self._core.is_live:
                 subscriber.check_handshake(retry=True)

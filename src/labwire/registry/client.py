@@ -27,8 +27,7 @@ from typing import Any, Self
 
 from labwire.config import Settings
 from labwire.errors import AuthenticationError, ClosedError, NotFound, RegistryError, Unavailable
-from labwire.registry._channel import Interrupted, RequestChannel, Waker
-from labwire.registry.device_calls import as_transport
+from labwire.registration import Interrupted, RequestChannel, Waker, as_transport
 from labwire.registry.watch import WatchBase, WatchCore, WatchEvent, listing_or_raise
 from labwire.transport import Context, Poller, Socket, Transport, parse_endpoint
 from labwire.wire.registry import DeviceInfo, DeviceListing, ListDevicesRequest

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from labwire.config import Settings
+from labwire.registration import as_transport
 from labwire.registry.client import QUERY_TIMEOUT, RegistryClient
-from labwire.registry.device_calls import as_transport
 from labwire.transport import Context, Transport
 
 __all__ = ["NameResolver", "connect"]

@@ -12,7 +12,7 @@ One thread owns three sockets:
   HEARTBEAT every ``heartbeat_interval`` seconds. XPUB also tells us when a watcher
   subscribes: we answer with an immediate heartbeat, so a watcher knows its subscription is
   live before it asks for a snapshot, and misses nothing between the two;
-* an inproc PAIR (a :class:`~labwire.registry._channel.Waker`) that
+* an inproc PAIR (a :class:`~labwire.registration.channel.Waker`) that
   :meth:`DeviceRegistry.stop` uses to wake the loop.
 
 The loop sleeps in ``poll`` until a message arrives, the next lease expires, or the next
@@ -51,7 +51,7 @@ from typing import Any, Self
 
 from labwire.config import Settings
 from labwire.errors import LimitExceeded, PermissionDenied
-from labwire.registry._channel import Waker
+from labwire.registration import Waker
 from labwire.transport import Context, Poller, Socket, SocketType, Transport, parse_endpoint
 from labwire.wire.registry import (
     ALIVE_TIMEOUT,

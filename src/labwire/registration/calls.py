@@ -20,7 +20,7 @@ from typing import Any
 
 from labwire.config import Settings
 from labwire.errors import ConfigurationError, RegistryError, Unavailable
-from labwire.registry._channel import RequestChannel
+from labwire.registration.channel import RequestChannel
 from labwire.transport import Context, Transport
 from labwire.wire.registry import (
     ALIVE_TIMEOUT,
@@ -34,7 +34,13 @@ from labwire.wire.registry import (
     device_name_problem,
 )
 
-__all__ = ["register_device", "send_alive_check", "unregister_device"]
+__all__ = [
+    "CALL_TIMEOUT",
+    "as_transport",
+    "register_device",
+    "send_alive_check",
+    "unregister_device",
+]
 
 _log = logging.getLogger(__name__)
 

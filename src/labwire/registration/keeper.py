@@ -57,8 +57,8 @@ from labwire.errors import (
     RegistryError,
     Unavailable,
 )
-from labwire.registry._channel import Interrupted, RequestChannel, Waker
-from labwire.registry.device_calls import as_transport, check_registration, own_public_key
+from labwire.registration.calls import as_transport, check_registration, own_public_key
+from labwire.registration.channel import Interrupted, RequestChannel, Waker
 from labwire.transport import Context, Poller, Transport, parse_endpoint
 from labwire.wire.registry import (
     ALIVE_TIMEOUT,

@@ -28,12 +28,12 @@ from labwire.transport.forks import ProcessBound
 from labwire.wire.limits import Limits
 from labwire.wire.registry import RegistryReply, RegistryRequest, decode_reply, encode_request
 
-__all__ = ["Interrupted", "RequestChannel", "Waker", "read_reply"]
+__all__ = ["HANDSHAKE_CHECK_SECONDS", "Interrupted", "RequestChannel", "Waker", "read_reply"]
 
 _log = logging.getLogger(__name__)
 
 #: Longest wait between two looks at a secured socket's handshake news while connecting.
-_HANDSHAKE_CHECK_SECONDS = 0.05
+HANDSHAKE_CHECK_SECONDS = 0.05
 
 
 def read_reply(
@@ -171,7 +171,7 @@ class RequestChannel(ProcessBound):
             return socket.poll(timeout_ms, writable=True) and socket.send(frames, nowait=True)
         deadline = time.monotonic() + timeout_ms / 1000
         while (remaining := deadline - time.monotonic()) > 0:
-            wait_ms = max(1, int(min(remaining, _HANDSHAKE_CHECK_SECONDS) * 1000))
+            wait_ms = max(1, int(min(remaining, HANDSHAKE_CHECK_SECONDS) * 1000))
             if socket.poll(wait_ms, writable=True) and socket.send(frames, nowait=True):
                 return True
             socket.check_handshake(retry=False)
