@@ -1000,6 +1000,25 @@ class RPCClient(ClientBase):
         )
         if frame is None:
             return self._execute_call(name, args, kwargs)
+        reply = self._compact_exchange(
+            frame, rid, timeout_ms, deadline, buffer, f"call of {name}()"
+        )
+        if type(reply) is not Reply:
+            return reply
+        result, info = self._method_result(name, reply)
+        if buffer and not isinstance(result, NoResult):
+            return result, info
+        return result
+
+    def _compact_exchange(
+        self, frame: bytes, rid: int, timeout_ms: int, deadline: float, buffer: bool, what: str
+    ) -> Any:
+        """Send a compact request and read its reply, with the common case written out.
+
+        Returns:
+            The value of a compact reply (for a buffer method, its ``(buffer, info)``), or,
+            for any other reply, the :class:`Reply` for the general code to read.
+        """
         channel = self._local.channel
         if channel is None or channel.url != self.url:
             channel = self._channel()
@@ -1011,7 +1030,7 @@ class RPCClient(ClientBase):
             wait_ms = max(
                 1, min(timeout_ms, _HANDSHAKE_CHECK_MS if secure else _CONNECTION_CHECK_MS)
             )
-            # A JSON call on a plain socket is sent and its reply received in one step.
+            # A JSON request on a plain socket is sent and its reply received in one step.
             head = False if secure or buffer else socket.request(frame, wait_ms)
             received = None
             if head is False:  # not sent yet
@@ -1037,19 +1056,14 @@ class RPCClient(ClientBase):
                 if result is not NOT_PLAIN:
                     return result
                 received = [memoryview(head), *(part.buffer for part in socket.recv_tail())]
-            reply = self._await_reply(
-                channel, rid, f"call of {name}()", timeout_ms, deadline, received
-            )
+            reply = self._await_reply(channel, rid, what, timeout_ms, deadline, received)
         finally:
             if self._closed:
                 channel.socket.close(0)
             lock.release()
         if self._restarted(reply):
             self._on_restart()
-        result, info = self._method_result(name, reply)
-        if buffer and not isinstance(result, NoResult):
-            return result, info
-        return result
+        return reply
 
     def _execute_call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """A method call through :meth:`execute`, returning what :meth:`_invoke` returns."""
@@ -1059,9 +1073,18 @@ class RPCClient(ClientBase):
         return result
 
     def _get_property(self, name: str) -> Any:
-        reply = self._request(
-            RPCEvents.PROPERTY_GET, {"property": name}, None, self._plain_timeout()
-        )
+        timeout_ms = self._plain_timeout()
+        if self._protocol is not None and timeout_ms is not None and not self._closed:
+            deadline = time.monotonic() + timeout_ms / 1000.0
+            rid = next(self._rids)
+            expiry = deadline + self._clock_offset
+            frame = encode_get(name, self._client_id, rid, timeout_ms, expiry, self._server_id)
+            if frame is not None:
+                what = f"read of property {name!r}"
+                reply = self._compact_exchange(frame, rid, timeout_ms, deadline, False, what)
+                return reply if type(reply) is not Reply else self._property_value(name, reply)
+        # No deadline (the general loop pings while it waits), or a deployed server.
+        reply = self._request(RPCEvents.PROPERTY_GET, {"property": name}, None, timeout_ms)
         return self._property_value(name, reply)
 
     def _set_property(self, name: str, value: Any) -> None:
