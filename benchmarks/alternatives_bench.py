@@ -1,10 +1,16 @@
-"""The small call on the libraries labwire is an alternative to, each against raw pyzmq.
+"""The call mix on the libraries labwire is an alternative to, each against raw pyzmq.
 
-Pyro5 (its multiplexing server and marshal serializer, its fastest settings), RPyC and zerorpc
-serve the same ``add`` method from subprocesses; their clients run here. Every round measures
-raw REQ/REP first, then labwire, then each library, so all see the same machine load; each
-ratio is to raw REQ/REP over the same rounds. A library that is not installed gets a row that
-says so (``pip install -e '.[bench]'`` installs them all).
+labwire, Pyro5 (its multiplexing server and marshal serializer, its fastest settings), RPyC
+(threaded server, default settings) and zerorpc serve the same device from subprocesses; their
+clients run here, one after the other in every round, with raw REQ/REP first, so all see the
+same machine load; each ratio is to raw REQ/REP over the same rounds. The rows: the small-call
+mix of :mod:`benchmarks.rpc_bench`, a property read and a 1 MiB bytes argument. zerorpc has no
+properties, and Pyro5's marshal serializer fails on a remote property read (Pyro5 5.15 sends
+its keyword arguments as None), so on those two the property read is a ``get_position()``
+call. zerorpc takes no keyword arguments, so
+its kwargs row passes the same values by position. RPyC passes dicts and lists by reference
+(its default), so its echo sends back a reference rather than the value. A library that is
+not installed gets a row that says so (``pip install -e '.[bench]'`` installs them all).
 """
 
 from __future__ import annotations
@@ -19,41 +25,74 @@ from typing import Any
 import zmq
 
 from benchmarks import row
-from benchmarks.peers import SMALL_CALL, peer
+from benchmarks.peers import MIX, PROPERTY_READ, RAW_MIX, RAW_PROPERTY_GET, peer
 from benchmarks.rpc_bench import _latencies
 from labwire.rpc import RPCClient
 
-_ROUNDS = 20
+_ROUNDS = 10
+BYTES_ROW = "1 MiB bytes argument"
+_PAYLOAD = bytes(1 << 20)
+
+#: One call per row: row label -> call.
+Calls = dict[str, Callable[[], Any]]
+
+
+def _mix(invoke: Callable[..., Any], read_property: Callable[[], Any]) -> Calls:
+    """The rows for a library whose calls look like ``invoke(method, *args, **kwargs)``."""
+    calls: Calls = {
+        label: (lambda m=method, a=args, k=kwargs: invoke(m, *a, **k))
+        for label, (method, args, kwargs) in MIX.items()
+    }
+    calls[PROPERTY_READ] = read_property
+    calls[BYTES_ROW] = lambda: invoke("take", _PAYLOAD)
+    return calls
 
 
 @contextmanager
-def _pyro5(address: str) -> Iterator[Callable[[], Any]]:
+def _labwire(url: str) -> Iterator[Calls]:
+    with RPCClient(None, url) as client:
+        yield _mix(client.call, lambda: client.get_property("position"))
+
+
+@contextmanager
+def _pyro5(address: str) -> Iterator[Calls]:
     import Pyro5.api
     from Pyro5 import config
 
     config.SERIALIZER = "marshal"
     with Pyro5.api.Proxy(address) as proxy:
-        yield lambda: proxy.add(1)
+        yield _mix(
+            lambda method, *args, **kwargs: getattr(proxy, method)(*args, **kwargs),
+            proxy.get_position,
+        )
 
 
 @contextmanager
-def _rpyc(address: str) -> Iterator[Callable[[], Any]]:
+def _rpyc(address: str) -> Iterator[Calls]:
     import rpyc
 
     connection = rpyc.connect("127.0.0.1", int(address))
     try:
-        yield lambda: connection.root.add(1)
+        root = connection.root
+        yield _mix(
+            lambda method, *args, **kwargs: getattr(root, method)(*args, **kwargs),
+            lambda: root.position,
+        )
     finally:
         connection.close()
 
 
 @contextmanager
-def _zerorpc(address: str) -> Iterator[Callable[[], Any]]:
+def _zerorpc(address: str) -> Iterator[Calls]:
     import zerorpc
 
     client = zerorpc.Client(address)
     try:
-        yield lambda: client.add(1)
+        # zerorpc has no keyword arguments: they go by position, in the signature's order.
+        yield _mix(
+            lambda method, *args, **kwargs: getattr(client, method)(*args, *kwargs.values()),
+            client.get_position,
+        )
     finally:
         client.close()
 
@@ -66,9 +105,38 @@ _LIBRARIES: dict[str, tuple[str, str, Callable[[str], Any]]] = {
 }
 
 
+@contextmanager
+def _raw(ports: str, context: zmq.Context[Any]) -> Iterator[Calls]:
+    rep_port, *_, sink_port = ports.split()
+    req = context.socket(zmq.REQ)
+    req.connect(f"tcp://127.0.0.1:{rep_port}")
+    sink = context.socket(zmq.REQ)
+    sink.connect(f"tcp://127.0.0.1:{sink_port}")
+
+    def echo(request: bytes) -> Callable[[], Any]:
+        def call() -> None:
+            req.send(request)
+            req.recv()
+
+        return call
+
+    def send_bytes() -> None:
+        sink.send_multipart([b'{"event":"take"}', _PAYLOAD], copy=False)
+        sink.recv()
+
+    try:
+        calls = {label: echo(request) for label, request in RAW_MIX.items()}
+        calls[PROPERTY_READ] = echo(RAW_PROPERTY_GET)
+        calls[BYTES_ROW] = send_bytes
+        yield calls
+    finally:
+        req.close(0)
+        sink.close(0)
+
+
 def run(quick: bool = False) -> list[dict[str, Any]]:
-    """Small-call medians of labwire and each installed library, as ratios to raw REQ/REP."""
-    per_round = 100 if quick else 500
+    """Medians of every row on labwire and each installed library, as ratios to raw REQ/REP."""
+    per_round = 30 if quick else 200
     installed = {
         name: spec
         for name, spec in _LIBRARIES.items()
@@ -78,44 +146,37 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     with ExitStack() as stack:
         url, _ = stack.enter_context(peer("labwire"))
         raw_ports, _ = stack.enter_context(peer("raw"))
-        client = stack.enter_context(RPCClient(None, url))
-        req = context.socket(zmq.REQ)
-        req.connect(f"tcp://127.0.0.1:{raw_ports.split()[0]}")
-        stack.callback(req.close, 0)
-
-        def raw_call() -> None:
-            req.send(SMALL_CALL)
-            req.recv()
-
-        calls: dict[str, Callable[[], Any]] = {
-            "raw": raw_call,
-            "labwire": lambda: client.call("add", 1),
+        libraries: dict[str, Calls] = {
+            "raw": stack.enter_context(_raw(raw_ports, context)),
+            "labwire": stack.enter_context(_labwire(url)),
         }
         for name, (_, kind, connect) in installed.items():
             address, _ = stack.enter_context(peer(kind))
-            calls[name] = stack.enter_context(connect(address))
-        samples: dict[str, list[float]] = {name: [] for name in calls}
+            libraries[name] = stack.enter_context(connect(address))
+        labels = list(libraries["raw"])
+        samples: dict[tuple[str, str], list[float]] = {
+            (name, label): [] for name in libraries for label in labels
+        }
         for _ in range(_ROUNDS):
-            for name, call in calls.items():
-                samples[name] += _latencies(call, per_round)
+            for label in labels:
+                count = max(3, per_round // 10) if label == BYTES_ROW else per_round
+                for name, calls in libraries.items():
+                    samples[name, label] += _latencies(calls[label], count)
     context.term()
-    raw = statistics.median(samples.pop("raw"))
     rows = []
-    for name in ["labwire", *_LIBRARIES]:
-        if name not in samples:
-            rows.append(row(f"small call median, {name}", "not installed", "-", "us", None, "-"))
-            continue
-        median = statistics.median(samples[name])
-        version = "" if name == "labwire" else " " + importlib.metadata.version(name)
-        target = "<= 1.3x" if name == "labwire" else "-"
-        rows.append(
-            row(
-                f"small call median, {name}{version}",
-                median * 1e6,
-                raw * 1e6,
-                "us",
-                median / raw,
-                target,
-            )
-        )
+    for label in labels:
+        raw = statistics.median(samples["raw", label])
+        medians = {name: statistics.median(samples[name, label]) for name in libraries}
+        ahead = [name for name in installed if medians[name] < medians["labwire"]]
+        verdict = f"behind {', '.join(ahead)}" if ahead else "ahead of all"
+        for name in ["labwire", *_LIBRARIES]:
+            if name not in libraries:
+                rows.append(row(f"{label}, {name}", "not installed", "-", "us", None, "-"))
+                continue
+            if name == "labwire":
+                title, target = f"{label}, labwire ({verdict})", "ahead of all"
+            else:
+                title, target = f"{label}, {name} {importlib.metadata.version(name)}", "-"
+            median = medians[name]
+            rows.append(row(title, median * 1e6, raw * 1e6, "us", median / raw, target))
     return rows

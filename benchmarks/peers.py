@@ -205,8 +205,7 @@ def serve_pyro5() -> None:
             self._position = [x, y]
             return self._position
 
-        @property
-        def position(self) -> list[float]:
+        def get_position(self) -> list[float]:
             return self._position
 
         def take(self, data: Any) -> int:
