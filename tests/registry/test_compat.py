@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 from labwire.registry import (
+    AliveCheckState,
     RegistrationKeeper,
     register_device,
     send_alive_check,
@@ -77,6 +78,17 @@ def test_labwire_device_calls_against_a_deployed_registry():
         first = legacy.requests[0]
         assert first["event"] == "REGISTER"
         assert {"device_type", "addr", "name", "overwrite"} <= set(first["payload"])
+
+
+def test_alive_check_states_are_the_deployed_names(registry):
+    """Deployed servers compare send_alive_check's result with AliveCheckState members."""
+    _, uuid = register_device(None, "camera", "tcp://h:1", "cam", registry.url)
+    state = send_alive_check(None, uuid, registry.url)
+    assert state is AliveCheckState.OK and state == "ok"
+    assert send_alive_check(None, "no-such-uuid", registry.url) == AliveCheckState.UNKNOWN
+    silent = "tcp://127.0.0.1:9"  # nothing listens on the discard port
+    assert send_alive_check(None, uuid, silent, timeout=0.3) == AliveCheckState.UNREACHABLE
+    assert [s.value for s in AliveCheckState] == ["ok", "unknown", "unreachable"]
 
 
 def test_keeper_against_a_deployed_registry_renews_and_re_registers():

@@ -170,3 +170,13 @@ def test_text_is_never_split_into_a_container(expected: Any) -> None:
         coerce_to_generic("123", expected)
     with pytest.raises(TypeError):
         coerce_to_generic(b"12", expected)
+
+
+def test_url_parser_imports_from_the_rpc_module_and_splits_deployed_urls() -> None:
+    from labwire.rpc import url_parser
+
+    match = url_parser.match("tcp://192.168.1.20:5555")
+    assert match is not None and match.groups() == ("tcp", "192.168.1.20", "5555")
+    bare = url_parser.match("tcp://localhost")
+    assert bare is not None and bare.groups() == ("tcp", "localhost", "")
+    assert url_parser.search("ipc:///tmp/x") is not None  # a path: scheme, empty host

@@ -25,6 +25,7 @@ from labwire.transport import Context, Transport
 from labwire.wire.registry import (
     ALIVE_TIMEOUT,
     Ack,
+    AliveCheckState,
     CheckAliveRequest,
     RegisterAck,
     RegisterRequest,
@@ -203,7 +204,7 @@ def send_alive_check(
     alive_timeout: float = ALIVE_TIMEOUT,
     *,
     timeout: float = CALL_TIMEOUT,
-) -> str:
+) -> AliveCheckState:
     """Renew the lease of ``uuid``: the registry keeps it for ``alive_timeout`` more seconds.
 
     Sends ``CHECK_ALIVE`` with the uuid and alive_timeout and waits for ``ACK``.
@@ -217,9 +218,10 @@ def send_alive_check(
         timeout: Seconds to wait for the reply (the seed's fixed 5 s by default).
 
     Returns:
-        ``'ok'`` when acknowledged; ``'unknown'`` when the registry does not know the uuid (it
-        restarted, or the lease expired or was taken over: register again) or answered
-        anything else; ``'unreachable'`` when no reply came in time.
+        :attr:`AliveCheckState.OK` (``'ok'``) when acknowledged; ``UNKNOWN`` (``'unknown'``)
+        when the registry does not know the uuid (it restarted, or the lease expired or was
+        taken over: register again) or answered anything else; ``UNREACHABLE``
+        (``'unreachable'``) when no reply came in time. The members equal those strings.
 
     Raises:
         EndpointError: ``registry_url`` is not a valid endpoint.
@@ -231,10 +233,10 @@ def send_alive_check(
             transport, registry_url, CheckAliveRequest(uuid, float(alive_timeout)), timeout
         )
     except Unavailable:
-        return "unreachable"
+        return AliveCheckState.UNREACHABLE
     except RegistryError as exc:
         _log.warning("alive check with %s failed: %s", registry_url, exc)
-        return "unknown"
+        return AliveCheckState.UNKNOWN
     if isinstance(reply, Ack) and reply.success:
-        return "ok"
-    return "unknown"
+        return AliveCheckState.OK
+    return AliveCheckState.UNKNOWN

@@ -21,10 +21,11 @@ from labwire.registry.client import RegistryClient, RegistryWatch
 from labwire.registry.connect import NameResolver, connect
 from labwire.registry.service import DeviceCallback, DeviceRegistry
 from labwire.registry.watch import WatchEvent, WatchEventKind
-from labwire.wire.registry import ALIVE_TIMEOUT, DeviceInfo, EventType
+from labwire.wire.registry import ALIVE_TIMEOUT, AliveCheckState, DeviceInfo, EventType
 
 __all__ = [
     "ALIVE_TIMEOUT",
+    "AliveCheckState",
     "AsyncRegistryClient",
     "AsyncRegistryWatch",
     "DeviceCallback",

@@ -17,6 +17,7 @@ from labwire.rpc.receiver import RPCSignalReceiver
 from labwire.rpc.results import NoResult
 from labwire.rpc.server import RPCServer
 from labwire.rpc.signal import RPCSignal
+from labwire.transport.endpoints import url_parser
 from labwire.wire.rpc import RPCEvents
 
 __all__ = [
@@ -33,4 +34,5 @@ __all__ = [
     "RPCServer",
     "RPCSignal",
     "RPCSignalReceiver",
+    "url_parser",
 ]

@@ -20,7 +20,12 @@ from dataclasses import dataclass
 
 from labwire.errors import EndpointError
 
-__all__ = ["Endpoint", "parse_endpoint"]
+__all__ = ["Endpoint", "parse_endpoint", "url_parser"]
+
+#: The URL pattern deployed RPC code imports as ``url_parser``: ``url_parser.match(url)``
+#: gives the scheme, the host (letters, digits and dots) and the port ("" when absent) as its
+#: three groups. It checks nothing: labwire itself parses with :func:`parse_endpoint`.
+url_parser = re.compile(r"(?P<scheme>[A-Za-z]*)://(?P<host>[A-Za-z0-9.]*):?(?P<port>[0-9]*)")
 
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_-]{1,63})*\.?$"

@@ -49,6 +49,20 @@ class EventType(StrEnum):
     UNSUPPORTED = "UNSUPPORTED"
 
 
+class AliveCheckState(StrEnum):
+    """The outcome of an alive check, as ``send_alive_check`` returns it.
+
+    Members compare equal to their values, so code comparing with the strings works too.
+    """
+
+    OK = "ok"
+    """The registry renewed the lease."""
+    UNKNOWN = "unknown"
+    """The registry does not know the uuid (it restarted, or the lease expired): register again."""
+    UNREACHABLE = "unreachable"
+    """No reply came in time."""
+
+
 class ExtensionEvent(StrEnum):
     """labwire-only events: a request deployed registries do not know, and published events."""
 
