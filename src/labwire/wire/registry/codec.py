@@ -354,6 +354,3 @@ def decode_event(
         raise ProtocolError(f"unknown registry event {str(event)[:64]!r}")
     reason = _text(payload, "reason", 64, "an event", default="")
     return DeviceEvent(kind, DeviceInfo.from_json(payload.get("device")), registry_id, seq, reason)
-
-
-# --------------------------------------------------------------------------- leases

@@ -442,9 +442,6 @@ class LeaseTable:
         return f"{base}-{number}"
 
 
-# --------------------------------------------------------------------------- watching
-
-
 def changes_to_events(
     changes: Iterable[Change], registry_id: str, wall_offset: float
 ) -> list[DeviceEvent]:
