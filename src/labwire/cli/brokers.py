@@ -19,13 +19,13 @@ import argparse
 import dataclasses
 import os
 import threading
-from collections.abc import Callable
 from typing import Any
 
-from labwire.cli import (
+from labwire.cli.common import (
     EXIT_ERROR,
     EXIT_OK,
     CommandError,
+    CommandFactory,
     _add_common,
     _Context,
     _LinePrinter,
@@ -34,8 +34,6 @@ from labwire.cli import (
 )
 from labwire.errors import CallTimeout, EndpointError, RegistryError, Unavailable
 from labwire.transport import SocketType
-
-CommandFactory = Callable[..., argparse.ArgumentParser]
 
 #: Device type, in socket, out socket, and what connects to each side.
 _KINDS = {

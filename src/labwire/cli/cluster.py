@@ -23,20 +23,20 @@ import json
 import secrets
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rich import box
 from rich.table import Table
 
-from labwire.cli import (
+from labwire.cli.common import (
     EXIT_ERROR,
     EXIT_NOT_FOUND,
     EXIT_OK,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     CommandError,
+    CommandFactory,
     _add_common,
     _Context,
     _jsonable,
@@ -45,8 +45,6 @@ from labwire.cli import (
     _shown,
 )
 from labwire.errors import CallTimeout, NotFound, RemoteError, Unavailable
-
-CommandFactory = Callable[..., argparse.ArgumentParser]
 
 
 def add_commands(command: CommandFactory) -> None:

@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-CommandFactory = Callable[..., argparse.ArgumentParser]
+from labwire.cli.common import CommandFactory
 
 #: How long completion waits for a registry or a device, in seconds.
 _PATIENCE = 0.5
@@ -70,7 +70,7 @@ def _actions(parser: argparse.ArgumentParser) -> Iterable[argparse.Action]:
 
 
 def _device_names(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
-    from labwire.cli import CommandError, _context
+    from labwire.cli.common import CommandError, _context
     from labwire.errors import LabwireError
     from labwire.registry import RegistryClient
 
@@ -86,7 +86,7 @@ def _inventory_names(key: str) -> Callable[..., list[str]]:
     """A completer offering the ``key`` names (methods, properties, signals) of the device."""
 
     def names(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
-        from labwire.cli import CommandError, _context, _open_client
+        from labwire.cli.common import CommandError, _context, _open_client
         from labwire.errors import LabwireError
 
         try:

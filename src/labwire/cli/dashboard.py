@@ -13,10 +13,11 @@ import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from labwire.cli import _Context
+from labwire.cli.common import CommandFactory
 
-CommandFactory = Callable[..., argparse.ArgumentParser]
+if TYPE_CHECKING:
+    from labwire.cli.common import _Context
+
 
 _INSTALL_HINT = "install it with: pip install 'labwire[web]'"
 
@@ -27,7 +28,7 @@ def add_commands(command: CommandFactory) -> None:
     Args:
         command: ``command(name, help, example, *more)`` makes one subcommand's parser.
     """
-    from labwire.cli import _add_common
+    from labwire.cli.common import _add_common
 
     sub = command(
         "dashboard",
@@ -47,7 +48,7 @@ def add_commands(command: CommandFactory) -> None:
 
 
 def _web() -> Any:
-    from labwire.cli import EXIT_USAGE, CommandError
+    from labwire.cli.common import EXIT_USAGE, CommandError
 
     try:
         import labwire.web
@@ -59,7 +60,7 @@ def _web() -> Any:
 
 
 def _bind(text: str | None) -> tuple[str, int]:
-    from labwire.cli import EXIT_USAGE, CommandError
+    from labwire.cli.common import EXIT_USAGE, CommandError
 
     web = _web()
     try:
@@ -70,7 +71,7 @@ def _bind(text: str | None) -> tuple[str, int]:
 
 
 def _cannot_bind(text: str, exc: OSError) -> Exception:
-    from labwire.cli import EXIT_ERROR, CommandError
+    from labwire.cli.common import EXIT_ERROR, CommandError
 
     return CommandError(
         f"cannot serve the dashboard on {text}: {exc.strerror or exc}",
@@ -81,7 +82,7 @@ def _cannot_bind(text: str, exc: OSError) -> Exception:
 
 def cmd_dashboard(args: argparse.Namespace, ctx: _Context) -> int:
     """Serve the dashboard until Ctrl-C."""
-    from labwire.cli import EXIT_OK
+    from labwire.cli.common import EXIT_OK
 
     web = _web()
     host, port = _bind(args.bind)

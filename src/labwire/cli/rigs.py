@@ -14,17 +14,18 @@ from __future__ import annotations
 import argparse
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 from rich.text import Text
 
+from labwire.cli.common import CommandFactory
+
 if TYPE_CHECKING:
-    from labwire.cli import _Context
+    from labwire.cli.common import _Context
     from labwire.rigs import RigResults
 
-CommandFactory = Callable[..., argparse.ArgumentParser]
 
 #: Seconds each rig has to reply when --timeout is not given.
 _DEFAULT_TIMEOUT = 5.0
@@ -36,7 +37,7 @@ def add_commands(command: CommandFactory) -> None:
     Args:
         command: ``command(name, help, example, *more)`` makes one subcommand's parser.
     """
-    from labwire.cli import _add_common, _example, _Formatter
+    from labwire.cli.common import _add_common, _example, _Formatter
 
     sub = command(
         "rigs",
@@ -76,7 +77,7 @@ def add_commands(command: CommandFactory) -> None:
 
 
 def _split_words(words: Sequence[str]) -> tuple[dict[str, str], str, list[str]]:
-    from labwire.cli import EXIT_USAGE, CommandError
+    from labwire.cli.common import EXIT_USAGE, CommandError
     from labwire.wire.rigs import ExpMessage
 
     names = set(ExpMessage.__members__)
@@ -107,7 +108,7 @@ def _split_words(words: Sequence[str]) -> tuple[dict[str, str], str, list[str]]:
 
 def cmd_push(args: argparse.Namespace, ctx: _Context) -> int:
     """Send one message to every rig and print each one's outcome."""
-    from labwire.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CommandError, _parse_value
+    from labwire.cli.common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CommandError, _parse_value
     from labwire.rigs import Auxiliaries
 
     clients, message, words = _split_words(args.words)
@@ -121,7 +122,7 @@ def cmd_push(args: argparse.Namespace, ctx: _Context) -> int:
         except (TypeError, ValueError) as exc:
             raise CommandError(str(exc), EXIT_USAGE) from None
     if args.json:
-        from labwire.cli import _print_json
+        from labwire.cli.common import _print_json
 
         _print_json(_as_records(results, clients))
     else:
@@ -149,7 +150,7 @@ def _table(results: RigResults, clients: dict[str, str]) -> Table:
 
     from rich import box
 
-    from labwire.cli import _shown
+    from labwire.cli.common import _shown
 
     table = Table(box=box.SIMPLE, title=f"{results.message.name} to {len(results)} rig(s)")
     for column in ("rig", "uri", "outcome", "reply / error", "ms"):
@@ -169,7 +170,7 @@ def _table(results: RigResults, clients: dict[str, str]) -> Table:
 
 def cmd_sim_rig(args: argparse.Namespace, ctx: _Context) -> int:
     """Serve a simulated camera-PC rig on the deployed UDP protocol and labwire's transport."""
-    from labwire.cli import (
+    from labwire.cli.common import (
         EXIT_OK,
         EXIT_USAGE,
         CommandError,
