@@ -103,7 +103,7 @@ def _context(args: argparse.Namespace) -> _Context:
     settings = default_settings()
     secure = getattr(args, "secure", None)
     if secure is not None:
-        from labwire.transport.security import Security
+        from labwire.security import Security
 
         # Keys are made on first use in the default folder and by the demo; a folder named
         # on the command line must exist, so a typo is not taken for a new lab.

@@ -23,7 +23,7 @@ from labwire.errors import (
 
 def cmd_keys(args: argparse.Namespace, ctx: _Context) -> int:
     """Make or show CurveZMQ keys."""
-    from labwire.transport.security import generate_keypair, public_key_of
+    from labwire.security import generate_keypair, public_key_of
 
     if args.keys_command == "new":
         try:
