@@ -130,8 +130,9 @@ def _tick(value: int) -> bytes:
 def serve_raw() -> None:
     """Raw pyzmq peers, each in the tightest loop raw pyzmq allows, on a thread of its own.
 
-    A REP echo, a ROUTER echo, a blob REP (zero-copy), a sink REP that answers a multipart
-    request with the size of its last frame, and a REP that fires the PUB socket on command.
+    A REP echo, a ROUTER echo, a blob REP (N zero bytes for the request "N", zero-copy), a sink
+    REP that answers a multipart request with the size of its last frame, and a REP that fires
+    the PUB socket on command.
     No poller: a thread blocks in ``recv`` exactly as a single-socket raw server does (the idle
     threads hold no GIL), so each comparison is with raw pyzmq at its fastest. SIGTERM ends
     the process. The first line lists the ports: rep router blob pub control sink.
@@ -157,7 +158,10 @@ def serve_raw() -> None:
 
     def blobs() -> None:
         while True:
-            blob.send(BLOBS[int(blob.recv())], copy=False)
+            size = int(blob.recv())
+            if size not in BLOBS:
+                BLOBS[size] = memoryview(bytearray(size))
+            blob.send(BLOBS[size], copy=False)
 
     def sinks() -> None:
         while True:

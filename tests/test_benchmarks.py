@@ -1,4 +1,4 @@
-"""The benchmark runner, run as a user runs it, in its quick mode."""
+"""The benchmark runner, run as a user runs it, in its quick mode; the scaling plot's drawing."""
 
 from __future__ import annotations
 
@@ -7,18 +7,19 @@ import subprocess
 import sys
 
 import pytest
+from benchmarks.peers import MIX, PROPERTY_READ
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(300)
 def test_quick_run_prints_every_row_with_a_ratio() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick"],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=220,
+        timeout=280,
     )
     assert result.returncode == 0, result.stderr
     header, _rule, *lines = result.stdout.splitlines()
@@ -30,13 +31,16 @@ def test_quick_run_prints_every_row_with_a_ratio() -> None:
     rows = {
         line.split(" | ")[0].strip(): [cell.strip() for cell in line.split(" | ")] for line in lines
     }
+    mix = [*MIX, PROPERTY_READ]
     for name in (
-        "small call median",
-        "small call p99",
-        "1 MiB buffer",
-        "64 MiB buffer",
-        "8 client threads",
-        "small call median, labwire",
+        *(f"{label} median" for label in mix),
+        *(f"{label}, asyncio median" for label in mix),
+        "scalar add(1) p99",
+        "1 MiB received (buffer method)",
+        "1 MiB sent as an argument",
+        "64 MiB received (buffer method)",
+        "64 MiB sent as an argument",
+        "8 client processes",
         "push to 8 rigs, labwire transport, median",
         "push to 8 rigs, deployed UDP, median",
         "cluster request round trip median",
@@ -46,13 +50,39 @@ def test_quick_run_prints_every_row_with_a_ratio() -> None:
     published = [name for name in rows if name.startswith("cluster publish to")]
     assert len(published) == 2 and all(rows[name][4].endswith("x") for name in published)
     assert rows["cluster discovery of 20 devices"][3] == "s"
+    # Each subscriber reports its losses, on labwire and on raw PUB/SUB.
     signals = [name for name in rows if name.startswith("signals to")]
-    assert len(signals) == 2 and all(" 0 lost" in name for name in signals), signals
-    # Each alternative library is measured when installed, and said to be missing otherwise.
-    for library in ("Pyro5", "rpyc", "zerorpc"):
-        (row,) = (
-            cells
-            for name, cells in rows.items()
-            if name.startswith(f"small call median, {library}")
-        )
-        assert row[4].endswith("x") or row[1] == "not installed", row
+    assert len(signals) == 2 and all(" lost (" in name and "raw " in name for name in signals)
+    idle = [cells for name, cells in rows.items() if name.startswith("idle RPC")]
+    assert len(idle) == 2 and all(float(cells[1]) >= 0 for cells in idle), idle
+    # Each alternative library runs the whole mix when installed, and is said to be missing
+    # otherwise.
+    for label in (*mix, "1 MiB bytes argument"):
+        for library in ("labwire", "Pyro5", "rpyc", "zerorpc"):
+            (row,) = (
+                cells for name, cells in rows.items() if name.startswith(f"{label}, {library}")
+            )
+            assert row[4].endswith("x") or row[1] == "not installed", row
+
+
+def test_scaling_plot_draws_every_sweep(tmp_path: pathlib.Path) -> None:
+    pytest.importorskip("matplotlib")
+    from benchmarks.scaling import plot
+
+    def sweep(points: list[int], *metrics: str) -> dict[str, object]:
+        return {
+            "n": points,
+            "labwire": {metric: [float(n + 1) for n in points] for metric in metrics},
+            "raw": {metric: [float(n) for n in points] for metric in metrics},
+        }
+
+    output = tmp_path / "scaling.png"
+    plot(
+        {
+            "clients": sweep([1, 2], "latency_us", "throughput"),
+            "subscribers": sweep([1, 2], "latency_us", "throughput", "lost"),
+            "devices": sweep([10, 100], "register_rate", "lookup_us", "listing_us"),
+        },
+        output,
+    )
+    assert output.read_bytes().startswith(b"\x89PNG")
