@@ -28,17 +28,8 @@ subscriber that only knows the broker's address receives them: an ``RPCSignalRec
 only its own device's emissions when the broker carries many devices.
 """
 
-from labwire.brokers.device import (
-    FORWARDER,
-    QUEUE,
-    STREAMER,
-    BackgroundDevice,
-    Device,
-    DeviceType,
-    ProcessDevice,
-    ThreadDevice,
-    check_pairing,
-)
+from labwire.brokers.device import BackgroundDevice, Device, ProcessDevice, ThreadDevice
+from labwire.brokers.pairing import FORWARDER, QUEUE, STREAMER, DeviceType, check_pairing
 from labwire.brokers.proxy import (
     MonitoredQueue,
     MonitoredQueueBase,

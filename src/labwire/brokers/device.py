@@ -8,7 +8,7 @@ checked in the caller's thread, when it can be:
 
 * at construction: the socket types, and whether they can make the device type (a QUEUE
   relays between ROUTER and DEALER sockets, a FORWARDER from SUB/XSUB to PUB/XPUB, a STREAMER
-  from PULL to PUSH; see :func:`check_pairing`);
+  from PULL to PUSH; see :func:`~labwire.brokers.pairing.check_pairing`);
 * at each call: the address syntax, and each socket option (number, value type, and the value
   itself, set on a scratch socket of that type);
 * at :meth:`Device.start`: opening the sockets. A thread device makes, binds and connects
@@ -29,6 +29,9 @@ the loop a control message on a private ``inproc://`` socket (never terminating 
 context); a process device asks its child over a pipe, then terminates and, at last, kills
 it, and joins it. The final statistics stay readable after ``stop()``.
 
+Device types and their socket pairings are in :mod:`labwire.brokers.pairing`; the plan and
+the runners (this process or a child) in :mod:`labwire.brokers.runners`.
+
 Sockets are made by :class:`~labwire.transport.Transport`, so they get labwire's settings:
 bounded LINGER, heartbeats on TCP, and CurveZMQ when security is on (a binding side is a
 CURVE server that only lets in allowed keys, a connecting side a CURVE client). Frames are
@@ -39,306 +42,28 @@ to everything (a forwarder that forwards nothing is never what was meant).
 
 from __future__ import annotations
 
-import enum
 import logging
 import multiprocessing
 import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from typing import Any, ClassVar, Self
 
+from labwire.brokers.pairing import QUEUE, DeviceType, _socket_type, check_pairing
+from labwire.brokers.runners import _ChildRunner, _Plan, _Runner, _serve_in_child, _Side
 from labwire.config import Settings, default_settings
 from labwire.errors import ClosedError, ConfigurationError, LabwireError, TransportError
 from labwire.transport import Context, SocketType, Transport, default_context, parse_endpoint
 from labwire.transport.proxy import (
     Relay,
     RelayStatistics,
-    SideConfig,
     check_option,
 )
 
-__all__ = [
-    "FORWARDER",
-    "QUEUE",
-    "STREAMER",
-    "BackgroundDevice",
-    "Device",
-    "DeviceType",
-    "ProcessDevice",
-    "ThreadDevice",
-    "check_pairing",
-]
+__all__ = ["BackgroundDevice", "Device", "ProcessDevice", "ThreadDevice"]
 
 _log = logging.getLogger(__name__)
 
 #: How long ``ProcessDevice.start()`` waits for the child to report its sockets.
 _CHILD_START_TIMEOUT = 30.0
-
-
-class DeviceType(enum.IntEnum):
-    """The device types, with ZeroMQ's numbers (``zmq.QUEUE`` and friends work too)."""
-
-    STREAMER = 1
-    FORWARDER = 2
-    QUEUE = 3
-
-
-STREAMER = DeviceType.STREAMER
-FORWARDER = DeviceType.FORWARDER
-QUEUE = DeviceType.QUEUE
-
-_RECEIVING = frozenset(
-    {
-        SocketType.PULL,
-        SocketType.SUB,
-        SocketType.XSUB,
-        SocketType.XPUB,
-        SocketType.ROUTER,
-        SocketType.DEALER,
-        SocketType.PAIR,
-    }
-)
-_SENDING = frozenset(
-    {
-        SocketType.PUSH,
-        SocketType.PUB,
-        SocketType.XPUB,
-        SocketType.XSUB,
-        SocketType.ROUTER,
-        SocketType.DEALER,
-        SocketType.PAIR,
-    }
-)
-#: Types one socket can serve both sides with (it receives, and sends back).
-_SINGLE = frozenset({SocketType.ROUTER, SocketType.DEALER, SocketType.PAIR, SocketType.REP})
-_DEVICE_SIDES = {
-    DeviceType.QUEUE: (
-        frozenset({SocketType.ROUTER, SocketType.DEALER}),
-        frozenset({SocketType.ROUTER, SocketType.DEALER}),
-    ),
-    DeviceType.FORWARDER: (
-        frozenset({SocketType.SUB, SocketType.XSUB}),
-        frozenset({SocketType.PUB, SocketType.XPUB}),
-    ),
-    DeviceType.STREAMER: (frozenset({SocketType.PULL}), frozenset({SocketType.PUSH})),
-}
-
-
-def _socket_type(value: object, what: str) -> SocketType:
-    if isinstance(value, SocketType):
-        return value
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ConfigurationError(f"{what} must be a ZeroMQ socket type, got {value!r}")
-    try:
-        return SocketType(value)
-    except ValueError:
-        raise ConfigurationError(f"{what} {value} is not a socket type a broker can use") from None
-
-
-def _names(kinds: frozenset[SocketType]) -> str:
-    return "/".join(sorted(kind.name for kind in kinds))
-
-
-def check_pairing(
-    device_type: DeviceType | None, in_kind: SocketType, out_kind: SocketType | None
-) -> None:
-    """Refuse socket types that cannot make a working broker.
-
-    Args:
-        device_type: QUEUE, FORWARDER or STREAMER; None for a proxy, which only needs an in
-            socket that receives and an out socket that sends.
-        in_kind: The in socket's type.
-        out_kind: The out socket's type; None when the in socket serves both sides.
-
-    Raises:
-        ConfigurationError: The pairing cannot work; the message says which types can.
-    """
-    label = "proxy" if device_type is None else device_type.name
-    if out_kind is None:
-        if device_type not in (None, DeviceType.QUEUE) or in_kind not in _SINGLE:
-            raise ConfigurationError(
-                f"one socket serving both sides (out_type < 0) must be a "
-                f"{_names(_SINGLE)} socket of a QUEUE or proxy; got {in_kind.name} in a {label}"
-            )
-        return
-    if device_type is None:
-        if in_kind not in _RECEIVING:
-            raise ConfigurationError(
-                f"a proxy's in socket receives: {in_kind.name} cannot "
-                f"(use one of {_names(_RECEIVING)})"
-            )
-        if out_kind not in _SENDING:
-            raise ConfigurationError(
-                f"a proxy's out socket sends: {out_kind.name} cannot "
-                f"(use one of {_names(_SENDING)})"
-            )
-        return
-    ins, outs = _DEVICE_SIDES[device_type]
-    if in_kind not in ins or out_kind not in outs:
-        raise ConfigurationError(
-            f"a {label} relays from {_names(ins)} to {_names(outs)} sockets; "
-            f"got in={in_kind.name}, out={out_kind.name}"
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """Everything needed to open a device's sockets, picklable for a spawned process."""
-
-    in_side: SideConfig
-    out_side: SideConfig | None
-    capture: SideConfig | None
-    tags: tuple[bytes, bytes] | None
-    settings: Settings
-
-
-class _Side:
-    """The queued actions for one socket of a device."""
-
-    def __init__(self, kind: SocketType) -> None:
-        self.kind = kind
-        self.binds: list[str] = []
-        self.connects: list[str] = []
-        self.options: list[tuple[int, int | bytes]] = []
-
-    def config(self, merged: _Side | None = None) -> SideConfig:
-        sides = (self,) if merged is None else (self, merged)
-        return SideConfig(
-            self.kind,
-            tuple(url for side in sides for url in side.binds),
-            tuple(url for side in sides for url in side.connects),
-            tuple(option for side in sides for option in side.options),
-        )
-
-
-class _Runner:
-    """A running relay in this process: in the caller's thread, or in a thread of its own."""
-
-    def __init__(self, relay: Relay) -> None:
-        self.relay = relay
-        self.endpoints = relay.endpoints
-        self.thread: threading.Thread | None = None
-
-    def statistics(self) -> RelayStatistics:
-        return self.relay.statistics()
-
-    def stop(self, timeout: float) -> RelayStatistics:
-        deadline = time.monotonic() + timeout
-        final = self.relay.stop(timeout)
-        thread = self.thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(max(0.0, deadline - time.monotonic()))
-        return final
-
-    def join(self, timeout: float | None) -> None:
-        if self.thread is not None:
-            self.thread.join(timeout)
-        elif not self.relay.is_finished:
-            self.relay.wait(timeout)
-
-    @property
-    def is_finished(self) -> bool:
-        return self.relay.is_finished and (self.thread is None or not self.thread.is_alive())
-
-
-class _ChildRunner:
-    """A relay in a child process, driven over a pipe."""
-
-    def __init__(self, process: Any, pipe: Connection, endpoints: dict[str, list[str]]) -> None:
-        self.process = process
-        self.pipe = pipe
-        self.endpoints = endpoints
-        self._lock = threading.Lock()
-        self._final: RelayStatistics | None = None
-
-    def statistics(self) -> RelayStatistics:
-        with self._lock:
-            if self._final is not None:
-                return self._final
-            try:
-                self.pipe.send("statistics")
-                if self.pipe.poll(1.0):
-                    reply = self.pipe.recv()
-                    if isinstance(reply, RelayStatistics):
-                        return reply
-            except (OSError, EOFError):
-                pass
-            raise TransportError("the broker process did not report its statistics")
-
-    def stop(self, timeout: float) -> RelayStatistics:
-        """Ask the child to stop; past 80% of ``timeout`` terminate it, past 90% kill it."""
-        with self._lock:
-            if self._final is not None:
-                return self._final
-            start = time.monotonic()
-            final = RelayStatistics()
-            try:
-                self.pipe.send("stop")
-                if self.pipe.poll(timeout * 0.6):
-                    reply = self.pipe.recv()
-                    if isinstance(reply, RelayStatistics):
-                        final = reply
-            except (OSError, EOFError):
-                pass
-            self._final = final
-            process = self.process
-            process.join(max(0.0, start + timeout * 0.8 - time.monotonic()))
-            if process.is_alive():
-                _log.warning("broker process %s did not stop; terminating it", process.pid)
-                process.terminate()
-                process.join(max(0.0, start + timeout * 0.9 - time.monotonic()))
-            if process.is_alive():
-                process.kill()  # also ends a stopped (SIGSTOP) process
-                process.join(1.0)
-            self.pipe.close()
-            return final
-
-    def join(self, timeout: float | None) -> None:
-        self.process.join(timeout)
-
-    @property
-    def is_finished(self) -> bool:
-        return not self.process.is_alive()
-
-
-def _serve_in_child(plan: _Plan, context_factory: Callable[[], Any], pipe: Connection) -> None:
-    """The body of a process device: open the relay, report, relay until told to stop."""
-    context = context_factory()
-    relay: Relay | None = None
-    thread: threading.Thread | None = None
-    try:
-        try:
-            relay = Relay.open(
-                Transport(context, plan.settings),
-                plan.in_side,
-                plan.out_side,
-                plan.capture,
-                tags=plan.tags,
-            )
-        except LabwireError as exc:
-            pipe.send(("error", exc))
-            return
-        thread = threading.Thread(target=relay.run, name="labwire-broker", daemon=True)
-        thread.start()
-        pipe.send(("ready", relay.endpoints))
-        while True:
-            command = pipe.recv()
-            if command == "statistics":
-                pipe.send(relay.statistics())
-            elif command == "stop":
-                pipe.send(relay.stop())
-                return
-    except (EOFError, OSError, KeyboardInterrupt):
-        return  # the parent went away (or the terminal's Ctrl-C): stop below
-    finally:
-        if relay is not None:
-            relay.stop()
-        if thread is not None:
-            thread.join(1.0)
-        pipe.close()
-        context.term()
 
 
 class Device:

@@ -18,16 +18,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from labwire.brokers.device import (
-    Device,
-    DeviceType,
-    ProcessDevice,
-    ThreadDevice,
-    _Plan,
-    _Side,
-    _socket_type,
-    check_pairing,
-)
+from labwire.brokers.device import Device, ProcessDevice, ThreadDevice
+from labwire.brokers.pairing import DeviceType, _socket_type, check_pairing
+from labwire.brokers.runners import _Plan, _Side
 from labwire.config import Settings
 from labwire.errors import ConfigurationError
 from labwire.transport import SocketType
