@@ -26,8 +26,9 @@ switch). The wire format is in :mod:`labwire.wire.cluster`.
 
 from labwire.cluster.device import AttributeDict, Context, Device, group_to_port
 from labwire.cluster.looper import Looper
-from labwire.cluster.member import Error, Member, Peer, UnknownPeer
+from labwire.cluster.member import Member
 from labwire.cluster.net import AsyncSocket
+from labwire.cluster.peers import Error, Peer, UnknownPeer
 from labwire.cluster.util import as_coroutine, debug, duration_to_seconds, ip_info
 
 __all__ = [

@@ -32,7 +32,8 @@ from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 from labwire.cluster.looper import Context, Looper, running_loop
-from labwire.cluster.member import BEACON_INTERVAL, DISCOVERY, TIMEOUT, Member, Peer
+from labwire.cluster.member import BEACON_INTERVAL, DISCOVERY, TIMEOUT, Member
+from labwire.cluster.peers import Peer
 from labwire.cluster.util import as_coroutine, next_tick, seconds_of
 from labwire.config import Settings
 from labwire.wire.cluster import check_name
