@@ -34,7 +34,7 @@ from labwire.errors import (
     ServerRestarted,
     Unavailable,
 )
-from labwire.rpc.client import (
+from labwire.rpc.base import (
     _DEFAULT,
     _HANDSHAKE_CHECK_SECONDS,
     ClientBase,

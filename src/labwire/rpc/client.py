@@ -18,612 +18,71 @@ With no deadline (``timeout=None``) the client pings a labwire server while it w
 dead or restarted server is still noticed. Replies carry the server's incarnation id: when it
 changes, the client re-reads the inventory and re-subscribes its signals by itself.
 
-A small call to a labwire server (a JSON method with scalar arguments and a deadline) takes a
-quick path: one frame in the compact layout (:func:`~labwire.wire.rpc.encode_call`), the reply
-awaited inside ZeroMQ's own receive and its first part read as plain bytes. A compact reply
+A call or property read to a labwire server whose arguments are plain JSON data (scalars,
+dicts, lists, strings, keyword arguments) and that has a deadline takes the compact exchange:
+one frame in the compact layout (:func:`~labwire.wire.rpc.encode_call`), the reply awaited
+inside ZeroMQ's own receive and its first part read as plain bytes. A compact reply
 (:func:`~labwire.wire.rpc.decode_plain_reply`) is one frame by its layout, so nothing more is
 read; any other reply has the rest of its parts read before it is decoded. Anything out of
 the ordinary on the way (no reply within the first wait, an error, buffers, another
 incarnation) continues in the general loop with the same request, so both paths behave alike.
-Property reads, and calls through the general loop, are written in the compact layout too
-whenever they fit it.
 
 The non-I/O logic (building requests, reading replies, inventory, interface proxies) lives in
-:class:`ClientBase`, shared with :class:`~labwire.rpc.AsyncRPCClient`.
+:class:`~labwire.rpc.base.ClientBase` (:mod:`labwire.rpc.base`), shared with
+:class:`~labwire.rpc.AsyncRPCClient`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import inspect
-import itertools
 import logging
 import secrets
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
-from typing import Any, ClassVar, ParamSpec, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 from labwire.config import Settings
 from labwire.errors import (
     CallTimeout,
-    ClosedError,
-    LabwireError,
-    NotFound,
     ProtocolError,
     ServerRestarted,
     Unavailable,
 )
-from labwire.rpc.interface import scan_class
+from labwire.rpc.base import (
+    _DEFAULT,
+    _HANDSHAKE_CHECK_SECONDS,
+    ClientBase,
+    Reply,
+    _weakly,
+    call_timeout,
+    describe,
+)
 from labwire.rpc.operations import OperationHandle, OperationLost
 from labwire.rpc.receiver import RPCSignalReceiver
 from labwire.rpc.results import NoResult
 from labwire.rpc.signal import RPCSignal
-from labwire.transport import Socket, SocketType, Transport, parse_endpoint
-from labwire.transport.forks import ProcessBound
+from labwire.transport import Socket, SocketType
 from labwire.wire.operations import OperationInfo, Update, decode_info
 from labwire.wire.rpc import (
     NOT_PLAIN,
-    PROTOCOL_VERSION,
     ExtensionEvents,
     RPCEvents,
     decode_buffer_reply,
-    decode_frames,
     decode_plain_reply,
     encode_call,
-    encode_frames,
     encode_get,
-    expand_compact_reply,
-    restore_buffers,
 )
 
-__all__ = ["ClientBase", "RPCClient", "Reply"]
+__all__ = ["RPCClient"]
 
 _log = logging.getLogger(__name__)
-
-C = TypeVar("C", bound=type)
-
-#: Sentinel: "use the method's own timeout".
-_DEFAULT: Any = object()
-
-
-class Reply:
-    """A decoded reply: its JSON header and buffer frames.
-
-    Attributes:
-        header: The JSON header.
-        buffers: The buffer frames that followed it.
-        extension: The labwire ``"lw"`` object ({} from a deployed server).
-    """
-
-    __slots__ = ("buffers", "extension", "header")
-
-    def __init__(self, header: dict[str, Any], buffers: list[memoryview]) -> None:
-        self.header = header
-        self.buffers = buffers
-        lw = header.get("lw")
-        self.extension: dict[str, Any] = lw if type(lw) is dict else {}
-
-
-class _Overrides(threading.local):
-    """Per-thread timeout override (see :meth:`ClientBase.override_timeout`)."""
-
-    value: Any = _DEFAULT  # a class default: reading it raises nothing, unlike getattr()
-
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _weakly(method: Callable[P, R]) -> Callable[P, R | None]:
-    """``method`` (a bound method) without keeping its object alive; None once it is gone.
-
-    What a client hands its signal thread and its signals: a client the program drops is then
-    collected, and releases its sockets (see :meth:`RPCClient.__del__`).
-    """
-    reference = weakref.WeakMethod(method)
-
-    def call(*args: P.args, **kwargs: P.kwargs) -> R | None:
-        bound = reference()
-        return None if bound is None else bound(*args, **kwargs)
-
-    return call
-
-
-_DESCRIPTIONS: dict[str, str] = {
-    RPCEvents.PROPERTY_GET: "read of property {property!r}",
-    RPCEvents.PROPERTY_SET: "write of property {property!r}",
-    RPCEvents.METHOD_CALL: "call of {method}()",
-    RPCEvents.GET_INVENTORY: "inventory request",
-    RPCEvents.STOP_SERVER: "stop request",
-    RPCEvents.INIT_SIGNALS_HANDLING: "signal endpoint request",
-    ExtensionEvents.PING: "ping",
-    ExtensionEvents.GET_PROPERTIES: "read of every property",
-    ExtensionEvents.OP_START: "start of operation {method}()",
-    ExtensionEvents.OP_POLL: "poll of operation {op}",
-    ExtensionEvents.OP_CANCEL: "cancel of operation {op}",
-    ExtensionEvents.OP_LIST: "list of operations",
-}
-
-
-#: The deadline of one operation request when the client has no default timeout.
-_OPERATION_REQUEST_MS = 2000
-
-
-def describe(event: str, fields: dict[str, Any]) -> str:
-    """What a request is, in words for error messages (not the wire's event names)."""
-    template = _DESCRIPTIONS.get(event, "request")
-    return template.format(
-        method=fields.get("method", ""), property=fields.get("property", ""), op=fields.get("op")
-    )
-
-
-def call_timeout(what: str, url: str, timeout_ms: int | None) -> CallTimeout:
-    """The error for a request that got no reply in time (the outcome is unknown)."""
-    return CallTimeout(
-        f"no reply from {url} to the {what} within {timeout_ms} ms (it may or may not have run)"
-    )
-
-
-class ClientBase(ProcessBound):
-    """The parts of an RPC client that do no I/O; shared by the sync and asyncio clients.
-
-    Attributes:
-        url: The server URL.
-        timeout: Default deadline in ms for requests other than method calls (and for methods
-            the server declares without one in a deployed inventory).
-        name: The server's registry name, from its inventory.
-        own_address: This client's address as the server sees it (labwire servers).
-        peer_address: The server's host.
-        late_replies: Replies dropped because their call had already ended.
-    """
-
-    _interface: ClassVar[type | None] = None
-
-    def _init_base(
-        self,
-        context: Any,
-        url: str,
-        timeout: int | None,
-        settings: Settings | None,
-        resolve: Callable[[], str] | None,
-        raise_errors: bool,
-        server_key: str | None = None,
-    ) -> None:
-        parse_endpoint(url)
-        self.server_key = server_key
-        self._transport = Transport(context, settings)
-        self.context = self._transport.context
-        self._settings = self._transport.settings
-        self._limits = self._settings.limits
-        self.url = url
-        self.timeout = timeout
-        self._resolve = resolve
-        self._raise_errors = raise_errors
-        self._client_id = secrets.token_hex(8)
-        self._rids = itertools.count(1)
-        self._json_methods: dict[str, int | None] = {}
-        self._buffer_methods: dict[str, int | None] = {}
-        self._properties: list[str] = []
-        self._remote_signals: list[str] = []
-        self._details: dict[str, Any] = {}
-        self.name = ""
-        self.own_address = ""
-        self.peer_address = _host_of(url)
-        self._protocol: int | None = None
-        self._server_id = ""
-        self._clock_offset = 0.0
-        self._closed = False
-        ProcessBound.__init__(self, f"client for {url}")
-        self.late_replies = 0
-        self._overrides = _Overrides()
-        self._overriding = 0  # threads inside override_timeout(): none spares the lookup
-        self._overriding_lock = threading.Lock()
-        self._signals: dict[str, RPCSignal] = {
-            name: getattr(self, name) for name in scan_class(type(self), (ClientBase,)).signals
-        }
-        for signal in self._signals.values():
-            signal._watcher = _weakly(self._on_slots_changed)
-
-    # ------------------------------------------------------------------ introspection
-
-    @property
-    def is_labwire_server(self) -> bool:
-        """Whether the server speaks labwire's extensions (else: a deployed server)."""
-        return self._protocol is not None
-
-    @property
-    def server_id(self) -> str:
-        """The current incarnation id of the server ("" for deployed servers)."""
-        return self._server_id
-
-    def inventory(self) -> dict[str, Any]:
-        """What the server exposes, as last read: methods with timeouts, properties, signals.
-
-        labwire servers also report signatures, docstrings and which properties are writable
-        under ``"details"``.
-        """
-        return {
-            "name": self.name,
-            "json_methods": dict(self._json_methods),
-            "buffer_methods": dict(self._buffer_methods),
-            "properties": list(self._properties),
-            "signals": list(self._remote_signals),
-            "details": dict(self._details),
-        }
-
-    @contextlib.contextmanager
-    def override_timeout(self, timeout_ms: int | None) -> Iterator[None]:
-        """Within the block, calls from this thread use ``timeout_ms`` as their deadline.
-
-        Args:
-            timeout_ms: Deadline in ms for every call, or None to wait forever.
-        """
-        previous = self._overrides.value
-        self._overrides.value = timeout_ms
-        with self._overriding_lock:
-            self._overriding += 1
-        try:
-            yield
-        finally:
-            self._overrides.value = previous
-            with self._overriding_lock:
-                self._overriding -= 1
-
-    def _method_timeout(self, name: str) -> int | None:
-        override = self._overrides.value
-        if override is not _DEFAULT:
-            return int(override) if override is not None else None
-        declared = self._buffer_methods.get(name, self._json_methods.get(name))
-        if declared is None and not self.is_labwire_server:
-            # A deployed server cannot be pinged while we wait: never wait for it forever.
-            return self.timeout
-        if name in self._buffer_methods or name in self._json_methods:
-            return declared
-        return self.timeout
-
-    def _plain_timeout(self) -> int | None:
-        override = self._overrides.value
-        return self.timeout if override is _DEFAULT else override
-
-    # ------------------------------------------------------------------ operations
-
-    def _operation_start(
-        self, method_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], deadline: Any
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The fields and payload of an OP_START (``deadline`` in s; default: the method's)."""
-        if not self.is_labwire_server:
-            raise NotFound("", f"{self.url} is a deployed server: it runs no operations")
-        if deadline is _DEFAULT:
-            declared = self._json_methods.get(method_name)
-            deadline_ms = declared
-        else:
-            deadline_ms = None if deadline is None else deadline * 1000.0
-        fields = {"method": method_name, "deadline": deadline_ms}
-        return fields, {"params": {"args": list(args), "kwargs": kwargs}}
-
-    def _operation_timeout(self) -> int:
-        """The deadline of one operation request (an OP_* event), in ms."""
-        return self.timeout if self.timeout is not None else _OPERATION_REQUEST_MS
-
-    def _operation_reply(self, reply: Reply) -> tuple[dict[str, Any], list[memoryview]]:
-        failure = self._failure(reply)
-        if failure is not None:
-            raise failure.exception()
-        return reply.header, reply.buffers
-
-    # ------------------------------------------------------------------ requests
-
-    def _build(
-        self,
-        event: str,
-        fields: dict[str, Any],
-        payload: dict[str, Any] | None,
-        timeout_ms: int | None,
-        now: float,
-    ) -> tuple[int, list[Any]]:
-        rid = next(self._rids)
-        expiry = None
-        if timeout_ms is not None and self._server_id:
-            expiry = now + timeout_ms / 1000.0 + self._clock_offset
-        labwire = self._protocol is not None
-        if labwire and event == RPCEvents.METHOD_CALL and payload is not None:
-            params = payload["params"]
-            frame = encode_call(
-                fields["method"],
-                params["args"],
-                params["kwargs"],
-                self._client_id,
-                rid,
-                timeout_ms,
-                expiry,
-                self._server_id,
-            )
-            if frame is not None:
-                return rid, [frame]
-        elif labwire and event == RPCEvents.PROPERTY_GET:
-            frame = encode_get(
-                fields["property"], self._client_id, rid, timeout_ms, expiry, self._server_id
-            )
-            if frame is not None:
-                return rid, [frame]
-        header: dict[str, Any] = {"event": str(event), **fields}
-        header["lw"] = {
-            "v": PROTOCOL_VERSION,
-            "cid": self._client_id,
-            "rid": rid,
-            "ttl": timeout_ms,
-            "exp": expiry,
-            "sid": self._server_id,
-        }
-        frames = encode_frames(header, payload)
-        if labwire:  # a labwire server answers with the envelope it got: no delimiter
-            return rid, frames
-        if len(frames) > 1:
-            raise TypeError("buffers can only be sent to labwire servers, not deployed ones")
-        return rid, [b"", *frames]
-
-    def _read(self, frames: list[memoryview]) -> Reply:
-        body = frames[1:] if frames and frames[0].nbytes == 0 else frames
-        if not body:
-            raise ProtocolError("reply has no frames")
-        header, buffers = decode_frames(body, self._limits, expand_compact_reply)
-        return Reply(header, buffers)
-
-    def _matches(self, reply: Reply, rid: int) -> bool:
-        lw = reply.extension
-        if not lw:
-            return self._protocol is None
-        return bool(lw.get("rid") == rid)
-
-    def _restarted(self, reply: Reply) -> bool:
-        sid = reply.extension.get("sid")
-        return bool(sid and self._server_id and sid != self._server_id)
-
-    def _apply_inventory(self, reply: Reply, sent: float, received: float) -> None:
-        header = reply.header
-        self._json_methods = _timeouts(header.get("json_methods"))
-        self._buffer_methods = _timeouts(header.get("buffer_methods"))
-        self._properties = [p for p in header.get("properties") or [] if isinstance(p, str)]
-        self._remote_signals = [s for s in header.get("signals") or [] if isinstance(s, str)]
-        name = header.get("name")
-        self.name = name if isinstance(name, str) else ""
-        lw = reply.extension
-        if lw:
-            self._protocol = int(lw.get("v") or PROTOCOL_VERSION)
-            self._server_id = str(lw.get("sid") or "")
-            server_now = lw.get("now")
-            if isinstance(server_now, (int, float)):
-                self._clock_offset = float(server_now) - (sent + received) / 2
-            self.own_address = str(lw.get("peer_address") or "")
-            self._details = {k: v for k, v in lw.items() if k not in ("v", "rid", "sid", "now")}
-        else:
-            self._protocol = None
-            self._server_id = ""
-            self._clock_offset = 0.0
-
-    def _use_signal_url(self, signal_url: str | None) -> None:
-        """Subscribe at ``signal_url`` (a signal broker) instead of the server's endpoint."""
-        if signal_url is not None:
-            parse_endpoint(signal_url)
-        self.signal_url = signal_url
-
-    def _epoch(self) -> str:
-        """The epoch of the server's signals: its incarnation id."""
-        return self._server_id
-
-    def _signal_url(self, reply: Reply) -> str | None:
-        if reply.header.get("success") is False:
-            return None
-        endpoint = reply.extension.get("signal_endpoint")
-        if isinstance(endpoint, str) and endpoint:
-            parsed = parse_endpoint(endpoint, for_bind=True)
-            if not parsed.is_tcp:
-                return endpoint
-            return str(parse_endpoint(self.url).with_port(parsed.port or 0))
-        port = reply.header.get("signal_port")
-        if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536:
-            return str(parse_endpoint(self.url).with_port(port))
-        return None
-
-    def _failure(self, reply: Reply) -> NoResult | None:
-        header = reply.header
-        if header.get("success") is False or "error" in header:
-            lw = reply.extension
-            return NoResult(
-                str(header.get("error", "")),
-                str(header.get("traceback", "") or ""),
-                str(lw.get("etype", "")),
-                str(lw.get("code", "remote")),
-            )
-        return None
-
-    def _method_result(self, name: str, reply: Reply) -> tuple[Any, Any]:
-        failure = self._failure(reply)
-        if failure is not None:
-            if self._raise_errors:
-                raise failure.exception()
-            return failure, None
-        is_buffer = name in self._buffer_methods
-        if reply.extension:
-            result = restore_buffers(reply.header.get("result"), reply.buffers)
-            if is_buffer:
-                if not (isinstance(result, list) and len(result) == 2):
-                    raise ProtocolError("buffer reply must hold [buffer, info]")
-                return result[0], result[1]
-            return result, None
-        if is_buffer:
-            if len(reply.buffers) != 1:
-                raise ProtocolError(f"buffer reply has {len(reply.buffers) + 1} frames, not 2")
-            return reply.buffers[0], reply.header
-        return reply.header.get("result"), None
-
-    def _property_value(self, name: str, reply: Reply) -> Any:
-        failure = self._failure(reply)
-        if failure is not None:
-            raise failure.exception()
-        return restore_buffers(reply.header.get("value"), reply.buffers)
-
-    def _property_values(self, reply: Reply) -> dict[str, Any]:
-        failure = self._failure(reply)
-        if failure is not None:
-            raise failure.exception()
-        values = restore_buffers(reply.header.get("values"), reply.buffers)
-        if not isinstance(values, dict):
-            raise ProtocolError("GET_PROPERTIES reply needs a 'values' object")
-        return values
-
-    def _check_set(self, reply: Reply) -> None:
-        failure = self._failure(reply)
-        if failure is not None:
-            raise failure.exception()
-
-    def _connect_limit(self, deadline: float | None, connect_wait: bool) -> float:
-        """Until when a request may wait for a connection.
-
-        That is the grace period, or the whole deadline while connecting for the first time.
-        """
-        grace = self._settings.connect_grace_ms / 1000.0
-        limit = deadline if connect_wait and deadline is not None else time.monotonic() + grace
-        return limit if deadline is None else min(limit, deadline)
-
-    def _moved(self) -> bool:
-        """Ask the resolver where the server is now; True (and the URL updated) if it moved."""
-        if self._resolve is None:
-            return False
-        try:
-            url = self._resolve()
-        except LabwireError as exc:
-            _log.debug("re-resolving %s failed: %s", self.url, exc)
-            return False
-        if not url or url == self.url:
-            return False
-        _log.info("server moved from %s to %s", self.url, url)
-        self.url = url
-        self.peer_address = _host_of(url)
-        # A resolver that also learnt the server's key (the registry's) hands it over.
-        self.server_key = getattr(self._resolve, "public_key", None) or self.server_key
-        return True
-
-    def after_fork_in_child(self) -> None:
-        """In a fork's child: closed for good, so that every call path checks the process."""
-        self._closed = True
-
-    def _check_open(self) -> None:
-        self.check_process()
-        if self._closed:
-            raise ClosedError(f"client for {self.url} is closed")
-
-    # ------------------------------------------------------------------ interfaces
-
-    @classmethod
-    def register_interface(cls, interface: type) -> Callable[[C], C]:
-        """Class decorator that makes a client subclass implement ``interface`` remotely.
-
-        Every public method of the interface (and of its bases, at any depth) becomes a proxy
-        with the same signature that calls the server; every property becomes a remote
-        property; signals become local signals fed by the server.
-
-        Args:
-            interface: The interface class (a plain class or an ABC).
-
-        Returns:
-            The decorator.
-
-        Raises:
-            RuntimeError: (from the decorator) The decorated class does not inherit from both
-                ``interface`` and an RPC client class.
-        """
-
-        def decorator(client_cls: C) -> C:
-            if not (issubclass(client_cls, interface) and issubclass(client_cls, ClientBase)):
-                raise RuntimeError(
-                    f"{client_cls.__name__} must inherit from both {interface.__name__} "
-                    "and an RPC client class (RPCClient or AsyncRPCClient)"
-                )
-            exposed = scan_class(interface, (ClientBase,))
-            for name, function in exposed.functions.items():
-                setattr(client_cls, name, _method_proxy(name, function))
-            for name, prop in {**exposed.plain_properties, **exposed.properties}.items():
-                setattr(client_cls, name, _property_proxy(name, prop.__doc__))
-            # The proxies implement every abstract method of the interface.
-            setattr(client_cls, "__abstractmethods__", frozenset())  # noqa: B010
-            client_cls._interface = interface
-            return client_cls
-
-        return decorator
-
-    def _invoke(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        raise NotImplementedError
-
-    def _on_slots_changed(self, signal: RPCSignal) -> None:
-        raise NotImplementedError
-
-    def _get_property(self, name: str) -> Any:
-        raise NotImplementedError
-
-    def _set_property(self, name: str, value: Any) -> Any:
-        raise NotImplementedError
-
-
-def _method_proxy(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
-    signature = inspect.signature(function)
-    params = list(signature.parameters.values())[1:]
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    simple = len(positional) == len(params)
-    least = sum(1 for p in positional if p.default is p.empty)
-    most = len(positional)
-
-    @functools.wraps(function)
-    def proxy(self: ClientBase, *args: Any, **kwargs: Any) -> Any:
-        # Positional calls to plain signatures are checked by count; the rest by bind().
-        if kwargs or not simple or not least <= len(args) <= most:
-            try:
-                signature.bind(self, *args, **kwargs)
-            except TypeError as exc:
-                raise TypeError(f"{name}(): {exc}") from None
-        return self._invoke(name, args, kwargs)
-
-    proxy.__isabstractmethod__ = False  # type: ignore[attr-defined]
-    return proxy
-
-
-def _property_proxy(name: str, doc: str | None) -> property:
-    def getter(self: ClientBase) -> Any:
-        return self._get_property(name)
-
-    def setter(self: ClientBase, value: Any) -> None:
-        self._set_property(name, value)
-
-    return property(getter, setter, None, doc)
-
-
-#: How often a call on a secured connection looks for a failed security handshake.
-_HANDSHAKE_CHECK_SECONDS = 0.05
 #: How often a pending call checks that the connection its request went out on still exists.
 _CONNECTION_CHECK_SECONDS = 0.1
 _CONNECTION_CHECK_MS = int(_CONNECTION_CHECK_SECONDS * 1000)
 _HANDSHAKE_CHECK_MS = int(_HANDSHAKE_CHECK_SECONDS * 1000)
 #: The timeout of a method the inventory does not list.
 _UNLISTED: Any = object()
-
-
-def _timeouts(value: Any) -> dict[str, int | None]:
-    if not isinstance(value, dict):
-        return {}
-    result: dict[str, int | None] = {}
-    for name, timeout in value.items():
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float, type(None))):
-            continue
-        result[str(name)] = None if timeout is None else int(timeout)
-    return result
-
-
-def _host_of(url: str) -> str:
-    endpoint = parse_endpoint(url)
-    return endpoint.host if endpoint.is_tcp else str(endpoint)
 
 
 class _Channel:
