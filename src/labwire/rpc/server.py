@@ -53,6 +53,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from labwire.config import Settings
 from labwire.errors import ClosedError, ConfigurationError, LabwireError, NotFound, ProtocolError
+from labwire.registration import RegistrationKeeper
 from labwire.rpc.interface import RemoteMethod, mark_method, scan_class
 from labwire.rpc.operations import (
     OPERATION_ATTRIBUTE,
@@ -572,7 +573,8 @@ class RPCServer:
             elif time.monotonic() - quiet_since >= _WATCHDOG_QUIET_SECONDS:
                 self._requests_arrive.clear()
                 self._watchdog_asleep = True
-                if self.stats.requests == seen:  # counted before the flag was up: not asleep
+                # A request counted, or a stop, before the flag was up: do not sleep.
+                if self.stats.requests == seen and not self._stopped.is_set():
                     self._requests_arrive.wait()
                 self._watchdog_asleep = False
                 seen, quiet_since = self.stats.requests, time.monotonic()
@@ -638,8 +640,6 @@ class RPCServer:
             PermissionDenied: A secured registry refused to let this server's key take the
                 name over.
         """
-        from labwire.registry import RegistrationKeeper
-
         security = self._transport.security
         keeper = RegistrationKeeper(
             self._transport,
