@@ -101,8 +101,6 @@ _RECV: Any = zmq.backend.Socket.recv
 _COPY_BELOW = 65536
 
 
-
-
 class SocketType(enum.Enum):
     """The socket patterns labwire uses."""
 
