@@ -177,7 +177,7 @@ def test_slow_method_does_not_block_property_reads_or_other_clients(camera: Came
 
         worker = threading.Thread(target=run_slow)
         worker.start()
-        wait_for(lambda: any(started is not None for started in camera._jobs.values()))
+        wait_for(lambda: any(started is not None for started in camera._pool.jobs.values()))
         start = time.monotonic()
         for _ in range(20):
             assert fast.mode == "STILL"

@@ -35,15 +35,16 @@ LIMITS = Limits()
 def entered(camera: Camera) -> Iterator[list[Any]]:
     """The requests the server received, each as its list of parts."""
     seen: list[Any] = []
-    receive = camera._on_message
+    pool = camera._pool
+    receive = pool._handle
 
     def recording(identity: bytes, parts: list[Any], origin: Any) -> None:
         seen.append(parts)
         receive(identity, parts, origin)
 
-    camera._on_message = recording  # type: ignore[method-assign]
+    pool._handle = recording
     yield seen
-    del camera._on_message
+    pool._handle = receive
 
 
 PLAIN = [

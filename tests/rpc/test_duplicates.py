@@ -69,7 +69,7 @@ def test_a_call_resent_while_it_runs_is_refused_not_run_twice(
     dealer.send(request)
     wait_for(lambda: camera._executed == 1)
     # The watchdog hands the socket to another runner, marking the call as running.
-    wait_for(lambda: ("d0d0", 7) in camera._recent)
+    wait_for(lambda: ("d0d0", 7) in camera._answered)
     dealer.send(request)
     refusal = reply(dealer)
     assert refusal["success"] is False

@@ -2,31 +2,21 @@
 
 Theory of operation
 -------------------
-The server runs a small pool of *runner* threads in the leader/follower pattern. Exactly one
-runner, the leader, owns the ROUTER socket: it receives a request, validates it, runs the
-handler itself and sends the reply, with no hand-off between threads (which would double the
-latency of a small call). While requests arrive, a watchdog thread looks at the leader every
-couple of milliseconds (an idle server's watchdog sleeps until the next request, so an idle
-server wakes only at its heartbeat interval): when a handler has been running longer than
-``_TAKEOVER_SECONDS`` (a slow ``run_scan()``),
-leadership, and so the socket, passes to another runner, which goes on serving other clients
-and property reads. The old leader finishes its handler without touching the socket again: it
-queues its reply and wakes the new leader with an empty message that reaches the socket
-itself, through an ``inproc://`` connection from a private DEALER (the waker). So the leader
-waits in one blocking receive on one socket, with no poll of a second source. Ownership changes
-only under a lock, which gives ZeroMQ the memory barrier it requires when a socket moves
-between threads; a handler that ends sooner than the takeover time keeps the socket without
-taking that lock, since the watchdog cannot have moved it. At most ``workers`` runners exist,
-so at most ``workers - 1`` slow handlers run at once.
+A small pool of runner threads serves the ROUTER socket in the leader/follower pattern
+(:mod:`labwire.rpc.runners`): the leader receives a request and runs it in its own thread, and
+a watchdog hands the socket to another runner when a handler is slow, so other clients and
+property reads go on being served. An idle server wakes only at its heartbeat interval.
 
 Requests from labwire clients carry a client id, a request id and an expiry. The server never
 starts a request whose expiry has passed (checked on receipt), and answers a duplicate (same
-client id and request id, within a window) from a small cache instead of executing it twice.
-A duplicate can only be read while its original runs once the watchdog has handed the socket
-over, so the watchdog marks that request as running when it does; the duplicate is refused.
+client id and request id, within a window) from a small cache (:mod:`labwire.rpc.dedup`)
+instead of executing it twice. A duplicate can only be read while its original runs once the
+watchdog has handed the socket over, so the watchdog marks that request as running when it
+does; the duplicate is refused.
 Every request takes one path: decoded (a labwire client's call or property read is one compact
 frame, decoded in one typed pass), checked, looked up in the duplicate table, run, and
-answered; a result that is plain JSON goes back as one compact frame, encoded once.
+answered (:mod:`labwire.rpc.replies`); a result that is plain JSON goes back as one compact
+frame, encoded once.
 Methods declared with :meth:`RPCServer.register_operation` are operations
 (:mod:`labwire.rpc.operations`): started with OP_START they run in a thread of their own, not
 in a runner, and an :class:`~labwire.rpc.operations.OperationTable` answers the polls, cancels
@@ -42,18 +32,17 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import logging
-import queue
 import secrets
 import socket as stdsocket
 import threading
 import time
-import traceback as tb
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from labwire.config import Settings
-from labwire.errors import ClosedError, ConfigurationError, LabwireError, NotFound, ProtocolError
+from labwire.errors import ConfigurationError, LabwireError, NotFound, ProtocolError
 from labwire.registration import RegistrationKeeper
+from labwire.rpc.dedup import ReplyCache
 from labwire.rpc.interface import RemoteMethod, mark_method, scan_class
 from labwire.rpc.operations import (
     OPERATION_ATTRIBUTE,
@@ -63,11 +52,12 @@ from labwire.rpc.operations import (
     operation_method,
 )
 from labwire.rpc.property import RPCProperty
+from labwire.rpc.replies import Failure, buffer_result, error_frames, handler_failure, success
+from labwire.rpc.runners import Key, RunnerPool
 from labwire.rpc.signal import RPCSignal
 from labwire.transport import Socket, SocketType, Transport, parse_endpoint
 from labwire.wire.codec import encode_json
 from labwire.wire.rpc import (
-    PROTOCOL_VERSION,
     ErrorCode,
     ExtensionEvents,
     Request,
@@ -75,13 +65,10 @@ from labwire.wire.rpc import (
     claimed_request_id,
     decode_compact,
     decode_frames,
-    encode_buffer_reply,
-    encode_frames,
     encode_plain_reply,
     expand_compact_request,
     is_private_name,
     parse_request,
-    reply_extension,
 )
 from labwire.wire.signals import encode_signal, probe_token
 
@@ -97,28 +84,9 @@ S = TypeVar("S")
 R = TypeVar("R")
 P = ParamSpec("P")
 
-#: Replies kept for duplicate detection, in two generations: the newer takes every reply and
-#: retires the older once it holds _DEDUP_ENTRIES replies or is _DEDUP_SECONDS old. So a reply
-#: is kept for at least _DEDUP_ENTRIES later replies or _DEDUP_SECONDS (whichever ends first),
-#: and for at most twice that. Replies over _DEDUP_MAX_BYTES are remembered but not kept.
-_DEDUP_ENTRIES = 2048
-_DEDUP_SECONDS = 30.0
-_DEDUP_MAX_BYTES = 64 * 1024
-_Key = tuple[str, int]
-_Reply = tuple[_Key | None, list[Any], list[Any]]
-_Job = tuple[float, _Key | None]
-
-#: A handler running longer than this hands the socket over to another runner.
-_TAKEOVER_SECONDS = 0.002
-#: How often the watchdog looks at the leader while requests arrive.
-_WATCHDOG_SECONDS = 0.002
-#: After this long without a request, the watchdog sleeps until the next one.
-_WATCHDOG_QUIET_SECONDS = 0.5
 #: Subscription messages read from a publisher at a time, and probe tokens remembered.
 _SUBSCRIPTIONS_AT_ONCE = 1000
 _PROBES_KEPT = 256
-#: Leadership is up for grabs (the next runner to look takes it).
-_VACANT = -1
 # Enum members cost a descriptor lookup each time they are read; every call reads these.
 _METHOD_CALL = RPCEvents.METHOD_CALL
 _PROPERTY_GET = RPCEvents.PROPERTY_GET
@@ -140,21 +108,6 @@ _TARGETED_EVENTS = frozenset(
         ExtensionEvents.GET_PROPERTIES,
     }
 )
-
-
-class _Failure(Exception):
-    """An error reply decided while handling a request."""
-
-    def __init__(self, code: ErrorCode, message: str, error_type: str = "") -> None:
-        super().__init__(message)
-        self.code = code
-        self.error_type = error_type or {
-            ErrorCode.NOT_FOUND: "NotFound",
-            ErrorCode.BAD_REQUEST: "ProtocolError",
-            ErrorCode.EXPIRED: "RequestExpired",
-            ErrorCode.DENIED: "PermissionDenied",
-            ErrorCode.STOPPING: "Unavailable",
-        }.get(code, "RemoteError")
 
 
 class _Stats:
@@ -263,36 +216,13 @@ class RPCServer:
         self._probes: dict[str, None] = {}
         self._call_lock = threading.Lock() if serialize_calls else None
         self._operations = OperationTable(self._server_id, self._call_lock)
-        self._stop = False
-        self._dead = False
-        self._serving = threading.Event()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
         self._keeper: Any = None
-        # Replies by (client id, request id); None: in progress, or too large to keep.
-        self._recent: dict[_Key, list[Any] | None] = {}
-        self._older: dict[_Key, list[Any] | None] = {}
-        self._recent_since = time.monotonic()
-        self._replies: queue.SimpleQueue[_Reply] = queue.SimpleQueue()
+        self._answered = ReplyCache(time.monotonic())
         self._peer_key: str | None = None
         self._secure = self._transport.security is not None
         self._last_origin: Any = None  # the last request's origin (see Socket.recv_routed)
-        self._max_runners = max(2, workers or self._settings.workers)
-        # The lock itself is taken on every call: "with lock" runs in C, where "with condition"
-        # would add two Python-level calls.
-        self._lead_lock = threading.Lock()
-        self._lead = threading.Condition(self._lead_lock)
-        self._leader = _VACANT
-        # Each runner's current handler: when it started and its duplicate-table key (None: not
-        # in a handler).
-        self._jobs: dict[int, _Job | None] = {}
-        self._idle_runners = 0
-        self._runners: list[threading.Thread] = []
-        self._watchdog: threading.Thread | None = None
-        # Set to wake the watchdog, which sleeps on it while no request arrives.
-        self._watchdog_asleep = False
-        self._requests_arrive = threading.Event()
-
         self._socket: Socket = self._transport.bind(SocketType.ROUTER, url)
         self.endpoint = self._socket.endpoint
         self.port = self._socket.port
@@ -302,12 +232,19 @@ class RPCServer:
             self._socket.close(0)
             raise
         self.signal_endpoint = self._signal_socket.endpoint
-        self._wake_id = b"labwire-wake-" + secrets.token_bytes(16)
-        self._waker_lock = threading.RLock()  # RLock: a signal handler may stop the server
         try:
-            wake_url = self._socket.bind(f"inproc://labwire-wake-{self._server_id}")
-            self._waker: Socket | None = self._transport.connect(
-                SocketType.DEALER, wake_url, routing_id=self._wake_id
+            self._pool = RunnerPool(
+                self._socket,
+                self._transport,
+                str(self.port),
+                workers or self._settings.workers,
+                self._settings.heartbeat_ivl_ms,
+                handle=self._on_message,
+                idle=self._on_idle,
+                send=self._send,
+                remember=self._answered.remember,
+                on_takeover=self._answered.mark_running,
+                on_stop=self._shutdown,
             )
         except LabwireError:
             self._socket.close(0)
@@ -323,7 +260,7 @@ class RPCServer:
             except LabwireError:
                 self._socket.close(0)
                 self._signal_socket.close(0)
-                self._waker.close(0)
+                self._pool.close()
                 raise
         for signal in self._signals.values():
             signal._publisher = self._publish
@@ -418,18 +355,7 @@ class RPCServer:
         The calling thread becomes the first runner; it returns once the server has stopped
         and its own handler, if any, has finished.
         """
-        if self._dead:
-            raise ClosedError("this server was stopped; create a new one")
-        with self._lead:
-            if self._serving.is_set():
-                raise RuntimeError("serve_forever() is already running")
-            self._leader = threading.get_ident()
-            self._serving.set()
-        self._watchdog = threading.Thread(
-            target=self._watch, name=f"labwire-watchdog-{self.port}", daemon=True
-        )
-        self._watchdog.start()
-        self._run()
+        self._pool.serve()
 
     def start(self) -> RPCServer:
         """Serve from a background thread owned by this server; returns once serving."""
@@ -439,7 +365,7 @@ class RPCServer:
             target=self.serve_forever, name=f"labwire-server-{self.port}", daemon=True
         )
         self._thread.start()
-        self._serving.wait(5)
+        self._pool.serving.wait(5)
         return self
 
     def stop_server(self) -> None:
@@ -447,13 +373,7 @@ class RPCServer:
 
         Safe to call from any thread, several times, and before :meth:`serve_forever`.
         """
-        with self._lead:
-            self._stop = True
-            serving = self._serving.is_set()
-            self._lead.notify_all()
-        if serving:
-            self._wake()
-        else:
+        if not self._pool.request_stop():
             self._shutdown()
 
     def close(self, timeout: float = 1.0) -> None:
@@ -462,7 +382,7 @@ class RPCServer:
         self.stop_server()
         self._stopped.wait(timeout)
         self._operations.close(max(0.0, deadline - time.monotonic()))
-        for thread in [self._thread, self._watchdog, *self._runners]:
+        for thread in [self._thread, *self._pool.threads()]:
             if thread is not None and thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
 
@@ -471,7 +391,7 @@ class RPCServer:
         return self._stopped.wait(timeout)
 
     def __enter__(self) -> RPCServer:
-        if self._thread is None and not self._serving.is_set():
+        if self._thread is None and not self._pool.serving.is_set():
             self.start()
         return self
 
@@ -479,12 +399,8 @@ class RPCServer:
         self.close()
 
     def _shutdown(self) -> None:
-        with self._lead:
-            if self._dead:
-                return
-            self._dead = True
-            self._stop = True
-            self._lead.notify_all()
+        if not self._pool.close():
+            return
         keeper, self._keeper = self._keeper, None
         if keeper is not None:
             with contextlib.suppress(LabwireError):
@@ -498,108 +414,8 @@ class RPCServer:
         for publisher in (signal_socket, broker_socket):
             if publisher is not None:
                 publisher.close()
-        with self._waker_lock:
-            waker, self._waker = self._waker, None
-        if waker is not None:
-            waker.close(0)
         self._stopped.set()
-        self._requests_arrive.set()  # the watchdog may be asleep
         _log.info("RPC server on %s stopped", self.endpoint)
-
-    def _wake(self) -> None:
-        with self._waker_lock:
-            if self._waker is not None:
-                with contextlib.suppress(LabwireError):
-                    self._waker.send([b""], nowait=True)
-
-    # ------------------------------------------------------------------ runners
-
-    def _run(self) -> None:
-        """A runner's life: wait for leadership, lead, repeat until the server stops."""
-        me = threading.get_ident()
-        while True:
-            with self._lead:
-                while self._leader != me and not self._stop:
-                    if self._leader == _VACANT:
-                        self._leader = me
-                        break
-                    self._idle_runners += 1
-                    self._lead.wait()
-                    self._idle_runners -= 1
-                if self._leader != me:
-                    return
-            if not self._lead_loop(me):
-                return
-
-    def _lead_loop(self, me: int) -> bool:
-        """Serve as leader. Returns True when leadership was taken over, False on stop."""
-        receive = self._socket.recv_routed
-        wake_id = self._wake_id
-        # A finite wait lets Python run signal handlers (e.g. SIGTERM -> stop_server) even when
-        # the kernel delivered the signal to another thread; an idle server wakes this often.
-        idle_ms = self._settings.heartbeat_ivl_ms
-        try:
-            while not self._stop:
-                message = receive(idle_ms)
-                if message is None:  # idle: replies age out without new ones to push them
-                    now = time.monotonic()
-                    if now - self._recent_since >= _DEDUP_SECONDS:
-                        self._retire_replies(now)
-                    self._read_subscriptions()
-                    continue
-                # Not unpacked into locals: they would keep a large message alive while the
-                # leader waits for the next one.
-                if message[0] == wake_id:
-                    self._drain_replies()
-                    continue
-                self._on_message(*message)
-                if self._leader != me:
-                    return True
-            self._drain_replies()
-        except ClosedError:  # the ZeroMQ context was terminated under the server
-            _log.warning("RPC server on %s stops: its ZeroMQ context was terminated", self.endpoint)
-        self._shutdown()
-        return False
-
-    def _watch(self) -> None:
-        """Hand the socket to another runner when the leader is stuck in a slow handler.
-
-        Sleeps while no request arrives: :meth:`_on_message` wakes it.
-        """
-        seen, quiet_since = self.stats.requests, time.monotonic()
-        while not self._stopped.wait(_WATCHDOG_SECONDS):
-            if self.stats.requests != seen or self._jobs.get(self._leader) is not None:
-                seen, quiet_since = self.stats.requests, time.monotonic()
-            elif time.monotonic() - quiet_since >= _WATCHDOG_QUIET_SECONDS:
-                self._requests_arrive.clear()
-                self._watchdog_asleep = True
-                # A request counted, or a stop, before the flag was up: do not sleep.
-                if self.stats.requests == seen and not self._stopped.is_set():
-                    self._requests_arrive.wait()
-                self._watchdog_asleep = False
-                seen, quiet_since = self.stats.requests, time.monotonic()
-                continue
-            with self._lead:
-                # The clock is read before the start time: _finish relies on that order.
-                now = time.monotonic()
-                job = self._jobs.get(self._leader)
-                if job is None or now - job[0] < _TAKEOVER_SECONDS:
-                    continue
-                if self._idle_runners == 0:
-                    self._runners = [t for t in self._runners if t.is_alive()]
-                    if len(self._runners) + 1 >= self._max_runners:
-                        continue  # every runner is busy: the leader keeps the socket
-                    runner = threading.Thread(
-                        target=self._run, name=f"labwire-runner-{self.port}", daemon=True
-                    )
-                    self._runners.append(runner)
-                    runner.start()
-                key = job[1]
-                if key is not None:  # from now on a duplicate can arrive: it must not run
-                    self._recent[key] = None
-                self._leader = _VACANT
-                self._lead.notify()
-            self._wake()
 
     # ------------------------------------------------------------------ registry
 
@@ -672,10 +488,7 @@ class RPCServer:
         renews the lease only while this holds, so a device whose loop hangs drops out of the
         registry and comes back when it frees.
         """
-        if not self._serving.is_set() or self._stop:
-            return False
-        job = self._jobs.get(self._leader)
-        return job is None or time.monotonic() - job[0] < max(1.0, self.alive_timeout / 2)
+        return self._pool.is_responsive(max(1.0, self.alive_timeout / 2))
 
     def advertised_endpoint(self) -> str:
         """The endpoint other hosts should connect to (a wildcard host replaced by this host)."""
@@ -684,17 +497,7 @@ class RPCServer:
             return str(endpoint.with_host(_primary_ip()))
         return self.endpoint
 
-    # ------------------------------------------------------------------ I/O thread
-
-    def _drain_replies(self) -> None:
-        while True:
-            try:
-                key, envelope, body = self._replies.get_nowait()
-            except queue.Empty:
-                return
-            self._send(envelope + body)
-            if key is not None:
-                self._remember(key, body, time.monotonic())
+    # ------------------------------------------------------------------ requests
 
     def _send(self, frames: Sequence[Any]) -> None:
         if not self._socket.send(frames, nowait=True):
@@ -703,8 +506,6 @@ class RPCServer:
     def _on_message(self, identity: bytes, parts: list[Any], origin: Any) -> None:
         """Handle one request: ``parts`` come after the sender's routing id (see recv_routed)."""
         self.stats.requests += 1
-        if self._watchdog_asleep:
-            self._requests_arrive.set()
         self._last_origin = origin
         if self._secure:
             self._peer_key = Socket.peer_key(origin)
@@ -740,9 +541,12 @@ class RPCServer:
             if header is None and first is not None:  # refused undecoded: route it all the same
                 rid = claimed_request_id(first)
                 header = None if rid is None else {"lw": {"rid": rid}}
-            self._send(envelope + self._error_frames(header, request, ErrorCode.BAD_REQUEST, exc))
-        except _Failure as exc:
-            self._send(envelope + self._error_frames(header, request, exc.code, exc))
+            self._send(
+                envelope
+                + error_frames(header, request, self._server_id, ErrorCode.BAD_REQUEST, exc)
+            )
+        except Failure as exc:
+            self._send(envelope + error_frames(header, request, self._server_id, exc.code, exc))
         finally:
             self._last_origin = None  # a refused message's last frame may be large
 
@@ -754,36 +558,42 @@ class RPCServer:
             self.peer_addr = Socket.peer_address(self._last_origin) or self.peer_addr
             if request.is_labwire:
                 details = self._inventory_details()
-                self._send(envelope + self._reply(request, self._inventory(), extension=details))
+                self._send(
+                    envelope
+                    + success(request, self._server_id, self._inventory(), extension=details)
+                )
             else:  # exactly the deployed inventory, which has no "success" field
                 self._send([*envelope, encode_json(self._inventory())])
         elif event == RPCEvents.INIT_SIGNALS_HANDLING:
             fields = {"signal_port": parse_endpoint(self.signal_endpoint, for_bind=True).port}
             lw = {"signal_endpoint": self.signal_endpoint}
-            self._send(envelope + self._reply(request, fields, extension=lw))
+            self._send(envelope + success(request, self._server_id, fields, extension=lw))
         elif event == ExtensionEvents.SIGNAL_CHECK:
             self._read_subscriptions()
             with self._pub_lock:
                 subscribed = request.name in self._probes
                 self._probes.pop(request.name, None)
-            self._send(envelope + self._reply(request, {"subscribed": subscribed}))
+            self._send(envelope + success(request, self._server_id, {"subscribed": subscribed}))
         elif event == ExtensionEvents.PING:
-            self._send(envelope + self._reply(request, {}, extension={"now": time.monotonic()}))
+            self._send(
+                envelope
+                + success(request, self._server_id, {}, extension={"now": time.monotonic()})
+            )
         elif event in _OPERATION_EVENTS:
             try:
                 frames = self._operation_reply(request, received)
-            except _Failure:
+            except Failure:
                 raise
             except Exception as exc:  # e.g. the server stops: no new operation starts
-                frames = self._failure_frames(request, exc)
+                frames = handler_failure(request, self._server_id, exc)
             self._send(envelope + frames)
         elif event == RPCEvents.STOP_SERVER:
             self._authorize("stop")
-            self._send(envelope + self._reply(request, {}))
+            self._send(envelope + success(request, self._server_id, {}))
             _log.info("STOP_SERVER received from %s", Socket.peer_address(self._last_origin))
-            self._stop = True
+            self._pool.stopping = True
         else:  # EMIT_SIGNAL: the only event left
-            raise _Failure(ErrorCode.BAD_REQUEST, "EMIT_SIGNAL is published by servers")
+            raise Failure(ErrorCode.BAD_REQUEST, "EMIT_SIGNAL is published by servers")
 
     def _targeted(self, envelope: list[Any], request: Request, received: float) -> None:
         """Method calls and property access: checks, duplicate detection, then the handler."""
@@ -799,16 +609,15 @@ class RPCServer:
             expired = ttl_ms is not None and time.monotonic() > received + ttl_ms / 1000.0
         if expired:
             self.stats.expired += 1
-            raise _Failure(ErrorCode.EXPIRED, "request expired before it could run")
+            raise Failure(ErrorCode.EXPIRED, "request expired before it could run")
         key = None
         if request.client_id and request.request_id is not None:
             key = (request.client_id, request.request_id)
-            table = self._recent if key in self._recent else self._older
-            if key in table:
+            if key in self._answered:
                 self.stats.duplicates += 1
-                body = table[key]
+                body = self._answered.get(key)
                 if body is None:
-                    raise _Failure(ErrorCode.BAD_REQUEST, "duplicate request (already executed)")
+                    raise Failure(ErrorCode.BAD_REQUEST, "duplicate request (already executed)")
                 self._send(envelope + body)
                 return
         self._run_handler(envelope, request, received, key)
@@ -817,28 +626,30 @@ class RPCServer:
         """Answer OP_START, OP_POLL, OP_CANCEL or OP_LIST (see :mod:`labwire.wire.rpc`)."""
         event = request.event
         if event == ExtensionEvents.OP_LIST:
-            return self._reply(request, {"ops": [op.info() for op in self._operations.list()]})
+            return success(
+                request, self._server_id, {"ops": [op.info() for op in self._operations.list()]}
+            )
         if event == ExtensionEvents.OP_START:
             spec = self._operation_specs.get(request.name)
             if spec is None:
                 self._check_target(Request(RPCEvents.METHOD_CALL, request.name))
-                raise _Failure(ErrorCode.BAD_REQUEST, f"{request.name!r} is not an operation")
+                raise Failure(ErrorCode.BAD_REQUEST, f"{request.name!r} is not an operation")
             deadline = None if request.value is None else float(request.value) / 1000.0
             operation = self._operations.start(
                 self, request.name, spec, (request.args, request.kwargs), deadline, self.port
             )
-            return self._reply(request, {"op": operation.info()})
+            return success(request, self._server_id, {"op": operation.info()})
         try:
             operation = self._operations.get(request.name)
         except NotFound as exc:
-            raise _Failure(ErrorCode.NOT_FOUND, exc.remote_message, "OperationLost") from None
+            raise Failure(ErrorCode.NOT_FOUND, exc.remote_message, "OperationLost") from None
         if event == ExtensionEvents.OP_CANCEL:
             operation.cancel(request.value or "cancelled by a client")
-            return self._reply(request, {"op": operation.info()})
+            return success(request, self._server_id, {"op": operation.info()})
         info = operation.info()  # before the updates: an ended operation has them all
         fields = {"op": info, "updates": operation.updates_after(request.value or 0)}
         payload = {"result": operation.result} if info["state"] == "succeeded" else None
-        return self._reply(request, fields, payload=payload)
+        return success(request, self._server_id, fields, payload=payload)
 
     def _authorize(self, operation: str) -> None:
         security = self._transport.security
@@ -851,76 +662,40 @@ class RPCServer:
                 self._peer_key,
                 Socket.peer_address(self._last_origin),
             )
-            raise _Failure(ErrorCode.DENIED, f"{operation} is restricted to admin keys")
+            raise Failure(ErrorCode.DENIED, f"{operation} is restricted to admin keys")
 
     def _check_target(self, request: Request) -> None:
         name = request.name
         if request.event == ExtensionEvents.GET_PROPERTIES:
             return
         if is_private_name(name):
-            raise _Failure(ErrorCode.NOT_FOUND, f"{name!r} is private and cannot be reached")
+            raise Failure(ErrorCode.NOT_FOUND, f"{name!r} is private and cannot be reached")
         if request.event == RPCEvents.METHOD_CALL:
             if name not in self._methods:
                 # The deployed wording first: deployed clients look for "not implemented".
                 message = f"method {name!r} not implemented: no method named {name!r}"
-                raise _Failure(ErrorCode.NOT_FOUND, message)
+                raise Failure(ErrorCode.NOT_FOUND, message)
         elif name not in self._rpc_properties:
-            raise _Failure(ErrorCode.NOT_FOUND, f"no RPC property named {name!r}")
+            raise Failure(ErrorCode.NOT_FOUND, f"no RPC property named {name!r}")
         elif request.event == RPCEvents.PROPERTY_SET and self._rpc_properties[name].fset is None:
-            raise _Failure(ErrorCode.BAD_REQUEST, f"property {name!r} is read-only")
+            raise Failure(ErrorCode.BAD_REQUEST, f"property {name!r} is read-only")
 
-    def _remember(self, key: _Key, body: list[Any], now: float) -> None:
-        size = len(body[0]) if len(body) == 1 else sum(memoryview(f).nbytes for f in body)
-        recent = self._recent
-        recent[key] = body if size <= _DEDUP_MAX_BYTES else None
-        if len(recent) >= _DEDUP_ENTRIES or now - self._recent_since >= _DEDUP_SECONDS:
-            self._retire_replies(now)
+    def _on_idle(self) -> None:
+        """No request came for a while: let replies age out, and read subscriptions."""
+        self._answered.age(time.monotonic())
+        self._read_subscriptions()
 
-    def _retire_replies(self, now: float) -> None:
-        """Forget the older generation of replies; the newer becomes the older."""
-        self._older, self._recent, self._recent_since = self._recent, {}, now
-
-    # ------------------------------------------------------------------ workers
+    # ------------------------------------------------------------------ handlers
 
     def _run_handler(
-        self, envelope: list[Any], request: Request, received: float, key: _Key | None
+        self, envelope: list[Any], request: Request, received: float, key: Key | None
     ) -> None:
-        me = threading.get_ident()
-        self._jobs[me] = (received, key)  # read by the watchdog
+        self._pool.begin(received, key)
         try:
             frames = self._execute(request)
         except Exception as exc:
-            frames = self._failure_frames(request, exc)
-        self._finish(me, envelope, frames, key, received)
-
-    def _failure_frames(self, request: Request, exc: Exception) -> list[Any]:
-        """The reply to a request whose handler (or its reply's encoding) raised ``exc``."""
-        if isinstance(exc, _Failure):
-            return self._error_frames(None, request, exc.code, exc)
-        trace = "".join(tb.format_exception(exc))
-        return self._error_frames(None, request, ErrorCode.REMOTE, exc, type(exc).__name__, trace)
-
-    def _finish(
-        self, me: int, envelope: list[Any], frames: list[Any], key: _Key | None, received: float
-    ) -> None:
-        """Send a handler's reply, or queue it for the leader if the socket was handed over."""
-        self._jobs[me] = None
-        # The watchdog reads the clock before it reads a start time, and takes the socket
-        # only from a handler that started _TAKEOVER_SECONDS before: a handler that ended
-        # sooner, as this clock reading after the store above shows, still holds it.
-        if time.monotonic() - received < _TAKEOVER_SECONDS:
-            still_leader = True
-        else:
-            with self._lead_lock:
-                still_leader = self._leader == me
-        if still_leader:
-            if not self._socket.send(envelope + frames, nowait=True):  # _send(), written out
-                self.stats.unroutable += 1
-            if key is not None:
-                self._remember(key, frames, received)
-        elif not self._dead:
-            self._replies.put((key, envelope, frames))
-            self._wake()
+            frames = handler_failure(request, self._server_id, exc)
+        self._pool.finish(envelope, frames, key, received)
 
     def _execute(self, request: Request) -> list[Any]:
         event = request.event
@@ -936,7 +711,7 @@ class RPCServer:
                 with self._call_lock:
                     value = function(*args, **kwargs)
             if request.name in self._buffer_methods:
-                return self._buffer_reply(request, value)
+                return buffer_result(request, self._server_id, value)
             key = "result"
         elif event == _PROPERTY_GET:
             value = getattr(self, request.name)
@@ -944,16 +719,16 @@ class RPCServer:
         elif event == _PROPERTY_SET:
             with self._call_lock or contextlib.nullcontext():
                 setattr(self, request.name, request.value)
-            return self._reply(request, {})
+            return success(request, self._server_id, {})
         else:
             values = {name: getattr(self, name) for name in self._rpc_properties}
-            return self._reply(request, {}, payload={"values": values})
+            return success(request, self._server_id, {}, payload={"values": values})
         # A success carrying one value: to a labwire client, one scalar is one compact frame.
         if request.version is not None:
             frame = encode_plain_reply(request.request_id, self._server_id, value)
             if frame is not None:
                 return [frame]
-        return self._reply(request, {}, payload={key: value})
+        return success(request, self._server_id, {}, payload={key: value})
 
     def _plain_operation(self, request: Request, spec: OperationSpec) -> Any:
         """Run an operation called plainly; it is cancelled once the caller stops waiting."""
@@ -966,69 +741,6 @@ class RPCServer:
         call = (request.args, request.kwargs)
         with self._call_lock or contextlib.nullcontext():
             return self._operations.call(self, request.name, spec, call, deadline, self.port)
-
-    def _buffer_reply(self, request: Request, result: Any) -> list[Any]:
-        if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict)):
-            raise _Failure(
-                ErrorCode.REMOTE,
-                f"buffer method {request.name!r} must return (buffer, dict), "
-                f"got {type(result).__name__}",
-                "TypeError",
-            )
-        buffer, info = result
-        if request.is_labwire:
-            if isinstance(buffer, (bytes, bytearray)):
-                buffer = memoryview(buffer)
-            try:  # what _reply() writes for this payload, with less glue
-                return encode_buffer_reply(request, self._server_id, buffer, info)
-            except TypeError as exc:
-                raise _Failure(
-                    ErrorCode.REMOTE, f"result cannot be sent: {exc}", "TypeError"
-                ) from None
-        try:
-            return [encode_json(info), memoryview(buffer)]
-        except TypeError as exc:
-            raise _Failure(ErrorCode.REMOTE, f"buffer method result: {exc}", "TypeError") from None
-
-    # ------------------------------------------------------------------ replies
-
-    def _reply(
-        self,
-        request: Request,
-        fields: dict[str, Any],
-        payload: dict[str, Any] | None = None,
-        extension: dict[str, Any] | None = None,
-    ) -> list[Any]:
-        header: dict[str, Any] = {"success": True, **fields}
-        if request.is_labwire:
-            header["lw"] = reply_extension(request, self._server_id, **(extension or {}))
-        try:
-            return encode_frames(header, payload)
-        except TypeError as exc:
-            raise _Failure(ErrorCode.REMOTE, f"result cannot be sent: {exc}", "TypeError") from None
-
-    def _error_frames(
-        self,
-        header: dict[str, Any] | None,
-        request: Request | None,
-        code: ErrorCode,
-        exc: BaseException,
-        error_type: str = "",
-        traceback: str = "",
-    ) -> list[Any]:
-        reply: dict[str, Any] = {"success": False, "error": str(exc), "traceback": traceback}
-        labwire = request.is_labwire if request is not None else _claims_labwire(header)
-        if labwire:
-            rid = request.request_id if request is not None else _claimed_rid(header)
-            error_type = error_type or getattr(exc, "error_type", "") or type(exc).__name__
-            reply["lw"] = {
-                "v": PROTOCOL_VERSION,
-                "rid": rid,
-                "sid": self._server_id,
-                "code": str(code),
-                "etype": error_type,
-            }
-        return [encode_json(reply)]
 
     def _inventory(self) -> dict[str, Any]:
         return {
@@ -1091,18 +803,6 @@ class RPCServer:
                 _log.debug("signal %s #%d dropped: publisher queue full", name, seq)
             if self._broker_socket is not None:
                 self._broker_socket.send([frame], nowait=True)
-
-
-def _claims_labwire(header: dict[str, Any] | None) -> bool:
-    return isinstance(header, dict) and isinstance(header.get("lw"), dict)
-
-
-def _claimed_rid(header: dict[str, Any] | None) -> int | None:
-    if not _claims_labwire(header):
-        return None
-    assert header is not None
-    rid = header["lw"].get("rid")
-    return rid if isinstance(rid, int) and not isinstance(rid, bool) else None
 
 
 def _primary_ip() -> str:
