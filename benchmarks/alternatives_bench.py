@@ -135,7 +135,7 @@ def _raw(ports: str, context: zmq.Context[Any]) -> Iterator[Calls]:
         return call
 
     def send_bytes() -> None:
-        sink.send_multipart([b'{"event":"take"}', _PAYLOAD], copy=False)
+        sink.send_multipart([b'{"event":"take"}', _PAYLOAD])  # at 1 MiB copying beats zero-copy
         sink.recv()
 
     try:
