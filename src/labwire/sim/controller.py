@@ -9,6 +9,11 @@ another thread, property reads (``progress``, ``state``...) and other clients ke
 served during the scan. ``metadata.json`` is written at the end of every scan, including a
 failed or aborted one (``"status"`` says which), and lists every image written.
 
+A scan's plan (:class:`~labwire.sim.scan.ScanConfig`, its stops and their checks) is in
+:mod:`labwire.sim.scan`; what it writes in its output folder (the images, ``metadata.json``,
+the summary) is in :mod:`labwire.sim.output`. The controller runs the one with the devices and
+records it with the other; the public names of both are re-exported here.
+
 Example (devices given by URL here; registry names work the same with ``registry_url``)::
 
     from labwire.sim import ControllerClient, SimCamera, SimController, SimStage
@@ -22,19 +27,11 @@ Example (devices given by URL here; registry names work the same with ``registry
 from __future__ import annotations
 
 import contextlib
-import datetime
-import json
 import logging
-import math
-import os
-import statistics
 import threading
 import time
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from labwire.config import Settings
 from labwire.rpc import (
@@ -48,6 +45,17 @@ from labwire.rpc import (
 )
 from labwire.sim.camera import CameraClient, file_extension
 from labwire.sim.connect import open_device
+from labwire.sim.output import (
+    _GENERATOR,
+    METADATA_FILE,
+    _iso,
+    _remove_previous_scan,
+    _summary,
+    _write_image,
+    _write_json,
+    read_metadata,
+)
+from labwire.sim.scan import ScanAborted, ScanConfig, _check_within_limits
 from labwire.sim.stage import StageClient
 
 __all__ = [
@@ -61,105 +69,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-
-#: Name of the metadata file a scan writes in its output folder.
-METADATA_FILE = "metadata.json"
-_GENERATOR = "labwire.sim.SimController"
-
-
-class ScanAborted(RuntimeError):
-    """The scan was stopped by :meth:`ControllerInterface.abort`."""
-
-
-@dataclass(frozen=True, slots=True)
-class ScanConfig:
-    """What :meth:`ControllerInterface.run_scan` does; every field has a default.
-
-    Attributes:
-        positions: Number of stops on the circle (images taken).
-        center: ``[x, y]`` of the circle's centre (where the plant is), in mm.
-        radius: Circle radius in mm.
-        z: Height of the stage during the scan, in mm.
-        output: Folder for the images and ``metadata.json`` (relative to the controller's
-            working directory; created when missing).
-        lores: Grab half-resolution images.
-        encoding: Set the camera's encoding first (``"png"``, ``"jpeg"``, ``"raw"``); None
-            keeps the camera's.
-        speed: Set the stage speed (mm/s) first; None keeps the stage's.
-        home: Home the stage before the scan.
-        camera: The camera's registry name or URL (None: the controller's ``camera``).
-        stage: The stage's registry name or URL (None: the controller's ``stage``).
-    """
-
-    positions: int = 36
-    center: tuple[float, float] = (400.0, 400.0)
-    radius: float = 300.0
-    z: float = 100.0
-    output: str = "scan-output"
-    lores: bool = False
-    encoding: str | None = None
-    speed: float | None = None
-    home: bool = False
-    camera: str | None = None
-    stage: str | None = None
-
-    @classmethod
-    def from_dict(cls, config: dict[str, Any] | None) -> ScanConfig:
-        """Build and check a configuration from a JSON-like dict.
-
-        Raises:
-            ValueError: An unknown key or a value of the wrong kind or range.
-        """
-        config = dict(config or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown scan config key(s) {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(known))}"
-            )
-        values: dict[str, Any] = {}
-        if "positions" in config:
-            values["positions"] = _number(config, "positions", int, 1, 100_000)
-        if "center" in config:
-            try:
-                cx, cy = (float(v) for v in config["center"])
-            except (TypeError, ValueError):
-                raise ValueError(f"center must be [x, y] in mm, got {config['center']!r}") from None
-            values["center"] = (cx, cy)
-        for key in ("radius", "z"):
-            if key in config:
-                values[key] = _number(config, key, float, 0.0, 1e6)
-        if config.get("speed") is not None:
-            values["speed"] = _number(config, "speed", float, 1e-3, 1e6)
-        for key in ("lores", "home"):
-            if key in config:
-                if not isinstance(config[key], bool):
-                    raise ValueError(f"{key} must be true or false, got {config[key]!r}")
-                values[key] = config[key]
-        for key in ("output", "encoding", "camera", "stage"):
-            if config.get(key) is not None:
-                if not isinstance(config[key], str) or not config[key]:
-                    raise ValueError(f"{key} must be a non-empty string, got {config[key]!r}")
-                values[key] = config[key]
-        return cls(**values)
-
-    def stops(self) -> list[tuple[float, float, float, float]]:
-        """The scan's stops as ``(angle_degrees, x, y, z)``, counter-clockwise from +x."""
-        cx, cy = self.center
-        result = []
-        for index in range(self.positions):
-            angle = 2 * math.pi * index / self.positions
-            x = round(cx + self.radius * math.cos(angle), 6)
-            y = round(cy + self.radius * math.sin(angle), 6)
-            result.append((math.degrees(angle), x, y, self.z))
-        return result
-
-    def to_json(self) -> dict[str, Any]:
-        """The configuration as a JSON-ready dict."""
-        data = asdict(self)
-        data["center"] = list(self.center)
-        return data
 
 
 class ControllerInterface:
@@ -508,124 +417,7 @@ class _Moves:
             handle.cancel("the scan was cancelled")
 
 
-def read_metadata(output: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read the ``metadata.json`` a scan wrote in ``output``.
-
-    Raises:
-        FileNotFoundError: There is no metadata file.
-        ValueError: The file is not valid JSON.
-    """
-    with open(Path(output) / METADATA_FILE, encoding="utf-8") as stream:
-        data: dict[str, Any] = json.load(stream)
-    return data
-
-
-# ---------------------------------------------------------------------- helpers
-
-
-def _number(config: dict[str, Any], key: str, kind: type, low: float, high: float) -> Any:
-    value = config[key]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{key} must be a number, got {value!r}")
-    if kind is int and value != int(value):
-        raise ValueError(f"{key} must be a whole number, got {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{key}={value!r} is outside {low:g}..{high:g}")
-    return kind(value)
-
-
 def _device_name(value: Any, what: str) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{what} must be a registry name or URL, got {value!r}")
     return value
-
-
-def _check_within_limits(
-    stops: list[tuple[float, float, float, float]], limits: dict[str, list[float]]
-) -> None:
-    for axis, position in (("x", 1), ("y", 2), ("z", 3)):
-        low, high = limits[axis]
-        values = [stop[position] for stop in stops]
-        if min(values) < low or max(values) > high:
-            raise ValueError(
-                f"the scan circle needs {axis} from {min(values):g} to {max(values):g} mm, "
-                f"but the stage's travel limits are {low:g}..{high:g} mm; "
-                "change center, radius or z"
-            )
-
-
-def _write_image(path: Path, buffer: Any) -> int:
-    if isinstance(buffer, np.ndarray):
-        np.save(path, buffer, allow_pickle=False)
-        return int(buffer.nbytes)
-    view = memoryview(buffer)
-    path.write_bytes(view)
-    return view.nbytes
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, bytes | bytearray | memoryview):
-        return f"<{memoryview(value).nbytes} bytes>"
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def _remove_previous_scan(output: Path) -> None:
-    """Delete the files a previous scan listed in this folder, so metadata stays complete."""
-    try:
-        previous = read_metadata(output)
-    except (OSError, ValueError):
-        return
-    if not isinstance(previous, dict) or previous.get("generator") != _GENERATOR:
-        return
-    for entry in previous.get("images") or []:
-        name = entry.get("file") if isinstance(entry, dict) else None
-        if isinstance(name, str) and name == Path(name).name and name.startswith("image_"):
-            with contextlib.suppress(FileNotFoundError):
-                (output / name).unlink()
-    with contextlib.suppress(FileNotFoundError):
-        (output / METADATA_FILE).unlink()
-
-
-def _summary(
-    status: str,
-    images: list[dict[str, Any]],
-    latencies: list[float],
-    elapsed: float,
-    output: Path,
-    devices: dict[str, Any],
-) -> dict[str, Any]:
-    total = sum(int(image["bytes"]) for image in images)
-    ordered = sorted(latencies)
-    latency = {
-        "median": round(statistics.median(ordered) * 1000, 3) if ordered else None,
-        "p99": round(ordered[max(math.ceil(0.99 * len(ordered)) - 1, 0)] * 1000, 3)
-        if ordered
-        else None,
-        "max": round(ordered[-1] * 1000, 3) if ordered else None,
-    }
-    return {
-        "status": status,
-        "images": len(images),
-        "bytes": total,
-        "elapsed_s": round(elapsed, 3),
-        "images_per_second": round(len(images) / elapsed, 2) if elapsed > 0 else 0.0,
-        "latency_ms": latency,
-        "output": str(output),
-        "metadata": str(output / METADATA_FILE),
-        "camera": devices.get("camera", {}).get("address", ""),
-        "stage": devices.get("stage", {}).get("address", ""),
-    }
-
-
-def _iso(timestamp: float) -> str:
-    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat(timespec="seconds")
