@@ -22,9 +22,8 @@ Methods declared with :meth:`RPCServer.register_operation` are operations
 in a runner, and an :class:`~labwire.rpc.operations.OperationTable` answers the polls, cancels
 and listings, and cancels those whose deadline passed or whose client vanished. Called plainly
 they are cancelled when the call's expiry passes.
-Signals are published on one PUB socket (guarded by a
-lock, since any thread may emit), once per emission whatever the number of clients, each
-message numbered per signal under a random epoch drawn at start.
+Signals are published once per emission whatever the number of clients, numbered per signal
+under the server's incarnation id (:mod:`labwire.rpc.publisher`).
 """
 
 from __future__ import annotations
@@ -52,6 +51,7 @@ from labwire.rpc.operations import (
     operation_method,
 )
 from labwire.rpc.property import RPCProperty
+from labwire.rpc.publisher import SignalPublisher
 from labwire.rpc.replies import Failure, buffer_result, error_frames, handler_failure, success
 from labwire.rpc.runners import Key, RunnerPool
 from labwire.rpc.signal import RPCSignal
@@ -70,7 +70,6 @@ from labwire.wire.rpc import (
     is_private_name,
     parse_request,
 )
-from labwire.wire.signals import encode_signal, probe_token
 
 __all__ = ["RPCServer"]
 
@@ -84,9 +83,6 @@ S = TypeVar("S")
 R = TypeVar("R")
 P = ParamSpec("P")
 
-#: Subscription messages read from a publisher at a time, and probe tokens remembered.
-_SUBSCRIPTIONS_AT_ONCE = 1000
-_PROBES_KEPT = 256
 # Enum members cost a descriptor lookup each time they are read; every call reads these.
 _METHOD_CALL = RPCEvents.METHOD_CALL
 _PROPERTY_GET = RPCEvents.PROPERTY_GET
@@ -210,10 +206,6 @@ class RPCServer:
         }
 
         self._server_id = secrets.token_hex(8)
-        self._seq: dict[str, int] = dict.fromkeys(self._signals, 0)
-        self._pub_lock = threading.Lock()
-        #: Probe tokens whose subscription reached a publisher (SIGNAL_CHECK), the newest last.
-        self._probes: dict[str, None] = {}
         self._call_lock = threading.Lock() if serialize_calls else None
         self._operations = OperationTable(self._server_id, self._call_lock)
         self._stopped = threading.Event()
@@ -226,12 +218,19 @@ class RPCServer:
         self._socket: Socket = self._transport.bind(SocketType.ROUTER, url)
         self.endpoint = self._socket.endpoint
         self.port = self._socket.port
+        self.signal_broker = signal_broker
         try:
-            self._signal_socket: Socket | None = self._bind_signals()
+            self._publisher = SignalPublisher(
+                self._transport,
+                self.endpoint,
+                self._server_id,
+                self._settings.signal_hwm,
+                signal_broker,
+            )
         except LabwireError:
             self._socket.close(0)
             raise
-        self.signal_endpoint = self._signal_socket.endpoint
+        self.signal_endpoint = self._publisher.endpoint
         try:
             self._pool = RunnerPool(
                 self._socket,
@@ -248,22 +247,10 @@ class RPCServer:
             )
         except LabwireError:
             self._socket.close(0)
-            self._signal_socket.close(0)
+            self._publisher.close(0)
             raise
-        self.signal_broker = signal_broker
-        self._broker_socket: Socket | None = None
-        if signal_broker is not None:
-            try:
-                self._broker_socket = self._transport.connect(
-                    SocketType.XPUB, signal_broker, sndhwm=self._settings.signal_hwm
-                )
-            except LabwireError:
-                self._socket.close(0)
-                self._signal_socket.close(0)
-                self._pool.close()
-                raise
         for signal in self._signals.values():
-            signal._publisher = self._publish
+            signal._publisher = self._publisher.publish
 
     # ------------------------------------------------------------------ declaration
 
@@ -338,17 +325,6 @@ class RPCServer:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _bind_signals(self) -> Socket:
-        endpoint = parse_endpoint(self.endpoint, for_bind=True)
-        if endpoint.is_tcp:
-            url = str(endpoint.with_port(0))
-        elif endpoint.scheme == "ipc":
-            url = f"ipc://{endpoint.path}.signals"
-        else:
-            url = f"inproc://{endpoint.path}.signals"
-        # XPUB: a PUB that also reads its subscribers' subscriptions (for SIGNAL_CHECK).
-        return self._transport.bind(SocketType.XPUB, url, sndhwm=self._settings.signal_hwm)
-
     def serve_forever(self) -> None:
         """Serve requests until :meth:`stop_server` is called or a client sends STOP_SERVER.
 
@@ -408,12 +384,7 @@ class RPCServer:
         self._operations.close(0.0)
         self.name, self.uuid, self.registry_addr = "", None, ""
         self._socket.close()
-        with self._pub_lock:
-            signal_socket, self._signal_socket = self._signal_socket, None
-            broker_socket, self._broker_socket = self._broker_socket, None
-        for publisher in (signal_socket, broker_socket):
-            if publisher is not None:
-                publisher.close()
+        self._publisher.close()
         self._stopped.set()
         _log.info("RPC server on %s stopped", self.endpoint)
 
@@ -569,10 +540,7 @@ class RPCServer:
             lw = {"signal_endpoint": self.signal_endpoint}
             self._send(envelope + success(request, self._server_id, fields, extension=lw))
         elif event == ExtensionEvents.SIGNAL_CHECK:
-            self._read_subscriptions()
-            with self._pub_lock:
-                subscribed = request.name in self._probes
-                self._probes.pop(request.name, None)
+            subscribed = self._publisher.probe_arrived(request.name)
             self._send(envelope + success(request, self._server_id, {"subscribed": subscribed}))
         elif event == ExtensionEvents.PING:
             self._send(
@@ -683,7 +651,7 @@ class RPCServer:
     def _on_idle(self) -> None:
         """No request came for a while: let replies age out, and read subscriptions."""
         self._answered.age(time.monotonic())
-        self._read_subscriptions()
+        self._publisher.read_subscriptions()
 
     # ------------------------------------------------------------------ handlers
 
@@ -777,32 +745,6 @@ class RPCServer:
                 for n, s in self._operation_specs.items()
             },
         }
-
-    # ------------------------------------------------------------------ signals
-
-    def _read_subscriptions(self) -> None:
-        """Read what subscribers sent the publishers, keeping the tokens of probes."""
-        with self._pub_lock:
-            for publisher in (self._signal_socket, self._broker_socket):
-                if publisher is None:
-                    continue
-                for subscription in publisher.recv_frames_nowait(_SUBSCRIPTIONS_AT_ONCE):
-                    token = probe_token(subscription)
-                    if token is not None:
-                        self._probes[token] = None
-                        if len(self._probes) > _PROBES_KEPT:
-                            del self._probes[next(iter(self._probes))]
-
-    def _publish(self, name: str, args: tuple[Any, ...]) -> None:
-        with self._pub_lock:
-            if self._signal_socket is None:
-                return
-            self._seq[name] = seq = self._seq.get(name, 0) + 1
-            frame = encode_signal(name, args, self._server_id, seq)
-            if not self._signal_socket.send([frame], nowait=True):
-                _log.debug("signal %s #%d dropped: publisher queue full", name, seq)
-            if self._broker_socket is not None:
-                self._broker_socket.send([frame], nowait=True)
 
 
 def _primary_ip() -> str:
