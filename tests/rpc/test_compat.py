@@ -222,6 +222,8 @@ def _refuses_connections(port: int) -> bool:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
     except ConnectionRefusedError:
         return True
+    except ConnectionResetError:  # accepted while the listener closes: not refusing yet
+        return False
     return False
 
 
