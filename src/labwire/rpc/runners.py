@@ -17,8 +17,8 @@ handler that ends sooner than the takeover time keeps the socket without taking 
 since the watchdog cannot have moved it. At most ``max_runners`` runners exist, so at most
 ``max_runners - 1`` slow handlers run at once.
 
-Idle means idle: after ``WATCHDOG_QUIET_SECONDS`` without a request the watchdog sleeps until
-the next one arrives, and the leader's receive waits up to the heartbeat interval, so an idle
+Idle means idle: after ``WATCHDOG_QUIET_SECONDS`` without a handler the watchdog sleeps until
+the next one starts, and the leader's receive waits up to the heartbeat interval, so an idle
 server wakes only at that interval.
 """
 
@@ -44,8 +44,8 @@ _log = logging.getLogger(__name__)
 TAKEOVER_SECONDS = 0.002
 #: How often the watchdog looks at the leader while requests arrive.
 WATCHDOG_SECONDS = 0.002
-#: After this long without a request, the watchdog sleeps until the next one.
-WATCHDOG_QUIET_SECONDS = 0.5
+#: After this long without a handler starting, the watchdog sleeps until the next one.
+WATCHDOG_QUIET_SECONDS = 0.2
 #: Leadership is up for grabs (the next runner to look takes it).
 _VACANT = -1
 
@@ -114,10 +114,10 @@ class RunnerPool:
         self._idle_runners = 0
         self._runners: list[threading.Thread] = []
         self._watchdog: threading.Thread | None = None
-        self._received = 0
-        # Set to wake the watchdog, which sleeps on it while no request arrives.
+        self._handlers_started = 0
+        # Set to wake the watchdog, which sleeps on it while no handler runs.
         self._watchdog_asleep = False
-        self._requests_arrive = threading.Event()
+        self._handler_started = threading.Event()
         self._closed_event = threading.Event()
         self._replies: queue.SimpleQueue[_Reply] = queue.SimpleQueue()
         self._wake_id = b"labwire-wake-" + secrets.token_bytes(16)
@@ -166,7 +166,7 @@ class RunnerPool:
             self.stopping = True
             self._lead.notify_all()
         self._closed_event.set()
-        self._requests_arrive.set()  # the watchdog may be asleep
+        self._handler_started.set()  # the watchdog may be asleep
         with self._waker_lock:
             waker, self._waker = self._waker, None
         if waker is not None:
@@ -196,6 +196,9 @@ class RunnerPool:
     def begin(self, received: float, key: Key | None) -> None:
         """Mark the calling runner as in a handler since ``received`` (for the watchdog)."""
         self.jobs[threading.get_ident()] = (received, key)
+        self._handlers_started += 1
+        if self._watchdog_asleep:
+            self._handler_started.set()
 
     def finish(
         self, envelope: list[Any], frames: list[Any], key: Key | None, received: float
@@ -256,9 +259,6 @@ class RunnerPool:
                 if message[0] == wake_id:
                     self._drain_replies()
                     continue
-                self._received += 1
-                if self._watchdog_asleep:
-                    self._requests_arrive.set()
                 self._handle(*message)
                 if self._leader != me:
                     return True
@@ -281,21 +281,22 @@ class RunnerPool:
     def _watch(self) -> None:
         """Hand the socket to another runner when the leader is stuck in a slow handler.
 
-        Sleeps while no request arrives: the leader wakes it.
+        Sleeps while no handler runs: :meth:`begin` wakes it. Requests answered without a
+        handler (inventory, ping, signal endpoint) never keep it awake.
         """
         closed = self._closed_event
-        seen, quiet_since = self._received, time.monotonic()
+        seen, quiet_since = self._handlers_started, time.monotonic()
         while not closed.wait(WATCHDOG_SECONDS):
-            if self._received != seen or self.jobs.get(self._leader) is not None:
-                seen, quiet_since = self._received, time.monotonic()
+            if self._handlers_started != seen or self.jobs.get(self._leader) is not None:
+                seen, quiet_since = self._handlers_started, time.monotonic()
             elif time.monotonic() - quiet_since >= WATCHDOG_QUIET_SECONDS:
-                self._requests_arrive.clear()
+                self._handler_started.clear()
                 self._watchdog_asleep = True
-                # A request counted, or a close, before the flag was up: do not sleep.
-                if self._received == seen and not closed.is_set():
-                    self._requests_arrive.wait()
+                # A handler counted, or a close, before the flag was up: do not sleep.
+                if self._handlers_started == seen and not closed.is_set():
+                    self._handler_started.wait()
                 self._watchdog_asleep = False
-                seen, quiet_since = self._received, time.monotonic()
+                seen, quiet_since = self._handlers_started, time.monotonic()
                 continue
             with self._lead:
                 # The clock is read before the start time: finish() relies on that order.
