@@ -53,6 +53,16 @@ from labwire.wire.rpc import ExtensionEvents, RPCEvents
 
 __all__ = ["AsyncRPCClient"]
 
+
+class _Expired(Exception):
+    """A pending request's deadline passed (set on its future by its timer)."""
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(_Expired())
+
+
 _log = logging.getLogger(__name__)
 
 
@@ -416,10 +426,19 @@ class AsyncRPCClient(ClientBase):
             await self._send(frames, deadline, connect_wait)
             self._ensure_reader()
             if deadline is not None:
+                # A timer on the future itself: asyncio.wait_for() would add a task and a
+                # waiter to every call.
+                timer = self._loop.call_at(
+                    self._loop.time() + max(0.0, deadline - time.monotonic()),
+                    _expire,
+                    future,
+                )
                 try:
-                    return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
-                except TimeoutError:
+                    return await future
+                except _Expired:
                     raise call_timeout(describe(event, fields), self.url, timeout_ms) from None
+                finally:
+                    timer.cancel()
             return await self._wait_alive(future)
         finally:
             self._pending.pop(rid, None)
