@@ -127,6 +127,7 @@ _REPLY_DEPTH = 1
 _LW_FIELDS = ("cid", "rid", "ttl", "exp", "sid")
 _PLAIN_TYPES = frozenset({int, str, bool, type(None)})
 _SCALARS = frozenset({str, float, bool, type(None)})
+_NUMBERS = frozenset({int, float, bool})
 _BUFFER_KEY_BYTES = b'"' + BUFFER_KEY.encode() + b'"'
 #: An int, not b":": ``bytes in bytes`` raises and clears an exception inside, ten times slower.
 _COLON = ord(":")
@@ -155,6 +156,17 @@ def _is_plain(value: Any) -> bool:
             if not math.isfinite(item):
                 return False
         elif kind is list or kind is tuple:
+            # Arrays of scalars (readings, coordinates) are checked at C speed: by the set of
+            # their item types, and their floats by their sum, finite only if each one is.
+            kinds = set(map(type, item))
+            if kinds <= _PLAIN_TYPES:
+                continue
+            if kinds <= _NUMBERS:
+                try:
+                    if math.isfinite(sum(item)):
+                        continue
+                except OverflowError:  # an integer too large for a float: look at each
+                    pass
             stack.extend(item)
         elif kind is dict:
             if BUFFER_KEY in item:
