@@ -325,7 +325,7 @@ def idle(quick: bool) -> list[dict[str, Any]]:
         raw_clients.grow(1)
         pids = [lw_server, raw_server, lw_clients.members[0].popen.pid]
         pids.append(raw_clients.members[0].popen.pid)
-        time.sleep(0.5)  # start-up work (inventory, subscription) settles first
+        time.sleep(2.0)  # start-up work (inventory, subscription) settles first
         before = [_cpu_and_wakeups(pid) for pid in pids]
         start = time.monotonic()
         time.sleep(window)  # the measurement window
