@@ -691,7 +691,7 @@ class RPCServer:
         else:
             values = {name: getattr(self, name) for name in self._rpc_properties}
             return success(request, self._server_id, {}, payload={"values": values})
-        # A success carrying one value: to a labwire client, one scalar is one compact frame.
+        # A success carrying plain JSON: to a labwire client, one compact frame, encoded once.
         if request.version is not None:
             frame = encode_plain_reply(request.request_id, self._server_id, value)
             if frame is not None:

@@ -8,9 +8,10 @@ server, a labwire DEALER client and a labwire ROUTER server all understand each 
 labwire client has read a labwire server's inventory it leaves the delimiter out (one frame
 fewer each way); the server answers every request with the envelope it came with.
 
-Small calls take a compact layout. Once a labwire client knows it talks to a labwire server,
-it writes a method call whose arguments are JSON scalars, and every property read, as one
-JSON array (:func:`encode_call`, :func:`encode_get`)::
+Calls take a compact layout. Once a labwire client knows it talks to a labwire server, it
+writes a method call whose arguments are plain JSON data (scalars, and lists and str-keyed
+dicts of them: no buffers, no NaN), and every property read, as one JSON array
+(:func:`encode_call`, :func:`encode_get`)::
 
     ["METHOD_CALL", method, args, kwargs, cid, rid, ttl, exp, sid]
     ["PROPERTY_GET", property, cid, rid, ttl, exp, sid]
@@ -19,7 +20,7 @@ where the last five are the ``"lw"`` fields below. A server decodes that in one 
 (:func:`decode_compact`); anything the pass declines goes to the general path, which reads the
 array as the header it stands for (:func:`expand_compact_request`) and checks every field, so
 a message the general path refuses never passes the fast one. A labwire server answers a
-labwire request that succeeded with one JSON scalar in one compact frame,
+labwire request that succeeded with a plain JSON value in one compact frame,
 ``[rid, sid, value]`` (:func:`encode_plain_reply`, :func:`decode_plain_reply`); every other
 reply has the object layout below.
 
