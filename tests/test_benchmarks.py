@@ -66,7 +66,6 @@ def test_quick_run_prints_every_row_with_a_ratio() -> None:
 
 
 def test_scaling_plot_draws_every_sweep(tmp_path: pathlib.Path) -> None:
-    pytest.importorskip("matplotlib")
     from benchmarks.scaling import plot
 
     def sweep(points: list[int], *metrics: str) -> dict[str, object]:
