@@ -236,20 +236,26 @@ def _run_operation(
                 task, total=total, completed=update.fraction or 0.0, note=update.message
             )
 
-        # Ctrl-C while the operation starts waits until its id is known, to cancel it.
+        # Ctrl-C while the operation starts waits until its id is known, to cancel it; from
+        # then on it interrupts the wait. One handler throughout: Python runs a signal's
+        # handler when the main thread next can, so one swapped in between could miss it.
         interrupted: list[int] = []
+        started: list[Any] = []
+
+        def on_interrupt(number: int, _: Any) -> None:
+            interrupted.append(number)
+            if started:
+                raise KeyboardInterrupt
+
         main_thread = threading.current_thread() is threading.main_thread()
         if main_thread:
-            previous = signal.signal(signal.SIGINT, lambda number, _: interrupted.append(number))
+            previous = signal.signal(signal.SIGINT, on_interrupt)
         try:
             handle = client.start_operation(
                 method, *call_args, on_progress=show, **options, **call_kwargs
             )
-        finally:
-            if main_thread:
-                signal.signal(signal.SIGINT, previous)
-        try:
             try:
+                started.append(handle)
                 if interrupted:
                     raise KeyboardInterrupt
                 return handle.result()
@@ -273,8 +279,11 @@ def _run_operation(
                 raise CommandError(f"{label}.{method}() was cancelled: {exc}", EXIT_ERROR) from None
             except RemoteError as exc:
                 raise CommandError(f"{label}.{method}() failed: {exc}", EXIT_ERROR) from None
+            finally:
+                handle.close()
         finally:
-            handle.close()
+            if main_thread:
+                signal.signal(signal.SIGINT, previous)
 
 
 def cmd_ops(args: argparse.Namespace, ctx: _Context) -> int:
