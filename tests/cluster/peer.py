@@ -20,63 +20,23 @@ import argparse
 import asyncio
 import json
 import os
-import queue
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.commands import LineProcess
 
 
-class Peer:
-    """One peer process (test side): line-oriented stdout, killed by PID on close."""
+class Peer(LineProcess):
+    """One peer process (test side), told to quit on close."""
 
     def __init__(self, argv: Sequence[str], prefix: Sequence[str] = ()) -> None:
-        self.argv = [*prefix, sys.executable, "-m", "tests.cluster.peer", *argv]
-        self.process = subprocess.Popen(
-            self.argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.history: list[str] = []
-        self._reader = threading.Thread(target=self._read, name="peer-reader", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
+        super().__init__("tests.cluster.peer", argv, prefix)
 
     def expect(self, word: str, timeout: float = 10.0) -> str:
-        """The rest of the next line that starts with ``word`` (other lines are skipped)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(
-                    f"no {word} line within {timeout} s; saw {self.history}"
-                ) from None
-            if line is None:
-                self.lines.put(None)
-                raise AssertionError(f"peer exited before {word}; saw {self.history}")
-            self.history.append(line)
-            head, _, rest = line.partition(" ")
-            if head == word:
-                return rest
-
-    def send(self, line: str) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(line + "\n")
-        self.process.stdin.flush()
+        """The rest of the next unread line that starts with ``word``."""
+        return self.next_line((word,), timeout).partition(" ")[2]
 
     def ask(self, line: str, word: str, timeout: float = 10.0) -> str:
         self.send(line)
@@ -88,18 +48,8 @@ class Peer:
     def request(self, line: str, timeout: float = 10.0) -> tuple[str, str]:
         """Send a request command; ``("RESULT", json)`` or ``("ERROR", "type message")``."""
         self.send(f"request {line}")
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                answer = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"no answer within {timeout} s; saw {self.history}") from None
-            if answer is None:
-                raise AssertionError(f"peer exited; saw {self.history}")
-            self.history.append(answer)
-            head, _, rest = answer.partition(" ")
-            if head in ("RESULT", "ERROR"):
-                return head, rest
+        head, _, rest = self.next_line(("RESULT", "ERROR"), timeout).partition(" ")
+        return head, rest
 
     def wait_peers(self, names: set[str], timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -108,22 +58,8 @@ class Peer:
                 raise AssertionError(f"peers never became {names}; saw {self.history[-3:]}")
             time.sleep(0.05)
 
-    def kill(self, signum: int = 9) -> None:
-        if self.process.poll() is None:
-            os.kill(self.pid, signum)
-        self.process.wait(5)
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            try:
-                self.send("quit")
-                self.process.wait(3)
-            except (OSError, subprocess.TimeoutExpired):
-                self.kill()
-        for stream in (self.process.stdin, self.process.stdout):
-            if stream is not None:
-                stream.close()
-        self._reader.join(2)
+    def ask_to_stop(self) -> None:
+        self.send("quit")
 
 
 # ------------------------------------------------------------------------ process side

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.conftest import LOOPBACK, wait_for
-from tests.cluster.peer import ROOT, Peer
+from tests.cluster.peer import Peer
+from tests.commands import ROOT
 
 ECHO = ("--count", "1", "--json", "--network", LOOPBACK)
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("LABWIRE_")}

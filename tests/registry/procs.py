@@ -16,57 +16,29 @@ Roles:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
-import queue
 import select
 import signal
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-
+from tests.commands import LineProcess
 
 # --------------------------------------------------------------------------- test side
 
 
-class Proc:
-    """One subprocess with line-oriented stdout, read by a helper thread."""
+class Proc(LineProcess):
+    """A ``tests.registry.procs`` role in a process of its own."""
 
     def __init__(self, argv: Sequence[str], prefix: Sequence[str] = ()) -> None:
-        self.argv = [*prefix, sys.executable, "-m", "tests.registry.procs", *argv]
-        self.process = subprocess.Popen(
-            self.argv,
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-        )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.history: list[str] = []
-        self._unread: list[str] = []
-        self._reader = threading.Thread(target=self._read, name="proc-reader", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
+        super().__init__("tests.registry.procs", argv, prefix)
 
     def expect(self, word: str, timeout: float = 5.0) -> list[str]:
-        """Wait for the next unconsumed line starting with ``word``; return its other fields.
+        """Wait for the next unread line starting with ``word``; return its other fields.
 
         Lines starting with other words stay available to later calls.
         """
@@ -74,68 +46,7 @@ class Proc:
 
     def expect_any(self, words: Sequence[str], timeout: float = 5.0) -> list[str]:
         """Like :meth:`expect` for the first line starting with any of ``words`` (all fields)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for index, line in enumerate(self._unread):
-                fields = line.split()
-                if fields and fields[0] in words:
-                    del self._unread[index]
-                    return fields
-            remaining = deadline - time.monotonic()
-            try:
-                line = self.lines.get(timeout=max(0.0, remaining))
-            except queue.Empty:
-                raise AssertionError(
-                    f"{self.argv[-8:]}: no {words} line within {timeout} s; saw {self.history}"
-                ) from None
-            if line is None:
-                self.lines.put(None)
-                raise AssertionError(f"process exited before {words}; saw {self.history}")
-            self.history.append(line)
-            self._unread.append(line)
-
-    def drain(self) -> list[str]:
-        """Forget unconsumed lines (returned), e.g. before waiting for a fresh one."""
-        while True:
-            try:
-                line = self.lines.get_nowait()
-            except queue.Empty:
-                break
-            if line is None:
-                self.lines.put(None)
-                break
-            self.history.append(line)
-            self._unread.append(line)
-        dropped, self._unread = self._unread, []
-        return dropped
-
-    def send(self, line: str) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(line + "\n")
-        self.process.stdin.flush()
-
-    def signal(self, signum: int) -> None:
-        if self.process.poll() is None:
-            os.kill(self.pid, signum)
-
-    def kill(self) -> None:
-        """``kill -9`` and reap."""
-        self.signal(signal.SIGKILL)
-        self.process.wait(5)
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.signal(signal.SIGCONT)
-            self.signal(signal.SIGTERM)
-            try:
-                self.process.wait(3)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        for stream in (self.process.stdin, self.process.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-        self._reader.join(2)
+        return self.next_line(words, timeout).split()
 
 
 class ProcessPool:
