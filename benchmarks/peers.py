@@ -186,6 +186,29 @@ def serve_raw() -> None:
         signal.pause()  # SIGTERM's default action ends the process
 
 
+class PlainDevice:
+    """The benchmark device as a plain class: Pyro5 and zerorpc serve it as it is."""
+
+    def __init__(self) -> None:
+        self._position = [0.0, 0.0]
+
+    def add(self, a: int, b: int = 1) -> int:
+        return a + b
+
+    def echo(self, value: Any) -> Any:
+        return value
+
+    def move(self, x: float, y: float, speed: float = 1.0) -> list[float]:
+        self._position = [x, y]
+        return self._position
+
+    def get_position(self) -> list[float]:
+        return self._position
+
+    def take(self, data: Any) -> int:
+        return len(data)
+
+
 def serve_pyro5() -> None:
     """Pyro5 at its fastest settings: the multiplexing server and the marshal serializer."""
     import Pyro5.api
@@ -194,29 +217,8 @@ def serve_pyro5() -> None:
     config.SERVERTYPE = "multiplex"
     config.SERIALIZER = "marshal"
 
-    @Pyro5.api.expose
-    class Device:
-        def __init__(self) -> None:
-            self._position = [0.0, 0.0]
-
-        def add(self, a: int, b: int = 1) -> int:
-            return a + b
-
-        def echo(self, value: Any) -> Any:
-            return value
-
-        def move(self, x: float, y: float, speed: float = 1.0) -> list[float]:
-            self._position = [x, y]
-            return self._position
-
-        def get_position(self) -> list[float]:
-            return self._position
-
-        def take(self, data: Any) -> int:
-            return len(data)
-
     daemon = Pyro5.api.Daemon(host="127.0.0.1")
-    print(daemon.register(Device(), "device"), flush=True)
+    print(daemon.register(Pyro5.api.expose(PlainDevice)(), "device"), flush=True)
     daemon.requestLoop()
 
 
@@ -255,30 +257,10 @@ def serve_zerorpc() -> None:
     """A zerorpc server (msgpack over ZeroMQ, on gevent); it has no properties or kwargs."""
     import zerorpc
 
-    class Device:
-        def __init__(self) -> None:
-            self._position = [0.0, 0.0]
-
-        def add(self, a: int, b: int = 1) -> int:
-            return a + b
-
-        def echo(self, value: Any) -> Any:
-            return value
-
-        def move(self, x: float, y: float, speed: float = 1.0) -> list[float]:
-            self._position = [x, y]
-            return self._position
-
-        def get_position(self) -> list[float]:
-            return self._position
-
-        def take(self, data: Any) -> int:
-            return len(data)
-
     with socket.socket() as probe:  # a free port; zerorpc reports no bound endpoint
         probe.bind(("127.0.0.1", 0))
         endpoint = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
-    server = zerorpc.Server(Device())
+    server = zerorpc.Server(PlainDevice())
     server.bind(endpoint)
     print(endpoint, flush=True)
     server.run()
