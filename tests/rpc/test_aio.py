@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -106,3 +107,58 @@ def test_many_concurrent_request_loops_on_one_client_never_stall(camera: Camera)
 
     results = asyncio.run(main())  # a missed wake-up shows as CallTimeout here
     assert results == [[1000 * k + i for i in range(150)] for k in range(4)]
+
+
+def test_replies_are_received_by_the_loop_itself_with_no_task_in_between(camera: Camera) -> None:
+    async def main() -> None:
+        async with AsyncRPCClient(None, camera.endpoint) as client:
+            assert await client.call("echo", {"a": [1, 2.5, "x"]}) == {"a": [1, 2.5, "x"]}
+            assert await client.get_property("mode") == "STILL"
+            assert asyncio.all_tasks() == {asyncio.current_task()}
+
+    asyncio.run(main())
+
+
+class _ProactorLikeLoop(asyncio.SelectorEventLoop):
+    """Refuses the first reader it is asked to watch, as a proactor loop refuses them all.
+
+    pyzmq's own asyncio poll, which the client falls back on, then watches the descriptor (on
+    Windows pyzmq brings a selector thread for that).
+    """
+
+    refused = 0
+
+    def add_reader(self, fd: Any, callback: Any, *args: Any) -> None:
+        if not self.refused:
+            self.refused += 1
+            raise NotImplementedError
+        super().add_reader(fd, callback, *args)
+
+
+def test_a_loop_that_cannot_watch_descriptors_gets_its_replies_all_the_same(
+    camera: Camera,
+) -> None:
+    async def main() -> list[int]:
+        async with AsyncRPCClient(None, camera.endpoint) as client:
+            return list(await asyncio.gather(*(client.call("add", i, i) for i in range(50))))
+
+    loop = _ProactorLikeLoop()
+    try:
+        assert loop.run_until_complete(main()) == [2 * i for i in range(50)]
+        assert loop.refused == 1
+    finally:
+        loop.close()
+
+
+def test_one_client_serves_one_event_loop_after_another(camera: Camera) -> None:
+    client = AsyncRPCClient(None, camera.endpoint)
+
+    async def call(value: int) -> Any:
+        return await client.call("echo", value)
+
+    try:
+        asyncio.run(client.refresh_inventory())
+        assert asyncio.run(call(1)) == 1
+        assert asyncio.run(call(2)) == 2
+    finally:
+        asyncio.run(client.aclose())

@@ -3,10 +3,13 @@
 Theory of operation
 -------------------
 One DEALER socket per client, owned by the event loop that first uses it. Any number of
-coroutines may call at once: each request carries an id, a reader task resolves the future of
-the matching call, and replies nobody waits for any more (late replies) are counted and
-dropped. A deployed lock-step server returns no ids, so calls to it are serialised and the
-socket is replaced after a timeout (Lazy Pirate). Deadlines, pings while waiting without a
+coroutines may call at once: each request carries an id and a future, and the loop itself
+watches the socket (:class:`~labwire.transport.aio.ReadWatch`): when replies arrive it
+receives them all without waiting and resolves the futures of the matching calls, with no
+task in between. A reply that is plain JSON is the call's result as it is. Replies nobody
+waits for any more (late replies) are counted and dropped. A deployed lock-step server
+returns no ids, so calls to it are serialised and the socket is replaced after a timeout
+(Lazy Pirate). Deadlines, pings while waiting without a
 deadline, and server-restart handling follow the synchronous client. Signals are received by
 the same background receiver thread as the synchronous client and their slots are called in
 the event loop.
@@ -29,7 +32,6 @@ from labwire.config import Settings
 from labwire.errors import (
     CallTimeout,
     ClosedError,
-    LabwireError,
     ProtocolError,
     ServerRestarted,
     Unavailable,
@@ -46,10 +48,16 @@ from labwire.rpc.operations import AsyncOperationHandle, OperationLost
 from labwire.rpc.receiver import RPCSignalReceiver
 from labwire.rpc.results import NoResult
 from labwire.rpc.signal import RPCSignal
-from labwire.transport import SocketType
-from labwire.transport.aio import AsyncSocket, AsyncTransport
+from labwire.transport import Socket, SocketType
+from labwire.transport.aio import ReadWatch
 from labwire.wire.operations import OperationInfo, Update, decode_info
-from labwire.wire.rpc import ExtensionEvents, RPCEvents
+from labwire.wire.rpc import (
+    ExtensionEvents,
+    RPCEvents,
+    encode_call,
+    expand_compact_reply,
+    read_plain_reply,
+)
 
 __all__ = ["AsyncRPCClient"]
 
@@ -64,6 +72,9 @@ def _expire(future: asyncio.Future[Any]) -> None:
 
 
 _log = logging.getLogger(__name__)
+#: The first wait before sending again while the server is not connected yet (it doubles up
+#: to the handshake check interval).
+_SEND_RETRY_SECONDS = 0.001
 
 
 class AsyncRPCClient(ClientBase):
@@ -109,10 +120,11 @@ class AsyncRPCClient(ClientBase):
     ) -> None:
         self._use_signal_url(signal_url)
         self._init_base(context, url, timeout, settings, resolve, raise_errors, server_key)
-        self._async_transport = AsyncTransport(context, settings)
-        self._socket: AsyncSocket | None = None
-        self._pending: dict[int, asyncio.Future[Reply]] = {}
-        self._reader: asyncio.Task[None] | None = None
+        self._socket: Socket | None = None
+        self._watch: ReadWatch | None = None
+        # Calls waiting for their reply, by request id (None: the one call to a deployed
+        # server, whose replies carry no id); each future gets a Reply or a plain value.
+        self._pending: dict[int | None, asyncio.Future[Any]] = {}
         self._serial: asyncio.Lock | None = None
         self._signal_receiver: RPCSignalReceiver | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -171,9 +183,9 @@ class AsyncRPCClient(ClientBase):
             RemoteError: The property does not exist or its getter failed.
         """
         reply = await self._request(
-            RPCEvents.PROPERTY_GET, {"property": name}, None, self._plain_timeout()
+            RPCEvents.PROPERTY_GET, {"property": name}, None, self._plain_timeout(), plain=True
         )
-        return self._property_value(name, reply)
+        return reply if type(reply) is not Reply else self._property_value(name, reply)
 
     async def set_property(self, name: str, value: Any) -> None:
         """Write a remote property.
@@ -285,14 +297,7 @@ class AsyncRPCClient(ClientBase):
             if not future.done():
                 future.set_exception(ClosedError(f"client for {self.url} is closed"))
         self._pending.clear()
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, LabwireError):
-                await reader
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
+        self._close_socket(None)
         receiver, self._signal_receiver = self._signal_receiver, None
         if receiver is not None:
             await asyncio.to_thread(receiver.close)
@@ -303,6 +308,29 @@ class AsyncRPCClient(ClientBase):
         return self._invoke_async(name, args, kwargs)
 
     async def _invoke_async(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A method call: plain JSON both ways to a labwire server in one compact exchange.
+
+        Anything else (a buffer method, a deployed server, no deadline, arguments the compact
+        layout cannot carry) takes :meth:`execute`.
+        """
+        compact = self._compact_timeout(name)
+        if compact is not None and not compact[1]:
+            timeout_ms = compact[0]
+            deadline = time.monotonic() + timeout_ms / 1000.0
+            rid = next(self._rids)
+            expiry = deadline + self._clock_offset
+            frame = encode_call(
+                name, list(args), kwargs, self._client_id, rid, timeout_ms, expiry, self._server_id
+            )
+            if frame is not None:
+                self._loop = asyncio.get_running_loop()
+                what = (RPCEvents.METHOD_CALL, {"method": name})
+                reply = await self._round_trip(rid, [frame], deadline, timeout_ms, what)
+                if type(reply) is not Reply:
+                    return reply
+                if self._restarted(reply):
+                    await self._on_restart()
+                return self._method_result(name, reply)[0]
         result, info = await self.execute(name, {"args": list(args), "kwargs": kwargs})
         if name in self._buffer_methods and not isinstance(result, NoResult):
             return result, info
@@ -319,20 +347,57 @@ class AsyncRPCClient(ClientBase):
 
     # ------------------------------------------------------------------ the call path
 
-    def _ensure_socket(self) -> AsyncSocket:
-        if self._socket is None or self._socket.closed:
-            self._socket = self._async_transport.connect(
+    def _ensure_socket(self) -> Socket:
+        socket, watch = self._socket, self._watch
+        if socket is None or socket.closed or watch is None or watch.loop is not self._loop:
+            self._close_socket(0)
+            socket = self._transport.connect(
                 SocketType.DEALER, self.url, server_key=self.server_key, immediate=1
             )
-        return self._socket
+            self._socket = socket
+            self._watch = ReadWatch(socket, self._on_readable)
+        return socket
 
-    def _reset_socket(self) -> None:
-        if self._socket is not None:
-            self._socket.close(0)
-            self._socket = None
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()
+    def _close_socket(self, linger_ms: int | None) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.close()
+        socket, self._socket = self._socket, None
+        if socket is not None:
+            socket.close(linger_ms)
+
+    def _on_readable(self) -> None:
+        """Receive every reply waiting, and resolve the futures of the calls they answer."""
+        socket = self._socket
+        if socket is None:
+            return
+        pending = self._pending
+        rid: int | None
+        try:
+            while socket.readable():
+                head = socket.recv_head(0)
+                if head is None:
+                    return
+                plain = read_plain_reply(head, self._server_id, self._limits)
+                if plain is not None:
+                    rid, value = plain
+                else:
+                    frames = [memoryview(head), *(part.buffer for part in socket.recv_tail())]
+                    try:
+                        value = self._read(frames)
+                    except ProtocolError as exc:
+                        _log.warning("dropped a malformed reply from %s: %s", self.url, exc)
+                        continue
+                    lw = value.extension
+                    claimed = lw.get("rid", -1) if lw else None
+                    rid = claimed if claimed is None or type(claimed) is int else -1
+                future = pending.get(rid)
+                if future is None or future.done():
+                    self.late_replies += 1
+                else:
+                    future.set_result(value)
+        except ClosedError:  # the ZeroMQ context was terminated under the client
+            return
 
     async def _request(
         self,
@@ -342,72 +407,30 @@ class AsyncRPCClient(ClientBase):
         timeout_ms: int | None,
         *,
         connect_wait: bool = False,
-    ) -> Reply:
+        plain: bool = False,
+    ) -> Any:
+        """Send a request and wait for its reply.
+
+        Returns:
+            The :class:`Reply`; with ``plain``, a compact reply's value as it is.
+        """
         self._check_open()
         self._loop = asyncio.get_running_loop()
-        start = time.monotonic()
-        deadline = None if timeout_ms is None else start + timeout_ms / 1000.0
+        deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000.0
         if self.is_labwire_server:
             reply = await self._exchange(event, fields, payload, timeout_ms, deadline, connect_wait)
         else:
             if self._serial is None:
                 self._serial = asyncio.Lock()
             async with self._serial:
-                reply = await self._exchange_serial(
-                    event, fields, payload, timeout_ms, deadline, connect_wait
+                reply = await self._exchange(
+                    event, fields, payload, timeout_ms, deadline, connect_wait, serial=True
                 )
+        if type(reply) is not Reply:
+            return reply[2] if plain else Reply(expand_compact_reply(reply), [])
         if event != RPCEvents.GET_INVENTORY and self._restarted(reply):
             await self._on_restart()
         return reply
-
-    async def _send(self, frames: list[Any], deadline: float | None, connect_wait: bool) -> None:
-        socket = self._ensure_socket()
-        socket.check_handshake(retry=True)
-        if socket.send_nowait(frames):
-            return
-        grace = self._settings.connect_grace_ms / 1000.0
-        limit = self._connect_limit(deadline, connect_wait)
-        while (remaining := limit - time.monotonic()) > 0:
-            if socket.is_secure:
-                remaining = min(remaining, _HANDSHAKE_CHECK_SECONDS)
-            if await socket.poll(max(1, int(remaining * 1000)), writable=True) and (
-                socket.send_nowait(frames)
-            ):
-                return
-            socket.check_handshake(retry=False)
-        if self._moved():
-            self._reset_socket()
-            socket = self._ensure_socket()
-            if await socket.poll(max(1, int(grace * 1000)), writable=True) and (
-                socket.send_nowait(frames)
-            ):
-                return
-        raise Unavailable(f"cannot reach {self.url}: no connection (is the server running?)")
-
-    async def _exchange_serial(
-        self,
-        event: str,
-        fields: dict[str, Any],
-        payload: dict[str, Any] | None,
-        timeout_ms: int | None,
-        deadline: float | None,
-        connect_wait: bool,
-    ) -> Reply:
-        rid, frames = self._build(event, fields, payload, timeout_ms, time.monotonic())
-        await self._send(frames, deadline, connect_wait)
-        socket = self._ensure_socket()
-        while True:
-            wait = None if deadline is None else deadline - time.monotonic()
-            if wait is not None and wait <= 0:
-                self._reset_socket()  # Lazy Pirate: a late reply must never pair with the next call
-                raise call_timeout(describe(event, fields), self.url, timeout_ms)
-            received = await socket.recv(None if wait is None else max(1, int(wait * 1000)))
-            if received is None:
-                continue
-            reply = self._read(received)
-            if self._matches(reply, rid):
-                return reply
-            self.late_replies += 1
 
     async def _exchange(
         self,
@@ -417,33 +440,105 @@ class AsyncRPCClient(ClientBase):
         timeout_ms: int | None,
         deadline: float | None,
         connect_wait: bool,
-    ) -> Reply:
-        assert self._loop is not None
+        *,
+        serial: bool = False,
+    ) -> Any:
+        """One request: its :class:`Reply`, or ``[rid, sid, value]`` for a compact reply."""
+        server_id = self._server_id
         rid, frames = self._build(event, fields, payload, timeout_ms, time.monotonic())
-        future: asyncio.Future[Reply] = self._loop.create_future()
-        self._pending[rid] = future
+        reply = await self._round_trip(
+            rid, frames, deadline, timeout_ms, (event, fields), connect_wait, serial
+        )
+        return reply if type(reply) is Reply else [rid, server_id, reply]
+
+    async def _round_trip(
+        self,
+        rid: int,
+        frames: list[Any],
+        deadline: float | None,
+        timeout_ms: int | None,
+        what: tuple[str, dict[str, Any]],
+        connect_wait: bool = False,
+        serial: bool = False,
+    ) -> Any:
+        """Send a request's frames and wait for the reply :meth:`_on_readable` hands over.
+
+        Args:
+            rid: The request's id.
+            frames: Its frames.
+            deadline: When to give up (monotonic clock), or None to wait while the server
+                answers pings (a deployed server: forever).
+            timeout_ms: The deadline as the caller gave it, for the error message.
+            what: ``(event, fields)`` of the request, to name it in a timeout's message.
+            connect_wait: Wait for the server to come up (see :meth:`_connect_limit`).
+            serial: A deployed server's request: its reply carries no id, and the socket is
+                replaced after a timeout (Lazy Pirate).
+
+        Returns:
+            A :class:`Reply`, or a compact reply's plain value.
+        """
+        loop = self._loop
+        assert loop is not None
+        future = loop.create_future()
+        pending = self._pending
+        pending[rid] = future
+        if serial:
+            pending[None] = future
         try:
             await self._send(frames, deadline, connect_wait)
-            self._ensure_reader()
-            if deadline is not None:
-                # A timer on the future itself: asyncio.wait_for() would add a task and a
-                # waiter to every call.
-                timer = self._loop.call_at(
-                    self._loop.time() + max(0.0, deadline - time.monotonic()),
-                    _expire,
-                    future,
-                )
-                try:
-                    return await future
-                except _Expired:
-                    raise call_timeout(describe(event, fields), self.url, timeout_ms) from None
-                finally:
-                    timer.cancel()
-            return await self._wait_alive(future)
+            if deadline is None:
+                return await (future if serial else self._wait_alive(future))
+            # A timer on the future itself: asyncio.wait_for() would add a task and a waiter
+            # to every call.
+            timer = loop.call_at(
+                loop.time() + max(0.0, deadline - time.monotonic()), _expire, future
+            )
+            try:
+                return await future
+            except _Expired:
+                if serial:  # Lazy Pirate: a late reply must never pair with the next call
+                    self._close_socket(0)
+                raise call_timeout(describe(*what), self.url, timeout_ms) from None
+            finally:
+                timer.cancel()
         finally:
-            self._pending.pop(rid, None)
+            del pending[rid]
+            if serial:
+                pending.pop(None, None)
 
-    async def _wait_alive(self, future: asyncio.Future[Reply]) -> Reply:
+    async def _send(self, frames: list[Any], deadline: float | None, connect_wait: bool) -> None:
+        socket = self._ensure_socket()
+        socket.check_handshake(retry=True)
+        if self._send_now(socket, frames):
+            return
+        if await self._send_until(socket, frames, self._connect_limit(deadline, connect_wait)):
+            return
+        if self._moved():
+            self._close_socket(0)
+            socket = self._ensure_socket()
+            grace = self._settings.connect_grace_ms / 1000.0
+            if await self._send_until(socket, frames, time.monotonic() + grace):
+                return
+        raise Unavailable(f"cannot reach {self.url}: no connection (is the server running?)")
+
+    def _send_now(self, socket: Socket, frames: list[Any]) -> bool:
+        sent = socket.send(frames, nowait=True)
+        assert self._watch is not None
+        self._watch.kick()
+        return sent
+
+    async def _send_until(self, socket: Socket, frames: list[Any], limit: float) -> bool:
+        """Send once the server is connected, trying again until ``limit`` (monotonic)."""
+        delay = _SEND_RETRY_SECONDS
+        while (remaining := limit - time.monotonic()) > 0:
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(2 * delay, _HANDSHAKE_CHECK_SECONDS)
+            if self._send_now(socket, frames):
+                return True
+            socket.check_handshake(retry=False)
+        return False
+
+    async def _wait_alive(self, future: asyncio.Future[Any]) -> Any:
         """Wait without a deadline, pinging the server so a dead one is noticed."""
         heartbeat = self._settings.heartbeat_ivl_ms / 1000.0
         dead_after = self._settings.heartbeat_timeout_ms / 1000.0
@@ -464,31 +559,9 @@ class AsyncRPCClient(ClientBase):
                 raise Unavailable(
                     f"{self.url} stopped answering while a call was pending"
                 ) from None
-            if self._restarted(pong):
+            if type(pong) is Reply and self._restarted(pong):
                 await self._on_restart()
                 raise ServerRestarted(f"{self.url} restarted during the call (outcome unknown)")
-
-    def _ensure_reader(self) -> None:
-        if self._reader is None or self._reader.done():
-            assert self._loop is not None
-            self._reader = self._loop.create_task(self._read_replies())
-
-    async def _read_replies(self) -> None:
-        socket = self._ensure_socket()
-        while not self._closed:
-            received = await socket.recv(None)
-            if received is None:
-                continue
-            try:
-                reply = self._read(received)
-            except ProtocolError as exc:
-                _log.warning("dropped a malformed reply from %s: %s", self.url, exc)
-                continue
-            future = self._pending.get(reply.extension.get("rid", -1))
-            if future is None or future.done():
-                self.late_replies += 1
-                continue
-            future.set_result(reply)
 
     # ------------------------------------------------------------------ restarts and signals
 

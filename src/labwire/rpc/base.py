@@ -54,6 +54,8 @@ C = TypeVar("C", bound=type)
 
 #: Sentinel: "use the method's own timeout".
 _DEFAULT: Any = object()
+#: The timeout of a method the inventory does not list.
+_UNLISTED: Any = object()
 
 
 class Reply:
@@ -250,6 +252,26 @@ class ClientBase(ProcessBound):
         if name in self._buffer_methods or name in self._json_methods:
             return declared
         return self.timeout
+
+    def _compact_timeout(self, name: str) -> tuple[int, bool] | None:
+        """How a call of ``name`` goes in the compact layout, if it can.
+
+        Returns:
+            Its deadline in ms and whether ``name`` is a buffer method; or None when the call
+            takes the general path: a deployed server, a method the inventory does not list,
+            no deadline (the general loop pings while it waits), or a closed client.
+        """
+        timeout_ms = self._json_methods.get(name, _UNLISTED)
+        buffer = timeout_ms is _UNLISTED
+        if buffer:
+            timeout_ms = self._buffer_methods.get(name, _UNLISTED)
+        if self._overriding and timeout_ms is not _UNLISTED:
+            override = self._overrides.value
+            if override is not _DEFAULT:
+                timeout_ms = None if override is None else int(override)
+        if self._protocol is None or timeout_ms is _UNLISTED or timeout_ms is None or self._closed:
+            return None
+        return timeout_ms, buffer
 
     def _plain_timeout(self) -> int | None:
         override = self._overrides.value

@@ -81,8 +81,6 @@ _log = logging.getLogger(__name__)
 _CONNECTION_CHECK_SECONDS = 0.1
 _CONNECTION_CHECK_MS = int(_CONNECTION_CHECK_SECONDS * 1000)
 _HANDSHAKE_CHECK_MS = int(_HANDSHAKE_CHECK_SECONDS * 1000)
-#: The timeout of a method the inventory does not list.
-_UNLISTED: Any = object()
 
 
 class _Channel:
@@ -435,16 +433,10 @@ class RPCClient(ClientBase):
         request. A call that needs the general path from the start (a deployed server, no
         deadline, arguments the compact layout cannot carry) takes :meth:`execute`.
         """
-        timeout_ms = self._json_methods.get(name, _UNLISTED)
-        buffer = timeout_ms is _UNLISTED
-        if buffer:
-            timeout_ms = self._buffer_methods.get(name, _UNLISTED)
-        if self._overriding and timeout_ms is not _UNLISTED:
-            override = self._overrides.value
-            if override is not _DEFAULT:
-                timeout_ms = None if override is None else int(override)
-        if self._protocol is None or timeout_ms is _UNLISTED or timeout_ms is None or self._closed:
-            return self._execute_call(name, args, kwargs)  # no deadline: the loop pings
+        compact = self._compact_timeout(name)
+        if compact is None:
+            return self._execute_call(name, args, kwargs)
+        timeout_ms, buffer = compact
         deadline = time.monotonic() + timeout_ms / 1000.0
         rid = next(self._rids)
         frame = encode_call(

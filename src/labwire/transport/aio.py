@@ -9,7 +9,8 @@ the same ZeroMQ context, so sync and async parts of one program share one contex
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import zmq
@@ -19,7 +20,7 @@ from labwire.config import Settings
 from labwire.errors import AuthenticationError
 from labwire.transport.sockets import Socket, SocketType, Transport, translate_errors
 
-__all__ = ["AsyncSocket", "AsyncTransport"]
+__all__ = ["AsyncSocket", "AsyncTransport", "ReadWatch"]
 
 Buffer = bytes | bytearray | memoryview
 
@@ -137,6 +138,66 @@ class AsyncSocket:
     def close(self, linger_ms: int | None = None) -> None:
         """Close the socket; pending output is kept at most ``linger_ms`` (default: settings)."""
         self._socket.close(linger_ms)
+
+
+class ReadWatch:
+    """Calls ``on_readable`` in the running event loop whenever ``socket`` may have input.
+
+    A synchronous :class:`Socket` read from an event loop with no task in between: the
+    loop watches the socket's file descriptor itself (``add_reader``), and ``on_readable``
+    receives without waiting. On a loop that cannot watch descriptors (the proactor loop on
+    Windows), a task waits on pyzmq's asyncio poll instead and calls ``on_readable`` in turn.
+
+    ZeroMQ signals its descriptor on edges, not levels: ``on_readable`` must receive until
+    :meth:`Socket.readable` is False, and whoever sends on the socket must call :meth:`kick`
+    afterwards (a send may consume the edge of a message that arrived meanwhile). Close the
+    watch before the socket.
+
+    Args:
+        socket: The socket to watch.
+        on_readable: Receives whatever waits on ``socket``.
+
+    Attributes:
+        loop: The event loop that watches (the one running when the watch was made).
+    """
+
+    def __init__(self, socket: Socket, on_readable: Callable[[], None]) -> None:
+        self._socket = socket
+        self._on_readable = on_readable
+        self.loop = asyncio.get_running_loop()
+        raw = socket.fileno()
+        self._fd: int | None = raw.get(zmq.FD)
+        self._task: asyncio.Task[None] | None = None
+        try:
+            self.loop.add_reader(self._fd, on_readable)
+        except NotImplementedError:
+            self._fd = None
+            shadow = zmq.asyncio.Socket.shadow(raw.underlying)
+            self._task = self.loop.create_task(self._poll(shadow))
+
+    async def _poll(self, shadow: zmq.asyncio.Socket) -> None:
+        # pyzmq's stub gives the socket the Poller's poll() signature; the real one takes flags.
+        poll: Any = shadow.poll
+        while True:
+            # pyzmq's poll gives up after the socket's RCVTIMEO, if one is set: look anyway.
+            with contextlib.suppress(zmq.Again):
+                await poll(None, zmq.POLLIN)
+            self._on_readable()
+
+    def kick(self) -> None:
+        """Receive what arrived while a send took the descriptor's edge."""
+        if self._socket.readable():
+            self._on_readable()
+
+    def close(self) -> None:
+        """Stop watching (before the socket closes)."""
+        if self._fd is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed already
+                self.loop.remove_reader(self._fd)
+            self._fd = None
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
 
 
 class AsyncTransport:

@@ -32,6 +32,9 @@ _RCVTIMEO = int(zmq.RCVTIMEO)
 # the send of a small message itself.
 _SEND: Any = zmq.backend.Socket.send
 _RECV: Any = zmq.backend.Socket.recv
+_GET: Any = zmq.backend.Socket.get
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 #: Frames smaller than this are copied (cheaper than tracking a zero-copy frame).
 _COPY_BELOW = 65536
 
@@ -202,9 +205,14 @@ class Socket:
             The first part, or None when nothing arrived in time.
         """
         try:
-            if timeout_ms != self._wait:
+            # Without waiting, by flag: RCVTIMEO is left as it is for an asyncio poll on the
+            # same socket (which would time out with it).
+            flags = 0
+            if timeout_ms == 0:
+                flags = _NOBLOCK
+            elif timeout_ms != self._wait:
                 self._wait_at_most(timeout_ms)
-            data: bytes = _RECV(self._raw, 0, True)
+            data: bytes = _RECV(self._raw, flags, True)
         except zmq.Again:
             return None
         except zmq.ZMQError as exc:
@@ -272,6 +280,19 @@ class Socket:
         """Make receives wait up to ``timeout_ms`` (None: forever), via RCVTIMEO."""
         self._raw.setsockopt(_RCVTIMEO, -1 if timeout_ms is None else timeout_ms)
         self._wait = timeout_ms
+
+    def readable(self) -> bool:
+        """Whether a message waits to be received (ZeroMQ's EVENTS, read without waiting).
+
+        Raises:
+            ClosedError: The socket is closed.
+        """
+        try:
+            return bool(_GET(self._raw, _EVENTS) & _POLLIN)
+        except zmq.ZMQError as exc:
+            with translate_errors("poll"):
+                raise exc
+        return False
 
     def recv_frames_nowait(self, limit: int) -> list[bytes]:
         """Receive up to ``limit`` frames that are already waiting, as bytes, without waiting.

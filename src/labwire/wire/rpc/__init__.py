@@ -21,8 +21,8 @@ where the last five are the ``"lw"`` fields below. A server decodes that in one 
 array as the header it stands for (:func:`expand_compact_request`) and checks every field, so
 a message the general path refuses never passes the fast one. A labwire server answers a
 labwire request that succeeded with a plain JSON value in one compact frame,
-``[rid, sid, value]`` (:func:`encode_plain_reply`, :func:`decode_plain_reply`); every other
-reply has the object layout below.
+``[rid, sid, value]`` (:func:`encode_plain_reply`; :func:`decode_plain_reply` and
+:func:`read_plain_reply` read it); every other reply has the object layout below.
 
 Request body, frame by frame::
 
@@ -121,6 +121,7 @@ from labwire.wire.rpc.compact import (
     encode_plain_reply,
     expand_compact_reply,
     expand_compact_request,
+    read_plain_reply,
 )
 from labwire.wire.rpc.events import (
     EXTENSION_EVENTS,
@@ -167,6 +168,7 @@ __all__ = [
     "expand_compact_request",
     "is_private_name",
     "parse_request",
+    "read_plain_reply",
     "reply_extension",
     "restore_buffers",
 ]

@@ -219,7 +219,7 @@ def decode_compact(data: bytes, limits: Limits) -> CompactCall | CompactGet | No
         when the message is anything else (then decode it with :func:`decode_frames` and
         :func:`parse_request`, which also explain what is wrong).
     """
-    # Written out, as is decode_plain_reply: this runs on every call, and each function call
+    # Written out, as is read_plain_reply: this runs on every call, and each function call
     # costs about as much as the checks it would hold.
     if len(data) > limits.short_json_bytes or limits.max_depth < _REQUEST_DEPTH:
         return None
@@ -375,27 +375,44 @@ def decode_plain_reply(data: bytes, request_id: int, server_id: str, limits: Lim
         another layout): decode it with :func:`decode_frames`, which also explains what is
         wrong.
     """
-    if len(data) > limits.short_json_bytes or limits.max_depth < _REPLY_DEPTH:
+    plain = read_plain_reply(data, server_id, limits)
+    if plain is None or plain[0] != request_id:
         return NOT_PLAIN
+    return plain[1]
+
+
+def read_plain_reply(data: bytes, server_id: str, limits: Limits) -> tuple[int, Any] | None:
+    """Decode a compact success reply from one server incarnation, whatever it answers.
+
+    Args:
+        data: The reply's only frame.
+        server_id: The server incarnation it must come from.
+        limits: Limits to enforce.
+
+    Returns:
+        The id of the request answered and the result or value; or None when the reply is
+        anything else (see :func:`decode_plain_reply`).
+    """
+    if len(data) > limits.short_json_bytes or limits.max_depth < _REPLY_DEPTH:
+        return None
     try:
         reply: tuple[int, str, Any] = _REPLY_DECODER.decode(data)
     except (msgspec.DecodeError, UnicodeError, RecursionError, ValueError):
-        return NOT_PLAIN
+        return None
     rid, sid, value = reply
-    if rid != request_id or sid != server_id:
-        return NOT_PLAIN
+    if sid != server_id:
+        return None
     kind = type(value)
     if kind is int:
-        bound = limits.int_bound
-        if abs(value) < bound:
-            return value
-        return NOT_PLAIN
+        if abs(value) < limits.int_bound:
+            return rid, value
+        return None
     if kind in _SCALARS:
-        return value
+        return rid, value
     # A container: hold it to the rules the general path's decoder enforces.
     if not _keys_unique(data, reply, 0) or not _within_limits(data, (value,), limits):
-        return NOT_PLAIN
-    return value
+        return None
+    return rid, value
 
 
 def encode_buffer_reply(
