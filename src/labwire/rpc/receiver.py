@@ -17,7 +17,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from labwire.config import Settings
@@ -253,16 +253,16 @@ class RPCSignalReceiver(threading.Thread):
             self._deliver(signal, message.args)
 
     def _deliver(self, signal: RPCSignal, args: list[Any]) -> None:
-        values: tuple[Any, ...] = tuple(args)
+        values: Sequence[Any] = args
         types = signal.arg_types
-        # Plain-class arguments that already match skip the generic check.
-        if (
-            types
-            and len(args) == len(types)
-            and not all(type(v) is t for v, t in zip(args, types, strict=True))
-        ):
-            with contextlib.suppress(TypeError, RuntimeError):
-                values = signal.validate_args(*args, coerce=True)
+        # Plain-class arguments that already match skip the generic check (a loop, not all()
+        # over a generator: this runs for every emission received).
+        if types and len(args) == len(types):
+            for value, kind in zip(args, types, strict=True):
+                if type(value) is not kind:
+                    with contextlib.suppress(TypeError, RuntimeError):
+                        values = signal.validate_args(*args, coerce=True)
+                    break
         self.received += 1
         self.slot_errors += signal.dispatch(*values)
 

@@ -304,7 +304,7 @@ class Socket:
         received: list[bytes] = []
         try:
             for _ in range(limit):
-                received.append(raw.recv(_NOBLOCK))
+                received.append(_RECV(raw, _NOBLOCK, True))
         except zmq.Again:
             pass
         except zmq.ZMQError as exc:
