@@ -485,7 +485,10 @@ class AsyncRPCClient(ClientBase):
         if serial:
             pending[None] = future
         try:
-            await self._send(frames, deadline, connect_wait)
+            socket = self._ensure_socket()
+            socket.check_handshake(retry=True)
+            if not self._send_now(socket, frames):  # not connected yet: wait for it
+                await self._send_later(socket, frames, deadline, connect_wait)
             if deadline is None:
                 return await (future if serial else self._wait_alive(future))
             # A timer on the future itself: asyncio.wait_for() would add a task and a waiter
@@ -506,11 +509,10 @@ class AsyncRPCClient(ClientBase):
             if serial:
                 pending.pop(None, None)
 
-    async def _send(self, frames: list[Any], deadline: float | None, connect_wait: bool) -> None:
-        socket = self._ensure_socket()
-        socket.check_handshake(retry=True)
-        if self._send_now(socket, frames):
-            return
+    async def _send_later(
+        self, socket: Socket, frames: list[Any], deadline: float | None, connect_wait: bool
+    ) -> None:
+        """Send a request that could not be sent at once, once the server is connected."""
         if await self._send_until(socket, frames, self._connect_limit(deadline, connect_wait)):
             return
         if self._moved():
