@@ -289,6 +289,25 @@ def test_remote_stop_server(camera: Camera) -> None:
     assert camera.wait_stopped(2)
 
 
+class _StopsItself(RPCServer):
+    @RPCServer.register_method_json(timeout=5000)
+    def stop_then_work(self, seconds: float) -> str:
+        self.stop_server()
+        time.sleep(seconds)  # longer than the takeover time: the socket changes hands
+        return "done"
+
+
+def test_a_stop_asked_while_a_slow_handler_runs_still_shuts_the_server_down() -> None:
+    server = _StopsItself(None, "tcp://127.0.0.1:0").start()
+    try:
+        # Stopped before it could reply: the caller learns that the server went away.
+        with RPCClient(None, server.endpoint) as proxy, pytest.raises((Unavailable, CallTimeout)):
+            proxy.call("stop_then_work", 0.2)
+        assert server.wait_stopped(3)
+    finally:
+        server.close()
+
+
 def test_close_is_prompt_with_call_pending_to_dead_server() -> None:
     server = Camera(None, "tcp://127.0.0.1:0").start()
     proxy = CameraClient(None, server.endpoint)

@@ -15,7 +15,8 @@ receive on one socket, with no poll of a second source. Ownership changes only u
 which gives ZeroMQ the memory barrier it requires when a socket moves between threads; a
 handler that ends sooner than the takeover time keeps the socket without taking that lock,
 since the watchdog cannot have moved it. At most ``max_runners`` runners exist, so at most
-``max_runners - 1`` slow handlers run at once.
+``max_runners - 1`` slow handlers run at once. A stop that finds nobody leading (the socket was
+just handed over) is carried out by the first runner to look, so the server always shuts down.
 
 Idle means idle: after ``WATCHDOG_QUIET_SECONDS`` without a handler the watchdog sleeps until
 the next one starts, and the leader's receive waits up to the heartbeat interval, so an idle
@@ -237,7 +238,11 @@ class RunnerPool:
                     self._lead.wait()
                     self._idle_runners -= 1
                 if self._leader != me:
-                    return
+                    if self._leader != _VACANT:
+                        return
+                    # Stopping while nobody leads (the leader was in a slow handler when the
+                    # socket was handed over): this runner leads just long enough to shut down.
+                    self._leader = me
             if not self._lead_loop(me):
                 return
 
