@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from labwire.errors import CallTimeout, RemoteError, Unavailable
+from labwire.errors import CallTimeout, ClosedError, RemoteError, Unavailable
 from labwire.rpc import AsyncRPCClient, NoResult, RPCClient
 from tests.rpc.devices import Camera, CameraInterface
 
@@ -162,3 +162,16 @@ def test_one_client_serves_one_event_loop_after_another(camera: Camera) -> None:
         assert asyncio.run(call(2)) == 2
     finally:
         asyncio.run(client.aclose())
+
+
+def test_closing_the_client_ends_a_pending_call_with_closed_error(camera: Camera) -> None:
+    async def main() -> None:
+        async with AsyncCameraClient(None, camera.endpoint) as client:
+            pending = asyncio.ensure_future(client.call("sleep", 0.3))
+            while not client._pending:
+                await asyncio.sleep(0.001)
+            await client.aclose()
+            with pytest.raises(ClosedError):
+                await pending
+
+    asyncio.run(main())

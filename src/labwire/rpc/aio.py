@@ -505,7 +505,7 @@ class AsyncRPCClient(ClientBase):
             finally:
                 timer.cancel()
         finally:
-            del pending[rid]
+            pending.pop(rid, None)
             if serial:
                 pending.pop(None, None)
 
