@@ -7,6 +7,7 @@ legacy server, and a legacy REQ client (with a legacy subscriber) drives a labwi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -18,7 +19,7 @@ import pytest
 import zmq
 
 from labwire.errors import CallTimeout, RemoteError
-from labwire.rpc import NoResult, RPCClient, RPCSignal
+from labwire.rpc import AsyncRPCClient, NoResult, RPCClient, RPCSignal
 from tests.legacy import (
     LegacyRemoteError,
     LegacyRPCClient,
@@ -180,6 +181,27 @@ def test_lazy_pirate_after_a_timeout_on_a_lock_step_server(
         assert legacy_camera.echo("own reply") == "own reply"
     assert legacy_camera.late_replies == 0
     assert legacy_server.executed == ["sleep", "add", "echo"] * 2
+
+
+def test_asyncio_client_calls_a_deployed_server_and_recovers_after_a_timeout(
+    legacy_server: LegacyRPCServer,
+) -> None:
+    async def main() -> None:
+        async with AsyncRPCClient(None, legacy_server.endpoint) as client:
+            assert not client.is_labwire_server
+            assert await client.call("add", 2, 3) == 5
+            assert await client.get_property("mode") == "idle"
+            results = await asyncio.gather(*(client.call("echo", i) for i in range(5)))
+            assert results == list(range(5))  # one at a time, each its own reply
+            start = time.monotonic()
+            with client.override_timeout(300), pytest.raises(CallTimeout):
+                await client.call("sleep", 0.6)
+            assert 0.3 <= time.monotonic() - start <= 0.3 + SLACK
+            # Lazy Pirate: a new socket, so the late reply never answers this call.
+            assert await client.call("echo", "own reply") == "own reply"
+            assert client.late_replies == 0
+
+    asyncio.run(main())
 
 
 def test_method_declared_without_timeout_gets_the_client_deadline(
