@@ -9,6 +9,7 @@ from iblutil.io.net import base
 
 from labwire.errors import RemoteError
 from labwire.rigs import Auxiliaries
+from labwire.rigs._udp import ECHO_WINDOW
 from tests.rigs.conftest import wait_for
 
 
@@ -92,5 +93,31 @@ def test_traffic_from_the_rig_is_not_mistaken_for_the_echo():
             assert link.unsolicited == 1  # the unasked EXPINFO: echoed, then dropped
         wait_for(lambda: b'[64,20,{"note":"unasked"}]' in rig.received)  # its echo came back
         wait_for(lambda: b"[1,10]" in rig.received)  # and so did the reply's
+    finally:
+        rig.close()
+
+
+class LateEchoRig(ChattyRig):
+    """A stand-in rig on a loaded host: its echo and reply come well after the echo window."""
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            self.received.append(data)
+            if data == b"[1,null]":  # EXPINIT: a late echo, then the reply
+                self._stop.wait(ECHO_WINDOW * 1.5)
+                self.sock.sendto(data, addr)
+                self.sock.sendto(b"[1,10]", addr)
+
+
+def test_a_late_echo_is_not_taken_for_the_reply():
+    rig = LateEchoRig()
+    try:
+        with Auxiliaries({"late": f"udp://127.0.0.1:{rig.port}"}, timeout=2) as rigs:
+            assert rigs.push("EXPINIT", wait=True) == {"late": [10]}
+            assert rigs.services["late"].unsolicited == 0
     finally:
         rig.close()

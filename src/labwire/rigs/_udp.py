@@ -5,16 +5,17 @@ Theory of operation
 One :class:`EchoEndpoint` wraps one UDP socket. Sending is *confirmed*: the datagram is sent
 and sent again, with a doubling interval, until the peer echoes the same bytes or the deadline
 passes, so one lost datagram (either way) never ends the link. While a datagram waits for its
-echo, an incoming datagram from that peer counts as an echo only if it is byte-identical to
-what was sent *and* a copy without an echo yet was sent within the last :data:`ECHO_WINDOW`
-seconds (an echo comes back within a round trip, well under that on a lab network); anything
-else is the peer's own traffic (for example its reply, overtaking a lost echo) and is handled
-as such. The window matters when a reply is byte-identical to its request (``[32,0]`` answers
-``[32,0]``), which the deployed wire cannot tell apart otherwise: counting echoes owed for
-copies that were lost would swallow the peer's next message, and taking a late echo for a new
-message would start an endless exchange of echoes. The window is shorter than the first resend
-interval, so a peer's own resend never falls within it. After a send ends, its entry stays for
-one more window to absorb the echo of its last copy.
+echo, the first byte-identical datagram from that peer is its echo, however late it comes (a
+loaded host may leave it unread for a while). After that first echo, an identical datagram
+counts as the echo of a further copy only if such a copy was sent within the last
+:data:`ECHO_WINDOW` seconds (an echo comes back within a round trip, well under that on a lab
+network); anything else is the peer's own traffic (for example its reply, overtaking a lost
+echo) and is handled as such. The window matters when a reply is byte-identical to its
+request (``[32,0]`` answers ``[32,0]``), which the deployed wire cannot tell apart otherwise:
+counting echoes owed for copies that were lost would swallow the peer's next message, and
+taking a late echo for a new message would start an endless exchange of echoes. The window
+is shorter than the first resend interval, so a peer's own resend never falls within it. After
+a send ends, its entry stays for one more window to absorb the echo of its last copy.
 
 Every other non-error datagram is echoed back at once, exactly, and handed to the owner's
 ``on_datagram`` callback, unless the same bytes from the same peer are still being handled
@@ -203,7 +204,8 @@ class EchoEndpoint(asyncio.DatagramProtocol):
             for pending in outgoing:
                 if pending.data != data:
                     continue
-                pending.unechoed = [sent for sent in pending.unechoed if sent >= oldest]
+                if pending.echoed.done():  # a later copy's echo: only within the window
+                    pending.unechoed = [sent for sent in pending.unechoed if sent >= oldest]
                 if pending.unechoed:
                     del pending.unechoed[0]
                     if not pending.echoed.done():
