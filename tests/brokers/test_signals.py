@@ -72,8 +72,8 @@ def test_a_client_pointed_at_the_broker_gets_only_its_device_signals() -> None:
         kitchen.temperatureChanged.emit(14.0)
         wait_for(lambda: readings[-1] == 14.0)
         assert all(value < 100 for value in readings)
-        assert client._signal_receiver is not None
-        assert client._signal_receiver.url == broker.out_endpoints[0]
+        assert client._subscriptions.receiver is not None
+        assert client._subscriptions.receiver.url == broker.out_endpoints[0]
     finally:
         client.close()
         kitchen.close()

@@ -38,7 +38,7 @@ def test_client_receives_only_signals_it_has_slots_for(camera: Camera) -> None:
         proxy.mode = "VIDEO"
         wait_for(lambda: modes == ["VIDEO"])
         assert counters == []
-        receiver = proxy._signal_receiver
+        receiver = proxy._subscriptions.receiver
         assert receiver is not None
         assert receiver._subscribed == {"modeChanged"}
 

@@ -45,7 +45,7 @@ from labwire.rpc.base import (
     describe,
 )
 from labwire.rpc.operations import AsyncOperationHandle, OperationLost
-from labwire.rpc.receiver import RPCSignalReceiver
+from labwire.rpc.receiver import NO_SIGNAL_STATS, RPCSignalReceiver
 from labwire.rpc.results import NoResult
 from labwire.rpc.signal import RPCSignal
 from labwire.transport import Socket, SocketType
@@ -624,15 +624,7 @@ class AsyncRPCClient(ClientBase):
     async def signal_stats(self) -> dict[str, int]:
         """Counters of the signal receiver (see :meth:`labwire.rpc.RPCClient.signal_stats`)."""
         receiver = self._signal_receiver
-        if receiver is None:
-            return {"received": 0, "gaps": 0, "restarts": 0, "stale": 0, "slot_errors": 0}
-        return {
-            "received": receiver.received,
-            "gaps": receiver.tracker.gaps,
-            "restarts": receiver.tracker.restarts,
-            "stale": receiver.tracker.stale,
-            "slot_errors": receiver.slot_errors,
-        }
+        return dict(NO_SIGNAL_STATS) if receiver is None else receiver.stats()
 
 
 class _LoopSignal(RPCSignal):

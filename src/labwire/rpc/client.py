@@ -29,13 +29,13 @@ incarnation) continues in the general loop with the same request, so both paths 
 
 The non-I/O logic (building requests, reading replies, inventory, interface proxies) lives in
 :class:`~labwire.rpc.base.ClientBase` (:mod:`labwire.rpc.base`), shared with
-:class:`~labwire.rpc.AsyncRPCClient`.
+:class:`~labwire.rpc.AsyncRPCClient`; the signal receiver and its subscriptions in
+:mod:`labwire.rpc.subscriptions`.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 import time
 import weakref
@@ -54,14 +54,13 @@ from labwire.rpc.base import (
     _HANDSHAKE_CHECK_SECONDS,
     ClientBase,
     Reply,
-    _weakly,
     call_timeout,
     describe,
 )
 from labwire.rpc.operations import OperationHandle, OperationLost
-from labwire.rpc.receiver import RPCSignalReceiver
 from labwire.rpc.results import NoResult
 from labwire.rpc.signal import RPCSignal
+from labwire.rpc.subscriptions import Subscriptions
 from labwire.transport import Socket, SocketType
 from labwire.wire.operations import OperationInfo, Update, decode_info
 from labwire.wire.rpc import (
@@ -93,10 +92,6 @@ class _Channel:
         self.url = url
         self.thread = weakref.ref(threading.current_thread())
         self.lock = threading.Lock()
-
-
-#: How long connect() waits for a subscription when the client has no default timeout.
-_SUBSCRIBE_WAIT_MS = 2000
 
 
 class _ThreadChannel(threading.local):
@@ -158,8 +153,7 @@ class RPCClient(ClientBase):
         self._local = _ThreadChannel()
         self._channels: dict[int, _Channel] = {}
         self._channels_lock = threading.Lock()
-        self._signal_receiver: RPCSignalReceiver | None = None
-        self._receiver_lock = threading.Lock()
+        self._subscriptions = Subscriptions(self)
         try:
             self.refresh_inventory(connect_wait=True)
         except BaseException:
@@ -363,16 +357,7 @@ class RPCClient(ClientBase):
 
     def signal_stats(self) -> dict[str, int]:
         """Counters of the signal receiver: received, gaps, restarts, stale, slot_errors."""
-        receiver = self._signal_receiver
-        if receiver is None:
-            return {"received": 0, "gaps": 0, "restarts": 0, "stale": 0, "slot_errors": 0}
-        return {
-            "received": receiver.received,
-            "gaps": receiver.tracker.gaps,
-            "restarts": receiver.tracker.restarts,
-            "stale": receiver.tracker.stale,
-            "slot_errors": receiver.slot_errors,
-        }
+        return self._subscriptions.stats()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -386,10 +371,7 @@ class RPCClient(ClientBase):
         self._closed = True
         if self.forked_from is not None:
             return
-        with self._receiver_lock:
-            receiver, self._signal_receiver = self._signal_receiver, None
-        if receiver is not None:
-            receiver.close()
+        self._subscriptions.close()
         self._release_sockets()
 
     def __del__(self) -> None:
@@ -398,9 +380,7 @@ class RPCClient(ClientBase):
         if getattr(self, "_closed", True) or self.forked_from is not None:
             return
         self._closed = True
-        receiver = self._signal_receiver
-        if receiver is not None:
-            receiver.stop()  # the thread closes its socket and ends by itself
+        self._subscriptions.stop()  # the thread closes its socket and ends by itself
         self._release_sockets()
 
     def _release_sockets(self) -> None:
@@ -740,109 +720,8 @@ class RPCClient(ClientBase):
         except (CallTimeout, Unavailable) as exc:
             _log.warning("could not re-read the inventory of %s: %s", self.url, exc)
             return
-        receiver = self._signal_receiver
-        if receiver is not None and self.signal_url is None:
-            url = self._current_signal_url()
-            if url:
-                receiver.retarget(url)
-
-    def _current_signal_url(self) -> str | None:
-        try:
-            reply = self._request(RPCEvents.INIT_SIGNALS_HANDLING, {}, None, self._plain_timeout())
-        except (CallTimeout, Unavailable, ProtocolError):
-            return None
-        return self._signal_url(reply)
+        self._subscriptions.follow_restart()
 
     def _on_slots_changed(self, signal: RPCSignal) -> None:
-        if self._closed:
-            return
-        receiver = self._ensure_receiver()
-        if receiver is None:
-            return
-        if signal.connections:
-            receiver.subscribe(signal.name)
-            # connect() returns once the subscription is in place, so that an emission the
-            # caller triggers next is not lost (a slot connected by a slot is not waited for).
-            if self.is_labwire_server and threading.current_thread() is not receiver:
-                self._confirm_subscriptions(receiver)
-        else:
-            receiver.unsubscribe(signal.name)
-
-    def _confirm_subscriptions(self, receiver: RPCSignalReceiver) -> None:
-        """Wait until the server's publisher has every subscription made so far.
-
-        A probe subscription follows them; the server says when it has arrived (SIGNAL_CHECK).
-        Gives up, with a warning, after the client's timeout: signals then start a little late.
-        """
-        token = secrets.token_hex(8)
-        receiver.probe(token)
-        timeout_ms = self._plain_timeout() or _SUBSCRIBE_WAIT_MS
-        deadline = time.monotonic() + timeout_ms / 1000.0
-        pause = 0.001
-        try:
-            while True:
-                reply = self._request(
-                    ExtensionEvents.SIGNAL_CHECK, {"token": token}, None, timeout_ms
-                )
-                if reply.header.get("subscribed") is True or self._failure(reply) is not None:
-                    return  # in place, or a server without the check: nothing to wait for
-                if time.monotonic() + pause > deadline:
-                    _log.warning("signal subscription to %s not confirmed in time", self.url)
-                    return
-                time.sleep(pause)  # the subscription is on its way: ask again shortly
-                pause = min(pause * 2, 0.05)
-        except (CallTimeout, Unavailable) as exc:
-            _log.warning("signal subscription to %s not confirmed: %s", self.url, exc)
-        finally:
-            receiver.unprobe(token)
-
-    def _ensure_receiver(self) -> RPCSignalReceiver | None:
-        with self._receiver_lock:
-            if self._signal_receiver is not None:
-                return self._signal_receiver
-            if self.signal_url is not None:
-                return self._start_receiver(
-                    self.signal_url,
-                    server_key=None,
-                    refresh=_weakly(self._follow_through_broker),
-                    epoch=_weakly(self._epoch),
-                )
-            url = self._current_signal_url()
-            if url is None:
-                _log.warning("server at %s offers no signal endpoint", self.url)
-                return None
-            return self._start_receiver(
-                url,
-                server_key=self.server_key,
-                refresh=_weakly(self._current_signal_url) if self.is_labwire_server else None,
-                epoch=None,
-            )
-
-    def _start_receiver(
-        self,
-        url: str,
-        *,
-        server_key: str | None,
-        refresh: Callable[[], str | None] | None,
-        epoch: Callable[[], str | None] | None,
-    ) -> RPCSignalReceiver:
-        receiver = RPCSignalReceiver(
-            self.context,
-            url,
-            self._signals,
-            settings=self._settings,
-            # A deployed publisher's frames do not start with the signal name.
-            selective=self.is_labwire_server,
-            server_key=server_key,
-            refresh=refresh,
-            epoch=epoch,
-            on_terminated=_weakly(self._release_sockets),
-        )
-        receiver.start()
-        self._signal_receiver = receiver
-        return receiver
-
-    def _follow_through_broker(self) -> str | None:
-        """The receiver's refresh with a broker: ask the server, so a restart is noticed."""
-        self._current_signal_url()
-        return self.signal_url
+        if not self._closed:
+            self._subscriptions.update(signal)

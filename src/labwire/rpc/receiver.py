@@ -32,7 +32,10 @@ from labwire.wire.signals import (
     subscription_prefix,
 )
 
-__all__ = ["RPCSignalReceiver"]
+__all__ = ["NO_SIGNAL_STATS", "RPCSignalReceiver"]
+
+#: What a client with no receiver (no slot connected yet) reports as its signal counters.
+NO_SIGNAL_STATS = {"received": 0, "gaps": 0, "restarts": 0, "stale": 0, "slot_errors": 0}
 
 _log = logging.getLogger(__name__)
 
@@ -144,6 +147,17 @@ class RPCSignalReceiver(threading.Thread):
     def retarget(self, url: str) -> None:
         """Follow the publisher to a new endpoint (e.g. after a server restart)."""
         self._command("retarget", url)
+
+    def stats(self) -> dict[str, int]:
+        """The counters a client reports: received, gaps, restarts, stale, slot_errors."""
+        tracker = self.tracker
+        return {
+            "received": self.received,
+            "gaps": tracker.gaps,
+            "restarts": tracker.restarts,
+            "stale": tracker.stale,
+            "slot_errors": self.slot_errors,
+        }
 
     def stop(self) -> None:
         """Ask the thread to stop; it closes its socket and exits promptly."""
