@@ -29,7 +29,6 @@ under the server's incarnation id (:mod:`labwire.rpc.publisher`).
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import logging
 import secrets
 import socket as stdsocket
@@ -41,20 +40,18 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from labwire.config import Settings
 from labwire.errors import ConfigurationError, LabwireError, NotFound, ProtocolError
 from labwire.registration import RegistrationKeeper
+from labwire.rpc.catalogue import Catalogue
 from labwire.rpc.dedup import ReplyCache
-from labwire.rpc.interface import RemoteMethod, mark_method, scan_class
+from labwire.rpc.interface import mark_method
 from labwire.rpc.operations import (
-    OPERATION_ATTRIBUTE,
     Operation,
     OperationSpec,
     OperationTable,
     operation_method,
 )
-from labwire.rpc.property import RPCProperty
 from labwire.rpc.publisher import SignalPublisher
 from labwire.rpc.replies import Failure, buffer_result, error_frames, handler_failure, success
 from labwire.rpc.runners import Key, RunnerPool
-from labwire.rpc.signal import RPCSignal
 from labwire.transport import Socket, SocketType, Transport, parse_endpoint
 from labwire.wire.codec import encode_json
 from labwire.wire.rpc import (
@@ -74,9 +71,6 @@ from labwire.wire.rpc import (
 __all__ = ["RPCServer"]
 
 _log = logging.getLogger(__name__)
-
-#: The version of labwire serving, reported with the inventory (``labwire ping`` shows it).
-_LABWIRE_VERSION = importlib.metadata.version("labwire")
 
 F = TypeVar("F", bound=Callable[..., Any])
 S = TypeVar("S")
@@ -190,20 +184,14 @@ class RPCServer:
         self.peer_addr: str | None = None
         self.stats = _Stats()
 
-        exposed = scan_class(type(self), stop_at=(RPCServer,))
-        self._methods: dict[str, RemoteMethod] = exposed.methods
-        self._operation_specs: dict[str, OperationSpec] = {
-            n: getattr(m.function, OPERATION_ATTRIBUTE)
-            for n, m in self._methods.items()
-            if hasattr(m.function, OPERATION_ATTRIBUTE)
-        }
-        self._buffer_methods = {
-            n: m.function for n, m in self._methods.items() if m.kind == "buffer"
-        }
-        self._rpc_properties: dict[str, RPCProperty] = exposed.properties
-        self._signals: dict[str, RPCSignal] = {
-            name: getattr(self, name) for name in exposed.signals
-        }
+        catalogue = Catalogue(self, RPCServer)
+        self._catalogue = catalogue
+        # The tables every request looks up, as attributes of their own.
+        self._methods = catalogue.methods
+        self._operation_specs = catalogue.operations
+        self._buffer_methods = catalogue.buffer_methods
+        self._rpc_properties = catalogue.properties
+        self._signals = catalogue.signals
 
         self._server_id = secrets.token_hex(8)
         self._call_lock = threading.Lock() if serialize_calls else None
@@ -527,14 +515,18 @@ class RPCServer:
             self._targeted(envelope, request, received)
         elif event == RPCEvents.GET_INVENTORY:
             self.peer_addr = Socket.peer_address(self._last_origin) or self.peer_addr
+            inventory = self._catalogue.inventory(self.name or "")
             if request.is_labwire:
-                details = self._inventory_details()
+                details = self._catalogue.details(
+                    peer_address=self.peer_addr or "",
+                    own_address=self.advertised_endpoint(),
+                    signal_endpoint=self.signal_endpoint,
+                )
                 self._send(
-                    envelope
-                    + success(request, self._server_id, self._inventory(), extension=details)
+                    envelope + success(request, self._server_id, inventory, extension=details)
                 )
             else:  # exactly the deployed inventory, which has no "success" field
-                self._send([*envelope, encode_json(self._inventory())])
+                self._send([*envelope, encode_json(inventory)])
         elif event == RPCEvents.INIT_SIGNALS_HANDLING:
             fields = {"signal_port": parse_endpoint(self.signal_endpoint, for_bind=True).port}
             lw = {"signal_endpoint": self.signal_endpoint}
@@ -709,42 +701,6 @@ class RPCServer:
         call = (request.args, request.kwargs)
         with self._call_lock or contextlib.nullcontext():
             return self._operations.call(self, request.name, spec, call, deadline, self.port)
-
-    def _inventory(self) -> dict[str, Any]:
-        return {
-            "json_methods": {n: m.timeout_ms for n, m in self._methods.items() if m.kind == "json"},
-            "buffer_methods": {
-                n: m.timeout_ms for n, m in self._methods.items() if m.kind == "buffer"
-            },
-            "signals": list(self._signals),
-            "properties": list(self._rpc_properties),
-            "name": self.name or "",
-        }
-
-    def _inventory_details(self) -> dict[str, Any]:
-        return {
-            "now": time.monotonic(),
-            "peer_address": self.peer_addr or "",
-            "own_address": self.advertised_endpoint(),
-            "signal_endpoint": self.signal_endpoint,
-            "labwire_version": _LABWIRE_VERSION,
-            "methods": {
-                n: {"signature": m.signature, "doc": m.doc} for n, m in self._methods.items()
-            },
-            "signal_types": {
-                n: [getattr(t, "__name__", str(t)) for t in s.arg_types]
-                for n, s in self._signals.items()
-            },
-            "property_docs": {
-                n: (p.__doc__ or "").strip().split("\n\n", 1)[0]
-                for n, p in self._rpc_properties.items()
-            },
-            "writable": [n for n, p in self._rpc_properties.items() if p.fset is not None],
-            "operations": {
-                n: {"timeout": s.timeout_ms, "on_disconnect": s.on_disconnect}
-                for n, s in self._operation_specs.items()
-            },
-        }
 
 
 def _primary_ip() -> str:
