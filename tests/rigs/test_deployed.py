@@ -73,10 +73,14 @@ class ChattyRig:
             except TimeoutError:
                 continue
             self.received.append(data)
-            if data == b"[1,null]":  # EXPINIT: chatter, echo, reply
-                self.sock.sendto(b'[64,20,{"note":"unasked"}]', addr)
-                self.sock.sendto(data, addr)
-                self.sock.sendto(b"[1,10]", addr)
+            if data == b"[1,null]":  # EXPINIT
+                self._answer(data, addr)
+
+    def _answer(self, data: bytes, addr: tuple[str, int]) -> None:
+        """Chatter, then the echo, then the reply."""
+        self.sock.sendto(b'[64,20,{"note":"unasked"}]', addr)
+        self.sock.sendto(data, addr)
+        self.sock.sendto(b"[1,10]", addr)
 
     def close(self) -> None:
         self._stop.set()
@@ -100,17 +104,11 @@ def test_traffic_from_the_rig_is_not_mistaken_for_the_echo():
 class LateEchoRig(ChattyRig):
     """A stand-in rig on a loaded host: its echo and reply come well after the echo window."""
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, addr = self.sock.recvfrom(65535)
-            except TimeoutError:
-                continue
-            self.received.append(data)
-            if data == b"[1,null]":  # EXPINIT: a late echo, then the reply
-                self._stop.wait(ECHO_WINDOW * 1.5)
-                self.sock.sendto(data, addr)
-                self.sock.sendto(b"[1,10]", addr)
+    def _answer(self, data: bytes, addr: tuple[str, int]) -> None:
+        """A late echo, then the reply."""
+        self._stop.wait(ECHO_WINDOW * 1.5)
+        self.sock.sendto(data, addr)
+        self.sock.sendto(b"[1,10]", addr)
 
 
 def test_a_late_echo_is_not_taken_for_the_reply():
