@@ -249,6 +249,7 @@ def test_a_screenshot_of_the_page_during_the_demo(browser: Any, tmp_path: Path) 
             "--lores",
             "--out",
             str(tmp_path / "scan"),
+            "--keep-running",  # the page is used after the scan too, on a slow machine
         ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
