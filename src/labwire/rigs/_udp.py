@@ -10,12 +10,14 @@ loaded host may leave it unread for a while). After that first echo, an identica
 counts as the echo of a further copy only if such a copy was sent within the last
 :data:`ECHO_WINDOW` seconds (an echo comes back within a round trip, well under that on a lab
 network); anything else is the peer's own traffic (for example its reply, overtaking a lost
-echo) and is handled as such. The window matters when a reply is byte-identical to its
-request (``[32,0]`` answers ``[32,0]``), which the deployed wire cannot tell apart otherwise:
-counting echoes owed for copies that were lost would swallow the peer's next message, and
-taking a late echo for a new message would start an endless exchange of echoes. The window
-is shorter than the first resend interval, so a peer's own resend never falls within it. After
-a send ends, its entry stays for one more window to absorb the echo of its last copy.
+echo) and is handled as such. So a reply byte-identical to its request that overtakes a lost
+echo is taken for that echo: a labwire rig resends its reply until it is echoed, which recovers
+it. The window matters when a reply is byte-identical to its request (``[32,0]`` answers
+``[32,0]``), which the deployed wire cannot tell apart otherwise: counting echoes owed for
+copies that were lost would swallow the peer's next message, and taking a late echo for a new
+message would start an endless exchange of echoes. The window is shorter than the first resend
+interval, so a peer's own resend never falls within it. After a send ends, its entry stays for
+one more window to absorb the echo of its last copy.
 
 Every other non-error datagram is echoed back at once, exactly, and handed to the owner's
 ``on_datagram`` callback, unless the same bytes from the same peer are still being handled

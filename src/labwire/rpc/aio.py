@@ -45,7 +45,7 @@ from labwire.rpc.base import (
     describe,
 )
 from labwire.rpc.operations import AsyncOperationHandle, OperationLost
-from labwire.rpc.receiver import NO_SIGNAL_STATS, RPCSignalReceiver
+from labwire.rpc.receiver import RPCSignalReceiver, signal_stats
 from labwire.rpc.results import NoResult
 from labwire.rpc.signal import RPCSignal
 from labwire.transport import Socket, SocketType
@@ -623,8 +623,7 @@ class AsyncRPCClient(ClientBase):
 
     async def signal_stats(self) -> dict[str, int]:
         """Counters of the signal receiver (see :meth:`labwire.rpc.RPCClient.signal_stats`)."""
-        receiver = self._signal_receiver
-        return dict(NO_SIGNAL_STATS) if receiver is None else receiver.stats()
+        return signal_stats(self._signal_receiver)
 
 
 class _LoopSignal(RPCSignal):

@@ -32,10 +32,7 @@ from labwire.wire.signals import (
     subscription_prefix,
 )
 
-__all__ = ["NO_SIGNAL_STATS", "RPCSignalReceiver"]
-
-#: What a client with no receiver (no slot connected yet) reports as its signal counters.
-NO_SIGNAL_STATS = {"received": 0, "gaps": 0, "restarts": 0, "stale": 0, "slot_errors": 0}
+__all__ = ["RPCSignalReceiver", "signal_stats"]
 
 _log = logging.getLogger(__name__)
 
@@ -147,17 +144,6 @@ class RPCSignalReceiver(threading.Thread):
     def retarget(self, url: str) -> None:
         """Follow the publisher to a new endpoint (e.g. after a server restart)."""
         self._command("retarget", url)
-
-    def stats(self) -> dict[str, int]:
-        """The counters a client reports: received, gaps, restarts, stale, slot_errors."""
-        tracker = self.tracker
-        return {
-            "received": self.received,
-            "gaps": tracker.gaps,
-            "restarts": tracker.restarts,
-            "stale": tracker.stale,
-            "slot_errors": self.slot_errors,
-        }
 
     def stop(self) -> None:
         """Ask the thread to stop; it closes its socket and exits promptly."""
@@ -288,3 +274,21 @@ class RPCSignalReceiver(threading.Thread):
         for fd in (self._wake_read, self._wake_write):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def signal_stats(receiver: RPCSignalReceiver | None) -> dict[str, int]:
+    """The counters a client reports for its receiver (all 0 while it has none).
+
+    Returns:
+        ``received``, ``gaps``, ``restarts``, ``stale`` and ``slot_errors``.
+    """
+    if receiver is None:
+        return {"received": 0, "gaps": 0, "restarts": 0, "stale": 0, "slot_errors": 0}
+    tracker = receiver.tracker
+    return {
+        "received": receiver.received,
+        "gaps": tracker.gaps,
+        "restarts": tracker.restarts,
+        "stale": tracker.stale,
+        "slot_errors": receiver.slot_errors,
+    }

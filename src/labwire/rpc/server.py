@@ -191,7 +191,6 @@ class RPCServer:
         self._operation_specs = catalogue.operations
         self._buffer_methods = catalogue.buffer_methods
         self._rpc_properties = catalogue.properties
-        self._signals = catalogue.signals
 
         self._server_id = secrets.token_hex(8)
         self._call_lock = threading.Lock() if serialize_calls else None
@@ -237,7 +236,7 @@ class RPCServer:
             self._socket.close(0)
             self._publisher.close(0)
             raise
-        for signal in self._signals.values():
+        for signal in catalogue.signals.values():
             signal._publisher = self._publisher.publish
 
     # ------------------------------------------------------------------ declaration

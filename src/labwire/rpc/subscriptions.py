@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from labwire.errors import CallTimeout, ProtocolError, Unavailable
 from labwire.rpc.base import _weakly
-from labwire.rpc.receiver import NO_SIGNAL_STATS, RPCSignalReceiver
+from labwire.rpc.receiver import RPCSignalReceiver, signal_stats
 from labwire.rpc.signal import RPCSignal
 from labwire.wire.rpc import ExtensionEvents, RPCEvents
 
@@ -58,8 +58,7 @@ class Subscriptions:
 
     def stats(self) -> dict[str, int]:
         """The receiver's counters (see :meth:`labwire.rpc.RPCClient.signal_stats`)."""
-        receiver = self.receiver
-        return dict(NO_SIGNAL_STATS) if receiver is None else receiver.stats()
+        return signal_stats(self.receiver)
 
     def close(self) -> None:
         """Stop the receiver thread and wait for it (up to about a second)."""
