@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -107,13 +108,36 @@ def cmd_dashboard(args: argparse.Namespace, ctx: _Context) -> int:
                 + "Ctrl-C to stop",
                 markup=False,
             )
-            await asyncio.Event().wait()
+            await _until_stopped()
         finally:
             await dashboard.close()
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve())
     return EXIT_OK
+
+
+async def _until_stopped() -> None:
+    """Wait for SIGINT or SIGTERM, taken by the event loop itself where it can.
+
+    A KeyboardInterrupt raised from a signal handler can land anywhere, even in a callback
+    whose exceptions Python ignores (a weak reference's), and then the process never stops.
+    Where the loop cannot take signals (Windows), the KeyboardInterrupt still ends the wait.
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    taken = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, stop.set)
+        except (NotImplementedError, RuntimeError):
+            continue
+        taken.append(signum)
+    try:
+        await stop.wait()
+    finally:
+        for signum in taken:
+            loop.remove_signal_handler(signum)
 
 
 def start_in_background(ctx: _Context, registry_url: str, bind: str) -> Callable[[], None]:
