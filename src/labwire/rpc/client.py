@@ -29,16 +29,14 @@ incarnation) continues in the general loop with the same request, so both paths 
 
 The non-I/O logic (building requests, reading replies, inventory, interface proxies) lives in
 :class:`~labwire.rpc.base.ClientBase` (:mod:`labwire.rpc.base`), shared with
-:class:`~labwire.rpc.AsyncRPCClient`; the signal receiver and its subscriptions in
-:mod:`labwire.rpc.subscriptions`.
+:class:`~labwire.rpc.AsyncRPCClient`; each thread's connection in :mod:`labwire.rpc.channels`;
+the signal receiver and its subscriptions in :mod:`labwire.rpc.subscriptions`.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -57,11 +55,11 @@ from labwire.rpc.base import (
     call_timeout,
     describe,
 )
+from labwire.rpc.channels import Channel, Channels
 from labwire.rpc.operations import OperationHandle, OperationLost
 from labwire.rpc.results import NoResult
 from labwire.rpc.signal import RPCSignal
 from labwire.rpc.subscriptions import Subscriptions
-from labwire.transport import Socket, SocketType
 from labwire.wire.operations import OperationInfo, Update, decode_info
 from labwire.wire.rpc import (
     NOT_PLAIN,
@@ -80,24 +78,6 @@ _log = logging.getLogger(__name__)
 _CONNECTION_CHECK_SECONDS = 0.1
 _CONNECTION_CHECK_MS = int(_CONNECTION_CHECK_SECONDS * 1000)
 _HANDSHAKE_CHECK_MS = int(_HANDSHAKE_CHECK_SECONDS * 1000)
-
-
-class _Channel:
-    """One thread's connection to the server."""
-
-    __slots__ = ("lock", "socket", "thread", "url")
-
-    def __init__(self, socket: Socket, url: str) -> None:
-        self.socket = socket
-        self.url = url
-        self.thread = weakref.ref(threading.current_thread())
-        self.lock = threading.Lock()
-
-
-class _ThreadChannel(threading.local):
-    """Each thread's channel, None until the thread's first call."""
-
-    channel: _Channel | None = None  # a class default: reading it raises nothing
 
 
 class RPCClient(ClientBase):
@@ -150,9 +130,8 @@ class RPCClient(ClientBase):
     ) -> None:
         self._use_signal_url(signal_url)
         self._init_base(context, url, timeout, settings, resolve, raise_errors, server_key)
-        self._local = _ThreadChannel()
-        self._channels: dict[int, _Channel] = {}
-        self._channels_lock = threading.Lock()
+        self._channels = Channels(self._transport)
+        self._local = self._channels.local  # read on every call
         self._subscriptions = Subscriptions(self)
         try:
             self.refresh_inventory(connect_wait=True)
@@ -325,12 +304,7 @@ class RPCClient(ClientBase):
         timeout_ms = self._plain_timeout()
         start = time.monotonic()
         deadline = None if timeout_ms is None else start + timeout_ms / 1000.0
-        # A one-off socket without ZMQ_IMMEDIATE: with it, libzmq discards a reply that arrived
-        # just before the peer closed the connection, which is when this reply arrives.
-        channel = _Channel(
-            self._transport.connect(SocketType.DEALER, self.url, server_key=self.server_key),
-            self.url,
-        )
+        channel = self._channels.one_off(self.url, self.server_key)
         try:
             reply = self._exchange(
                 channel, RPCEvents.STOP_SERVER, {}, None, timeout_ms, start, deadline, False
@@ -386,15 +360,7 @@ class RPCClient(ClientBase):
     def _release_sockets(self) -> None:
         """Close the call sockets (also when the context was terminated under the client)."""
         self._closed = True
-        with self._channels_lock:
-            channels = list(self._channels.values())
-            self._channels.clear()
-        for channel in channels:
-            if channel.lock.acquire(timeout=0.5):
-                try:
-                    channel.socket.close()
-                finally:
-                    channel.lock.release()
+        self._channels.close()
 
     def __enter__(self) -> RPCClient:
         return self
@@ -526,35 +492,8 @@ class RPCClient(ClientBase):
 
     # ------------------------------------------------------------------ channels
 
-    def _channel(self) -> _Channel:
-        # A channel's socket is open for as long as the channel is this thread's: whatever
-        # closes it (a Lazy Pirate retry, close()) drops or replaces the channel too.
-        channel = self._local.channel
-        if channel is not None and channel.url == self.url:
-            return channel
-        if channel is not None:
-            self._drop_channel(channel)
-        socket = self._transport.connect(
-            SocketType.DEALER, self.url, server_key=self.server_key, immediate=1
-        )
-        channel = _Channel(socket, self.url)
-        self._local.channel = channel
-        with self._channels_lock:
-            for ident, other in list(self._channels.items()):
-                owner = other.thread()
-                if owner is None or not owner.is_alive():
-                    other.socket.close()
-                    del self._channels[ident]
-            self._channels[threading.get_ident()] = channel
-        return channel
-
-    def _drop_channel(self, channel: _Channel) -> None:
-        channel.socket.close(0)
-        if self._local.channel is channel:  # not a one-off (stop_server)
-            self._local.channel = None
-        with self._channels_lock:
-            if self._channels.get(threading.get_ident()) is channel:
-                del self._channels[threading.get_ident()]
+    def _channel(self) -> Channel:
+        return self._channels.current(self.url, self.server_key)
 
     # ------------------------------------------------------------------ the call loop
 
@@ -585,7 +524,7 @@ class RPCClient(ClientBase):
 
     def _exchange(
         self,
-        channel: _Channel,
+        channel: Channel,
         event: str,
         fields: dict[str, Any],
         payload: dict[str, Any] | None,
@@ -600,7 +539,7 @@ class RPCClient(ClientBase):
 
     def _await_reply(
         self,
-        channel: _Channel,
+        channel: Channel,
         rid: int,
         what: str,
         timeout_ms: int | None,
@@ -650,7 +589,7 @@ class RPCClient(ClientBase):
             return reply
 
     def _keepalive(
-        self, channel: _Channel, ping_rid: int | None, last_alive: float
+        self, channel: Channel, ping_rid: int | None, last_alive: float
     ) -> tuple[int | None, float]:
         now = time.monotonic()
         if now - last_alive > self._settings.heartbeat_timeout_ms / 1000.0:
@@ -663,15 +602,13 @@ class RPCClient(ClientBase):
         return ping_rid, last_alive
 
     def _send(
-        self, channel: _Channel, frames: list[Any], deadline: float | None, connect_wait: bool
+        self, channel: Channel, frames: list[Any], deadline: float | None, connect_wait: bool
     ) -> None:
         channel.socket.check_handshake(retry=True)
         if channel.socket.send(frames, nowait=True):
             return
-        if not connect_wait:
-            # No connection. A fresh socket connects at once, where this one may be waiting out
-            # its reconnection backoff (up to reconnect_ivl_max) since the server went away.
-            self._renew(channel)
+        if not connect_wait:  # no connection: a fresh socket connects at once
+            self._channels.renew(channel, self.server_key)
         grace = self._settings.connect_grace_ms / 1000.0
         limit = self._connect_limit(deadline, connect_wait)
         slice_s = _HANDSHAKE_CHECK_SECONDS if channel.socket.is_secure else None
@@ -692,24 +629,17 @@ class RPCClient(ClientBase):
             return
         raise Unavailable(f"cannot reach {self.url}: no connection (is the server running?)")
 
-    def _renew(self, channel: _Channel) -> None:
-        stale = channel.socket
-        channel.socket = self._transport.connect(
-            SocketType.DEALER, channel.url, server_key=self.server_key, immediate=1
-        )
-        stale.close(0)
-
-    def _follow(self, channel: _Channel) -> bool:
+    def _follow(self, channel: Channel) -> bool:
         if not self._moved():
             return False
         channel.url = self.url
-        self._renew(channel)
+        self._channels.renew(channel, self.server_key)
         return True
 
-    def _timed_out(self, channel: _Channel) -> None:
+    def _timed_out(self, channel: Channel) -> None:
         if not self.is_labwire_server:
             # Lazy Pirate: a deployed server's late reply carries no id; drop the socket.
-            self._drop_channel(channel)
+            self._channels.drop(channel)
 
     # ------------------------------------------------------------------ restarts and signals
 
