@@ -19,9 +19,9 @@ answered (:mod:`labwire.rpc.replies`); a result that is plain JSON goes back as 
 frame, encoded once.
 Methods declared with :meth:`RPCServer.register_operation` are operations
 (:mod:`labwire.rpc.operations`): started with OP_START they run in a thread of their own, not
-in a runner, and an :class:`~labwire.rpc.operations.OperationTable` answers the polls, cancels
-and listings, and cancels those whose deadline passed or whose client vanished. Called plainly
-they are cancelled when the call's expiry passes.
+in a runner, and an :class:`~labwire.rpc.operations.OperationTable` answers the starts, polls,
+cancels and listings, and cancels those whose deadline passed or whose client vanished. Called
+plainly they are cancelled when the call's expiry passes.
 Signals are published once per emission whatever the number of clients, numbered per signal
 under the server's incarnation id (:mod:`labwire.rpc.publisher`).
 """
@@ -38,7 +38,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from labwire.config import Settings
-from labwire.errors import ConfigurationError, LabwireError, NotFound, ProtocolError
+from labwire.errors import ConfigurationError, LabwireError, ProtocolError
 from labwire.registration import RegistrationKeeper
 from labwire.rpc.catalogue import Catalogue
 from labwire.rpc.dedup import ReplyCache
@@ -539,8 +539,13 @@ class RPCServer:
                 + success(request, self._server_id, {}, extension={"now": time.monotonic()})
             )
         elif event in _OPERATION_EVENTS:
+            spec = None
+            if event == ExtensionEvents.OP_START:
+                spec = self._operation_specs.get(request.name)
+                if spec is None:  # no such method at all, or a plain one
+                    self._check_target(Request(RPCEvents.METHOD_CALL, request.name))
             try:
-                frames = self._operation_reply(request, received)
+                frames = self._operations.answer(self, request, spec, self.port)
             except Failure:
                 raise
             except Exception as exc:  # e.g. the server stops: no new operation starts
@@ -580,35 +585,6 @@ class RPCServer:
                 self._send(envelope + body)
                 return
         self._run_handler(envelope, request, received, key)
-
-    def _operation_reply(self, request: Request, received: float) -> list[Any]:
-        """Answer OP_START, OP_POLL, OP_CANCEL or OP_LIST (see :mod:`labwire.wire.rpc`)."""
-        event = request.event
-        if event == ExtensionEvents.OP_LIST:
-            return success(
-                request, self._server_id, {"ops": [op.info() for op in self._operations.list()]}
-            )
-        if event == ExtensionEvents.OP_START:
-            spec = self._operation_specs.get(request.name)
-            if spec is None:
-                self._check_target(Request(RPCEvents.METHOD_CALL, request.name))
-                raise Failure(ErrorCode.BAD_REQUEST, f"{request.name!r} is not an operation")
-            deadline = None if request.value is None else float(request.value) / 1000.0
-            operation = self._operations.start(
-                self, request.name, spec, (request.args, request.kwargs), deadline, self.port
-            )
-            return success(request, self._server_id, {"op": operation.info()})
-        try:
-            operation = self._operations.get(request.name)
-        except NotFound as exc:
-            raise Failure(ErrorCode.NOT_FOUND, exc.remote_message, "OperationLost") from None
-        if event == ExtensionEvents.OP_CANCEL:
-            operation.cancel(request.value or "cancelled by a client")
-            return success(request, self._server_id, {"op": operation.info()})
-        info = operation.info()  # before the updates: an ended operation has them all
-        fields = {"op": info, "updates": operation.updates_after(request.value or 0)}
-        payload = {"result": operation.result} if info["state"] == "succeeded" else None
-        return success(request, self._server_id, fields, payload=payload)
 
     def _authorize(self, operation: str) -> None:
         security = self._transport.security
@@ -663,7 +639,7 @@ class RPCServer:
             args, kwargs = request.args, request.kwargs
             spec = self._operation_specs.get(request.name) if self._operation_specs else None
             if spec is not None:
-                value = self._plain_operation(request, spec)
+                value = self._operations.call(self, request, spec, self.port)
             elif self._call_lock is None:
                 value = function(*args, **kwargs) if kwargs else function(*args)
             else:
@@ -688,18 +664,6 @@ class RPCServer:
             if frame is not None:
                 return [frame]
         return success(request, self._server_id, {}, payload={key: value})
-
-    def _plain_operation(self, request: Request, spec: OperationSpec) -> Any:
-        """Run an operation called plainly; it is cancelled once the caller stops waiting."""
-        if request.expiry is not None and request.server_id == self._server_id:
-            deadline: float | None = max(0.0, request.expiry - time.monotonic())
-        elif request.ttl_ms is not None:
-            deadline = request.ttl_ms / 1000.0
-        else:
-            deadline = None
-        call = (request.args, request.kwargs)
-        with self._call_lock or contextlib.nullcontext():
-            return self._operations.call(self, request.name, spec, call, deadline, self.port)
 
 
 def _primary_ip() -> str:

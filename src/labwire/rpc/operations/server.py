@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from labwire.errors import LabwireError, NotFound
+from labwire.rpc.replies import Failure, success
 from labwire.wire.operations import (
     ENDED,
     Event,
@@ -26,6 +27,7 @@ from labwire.wire.operations import (
     Update,
     next_state,
 )
+from labwire.wire.rpc import ErrorCode, ExtensionEvents, Request
 
 _log = logging.getLogger(__name__)
 
@@ -392,19 +394,56 @@ class OperationTable:
         thread.start()
         return operation
 
-    def call(
-        self,
-        server: Any,
-        method: str,
-        spec: OperationSpec,
-        call: tuple[list[Any], dict[str, Any]],
-        deadline: float | None,
-        port: int,
-    ) -> Any:
-        """Run ``method`` as a plain call, in this thread; listed and cancellable meanwhile."""
-        operation = self._new(method, spec, deadline, port)
+    def call(self, server: Any, request: Request, spec: OperationSpec, port: int) -> Any:
+        """Run an operation called plainly, in this thread; listed and cancellable meanwhile.
+
+        It is cancelled once the caller stops waiting: at the request's expiry, or after its
+        time-to-live when the expiry is on another incarnation's clock.
+        """
+        if request.expiry is not None and request.server_id == self._server_id:
+            deadline: float | None = max(0.0, request.expiry - time.monotonic())
+        elif request.ttl_ms is not None:
+            deadline = request.ttl_ms / 1000.0
+        else:
+            deadline = None
+        operation = self._new(request.name, spec, deadline, port)
         operation._on_disconnect = "finish"  # a plain caller never polls
-        return operation.run(server, spec, *call)
+        with self._call_lock or contextlib.nullcontext():
+            return operation.run(server, spec, request.args, request.kwargs)
+
+    def answer(
+        self, server: Any, request: Request, spec: OperationSpec | None, port: int
+    ) -> list[Any]:
+        """Answer OP_START (of ``spec``, the operation named), OP_POLL, OP_CANCEL or OP_LIST.
+
+        Returns:
+            The reply's frames.
+
+        Raises:
+            Failure: The operation polled or cancelled is not known, or the method named by
+                OP_START is no operation.
+        """
+        event = request.event
+        if event == ExtensionEvents.OP_LIST:
+            return success(request, self._server_id, {"ops": [op.info() for op in self.list()]})
+        if event == ExtensionEvents.OP_START:
+            if spec is None:
+                raise Failure(ErrorCode.BAD_REQUEST, f"{request.name!r} is not an operation")
+            deadline = None if request.value is None else float(request.value) / 1000.0
+            call = (request.args, request.kwargs)
+            operation = self.start(server, request.name, spec, call, deadline, port)
+            return success(request, self._server_id, {"op": operation.info()})
+        try:
+            operation = self.get(request.name)
+        except NotFound as exc:
+            raise Failure(ErrorCode.NOT_FOUND, exc.remote_message, "OperationLost") from None
+        if event == ExtensionEvents.OP_CANCEL:
+            operation.cancel(request.value or "cancelled by a client")
+            return success(request, self._server_id, {"op": operation.info()})
+        info = operation.info()  # before the updates: an ended operation has them all
+        fields = {"op": info, "updates": operation.updates_after(request.value or 0)}
+        payload = {"result": operation.result} if info["state"] == "succeeded" else None
+        return success(request, self._server_id, fields, payload=payload)
 
     def get(self, operation_id: str) -> Operation:
         """The operation with this id.
