@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 from labwire.errors import CallTimeout, ClosedError, RemoteError, Unavailable
 from labwire.rpc import AsyncRPCClient, NoResult, RPCClient
+from tests.rpc.conftest import DeviceProcess
 from tests.rpc.devices import Camera, CameraInterface
 
 pytestmark = pytest.mark.timeout(30)
@@ -85,6 +87,71 @@ def test_signals_are_delivered_in_the_event_loop(camera: Camera) -> None:
                 got.get_nowait()
             await client.set_property("mode", "VIDEO")
             assert await asyncio.wait_for(got.get(), 3) == ("VIDEO", True)
+
+    asyncio.run(main())
+
+
+async def _received(client: AsyncCameraClient, got: asyncio.Queue[int]) -> int:
+    """Emit ``counterChanged`` from the server until an emission reaches ``got``; return it."""
+    for _ in range(50):
+        await client.emit_many(1)
+        try:
+            return await asyncio.wait_for(got.get(), 0.1)
+        except TimeoutError:
+            continue
+    raise AssertionError("no signal reached the client")
+
+
+def test_signals_follow_a_restarted_server(device_process: Callable[..., DeviceProcess]) -> None:
+    first = device_process()
+
+    async def main() -> None:
+        async with AsyncCameraClient(None, first.endpoint) as client:
+            got: asyncio.Queue[int] = asyncio.Queue()
+            client.counterChanged.connect(got.put_nowait)
+            await _received(client, got)
+            old_server = client.server_id
+
+            first.kill()
+            crashed = time.monotonic()
+            for _ in range(2):  # the first may go out before the client sees the crash
+                with pytest.raises(Unavailable):
+                    await client.echo("down")  # declared timeout: 10 s
+            assert time.monotonic() - crashed < 2.0
+            second = device_process(first.endpoint)
+            assert await client.add(1, 2) == 3  # notices the restart and follows it
+            assert client.server_id != old_server
+            while not got.empty():
+                got.get_nowait()
+            assert await _received(client, got) == await client.counter  # the new server's
+            assert (await client.signal_stats())["restarts"] == 1
+            second.kill()
+
+    asyncio.run(main())
+
+
+def test_a_crash_mid_call_ends_the_call_at_once_and_the_next_call_works(
+    device_process: Callable[..., DeviceProcess],
+) -> None:
+    first = device_process()
+
+    async def main() -> None:
+        async with AsyncCameraClient(None, first.endpoint) as client:
+            with RPCClient(None, first.endpoint) as observer:
+                entered = observer.call("executed")
+                slow = client.execute("sleep", {"args": [30]}, timeout=5000)
+                call = asyncio.ensure_future(slow)
+                while observer.call("executed") == entered:
+                    await asyncio.sleep(0.01)
+            first.kill()
+            crashed = time.monotonic()
+            # The connection that carried the request is gone: no need to wait 5 s.
+            with pytest.raises(Unavailable):
+                await call
+            assert time.monotonic() - crashed < 1.0
+            second = device_process(first.endpoint)
+            assert await client.add(2, 3) == 5
+            second.kill()
 
     asyncio.run(main())
 

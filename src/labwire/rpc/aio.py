@@ -11,8 +11,9 @@ waits for any more (late replies) are counted and dropped. A deployed lock-step 
 returns no ids, so calls to it are serialised and the socket is replaced after a timeout
 (Lazy Pirate). Deadlines, pings while waiting without a
 deadline, and server-restart handling follow the synchronous client. Signals are received by
-the same background receiver thread as the synchronous client and their slots are called in
-the event loop.
+the same background receiver thread as the synchronous client
+(:class:`~labwire.rpc.subscriptions.AsyncSubscriptions`) and their slots are called in the
+event loop.
 
 The interface decorator is shared: ``@RPCClient.register_interface(Interface)`` on a class
 deriving from ``Interface`` and ``AsyncRPCClient`` gives awaitable proxies
@@ -22,7 +23,6 @@ deriving from ``Interface`` and ``AsyncRPCClient`` gives awaitable proxies
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -37,6 +37,7 @@ from labwire.errors import (
     Unavailable,
 )
 from labwire.rpc.base import (
+    _CONNECTION_CHECK_SECONDS,
     _DEFAULT,
     _HANDSHAKE_CHECK_SECONDS,
     ClientBase,
@@ -45,9 +46,9 @@ from labwire.rpc.base import (
     describe,
 )
 from labwire.rpc.operations import AsyncOperationHandle, OperationLost
-from labwire.rpc.receiver import RPCSignalReceiver, signal_stats
 from labwire.rpc.results import NoResult
 from labwire.rpc.signal import RPCSignal
+from labwire.rpc.subscriptions import AsyncSubscriptions
 from labwire.transport import Socket, SocketType
 from labwire.transport.aio import ReadWatch
 from labwire.wire.operations import OperationInfo, Update, decode_info
@@ -66,12 +67,40 @@ class _Expired(Exception):
     """A pending request's deadline passed (set on its future by its timer)."""
 
 
-def _expire(future: asyncio.Future[Any]) -> None:
-    if not future.done():
+class _Lost(Exception):
+    """The connection a pending request went out on is gone, and its reply with it."""
+
+
+def _check_call(
+    loop: asyncio.AbstractEventLoop,
+    future: asyncio.Future[Any],
+    at: float,
+    socket: Socket,
+    pending: dict[int | None, asyncio.Future[Any]],
+) -> None:
+    """The timer of a pending call, looking at it every ``_CONNECTION_CHECK_SECONDS``.
+
+    It ends the call at its deadline (``at``, on the loop's clock), or as soon as the
+    connection its request went out on is gone: with ``ZMQ_IMMEDIATE`` the socket is then
+    not writable. A full send queue makes it not writable too, so that is looked at only
+    while fewer requests are pending than the queue holds.
+    """
+    if future.done():
+        return
+    now = loop.time()
+    if now >= at:
         future.set_exception(_Expired())
+    elif socket.closed or (len(pending) < _QUEUE_HOLDS and not socket.poll(0, writable=True)):
+        future.set_exception(_Lost())
+    else:  # a call that ends before this fires finds its future done
+        next_check = min(at, now + _CONNECTION_CHECK_SECONDS)
+        loop.call_at(next_check, _check_call, loop, future, at, socket, pending)
 
 
 _log = logging.getLogger(__name__)
+#: Messages a socket's send queue holds (libzmq's default high-water mark, which the client's
+#: socket keeps).
+_QUEUE_HOLDS = 1000
 #: The first wait before sending again while the server is not connected yet (it doubles up
 #: to the handshake check interval).
 _SEND_RETRY_SECONDS = 0.001
@@ -126,7 +155,7 @@ class AsyncRPCClient(ClientBase):
         # server, whose replies carry no id); each future gets a Reply or a plain value.
         self._pending: dict[int | None, asyncio.Future[Any]] = {}
         self._serial: asyncio.Lock | None = None
-        self._signal_receiver: RPCSignalReceiver | None = None
+        self._subscriptions = AsyncSubscriptions(self)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
@@ -298,9 +327,7 @@ class AsyncRPCClient(ClientBase):
                 future.set_exception(ClosedError(f"client for {self.url} is closed"))
         self._pending.clear()
         self._close_socket(None)
-        receiver, self._signal_receiver = self._signal_receiver, None
-        if receiver is not None:
-            await asyncio.to_thread(receiver.close)
+        await self._subscriptions.close()
 
     # ------------------------------------------------------------------ proxies
 
@@ -493,14 +520,24 @@ class AsyncRPCClient(ClientBase):
                 return await (future if serial else self._wait_alive(future))
             # A timer on the future itself: asyncio.wait_for() would add a task and a waiter
             # to every call.
+            now = loop.time()
+            at = now + max(0.0, deadline - time.monotonic())
             timer = loop.call_at(
-                loop.time() + max(0.0, deadline - time.monotonic()), _expire, future
+                min(at, now + _CONNECTION_CHECK_SECONDS),
+                _check_call,
+                loop,
+                future,
+                at,
+                socket,
+                pending,
             )
             try:
                 return await future
-            except _Expired:
+            except (_Expired, _Lost) as exc:
                 if serial:  # Lazy Pirate: a late reply must never pair with the next call
                     self._close_socket(0)
+                if isinstance(exc, _Lost):
+                    raise Unavailable(f"{self.url} went away while a call was pending") from None
                 raise call_timeout(describe(*what), self.url, timeout_ms) from None
             finally:
                 timer.cancel()
@@ -513,6 +550,11 @@ class AsyncRPCClient(ClientBase):
         self, socket: Socket, frames: list[Any], deadline: float | None, connect_wait: bool
     ) -> None:
         """Send a request that could not be sent at once, once the server is connected."""
+        if not connect_wait:
+            # No connection. A fresh socket connects at once, where this one may be waiting out
+            # its reconnection backoff (up to reconnect_ivl_max) since the server went away.
+            self._close_socket(0)
+            socket = self._ensure_socket()
         if await self._send_until(socket, frames, self._connect_limit(deadline, connect_wait)):
             return
         if self._moved():
@@ -574,73 +616,15 @@ class AsyncRPCClient(ClientBase):
         except (CallTimeout, Unavailable) as exc:
             _log.warning("could not re-read the inventory of %s: %s", self.url, exc)
             return
-        if self._signal_receiver is not None and self.signal_url is None:
-            url = await self._current_signal_url()
-            if url:
-                self._signal_receiver.retarget(url)
-
-    async def _current_signal_url(self) -> str | None:
-        try:
-            reply = await self._request(
-                RPCEvents.INIT_SIGNALS_HANDLING, {}, None, self._plain_timeout()
-            )
-        except (CallTimeout, Unavailable, ProtocolError):
-            return None
-        return self._signal_url(reply)
+        await self._subscriptions.follow_restart()
 
     def _on_slots_changed(self, signal: RPCSignal) -> None:
         if self._closed:
             return
         loop = self._loop or asyncio.get_running_loop()
         self._loop = loop
-        task = loop.create_task(self._update_subscription(signal))
-        task.add_done_callback(_log_task_failure)
-
-    async def _update_subscription(self, signal: RPCSignal) -> None:
-        if self._signal_receiver is None:
-            url = self.signal_url or await self._current_signal_url()
-            if url is None:
-                _log.warning("server at %s offers no signal endpoint", self.url)
-                return
-            if self._signal_receiver is None:
-                loop = self._loop
-                assert loop is not None
-                receiver = RPCSignalReceiver(
-                    self.context,
-                    url,
-                    {name: _LoopSignal(loop, local) for name, local in self._signals.items()},
-                    settings=self._settings,
-                    selective=True,
-                    server_key=None if self.signal_url else self.server_key,
-                    epoch=self._epoch if self.signal_url else None,
-                )
-                receiver.start()
-                self._signal_receiver = receiver
-        if signal.connections:
-            self._signal_receiver.subscribe(signal.name)
-        else:
-            self._signal_receiver.unsubscribe(signal.name)
+        self._subscriptions.changed(signal, loop)
 
     async def signal_stats(self) -> dict[str, int]:
         """Counters of the signal receiver (see :meth:`labwire.rpc.RPCClient.signal_stats`)."""
-        return signal_stats(self._signal_receiver)
-
-
-class _LoopSignal(RPCSignal):
-    """Stands in for a client signal in the receiver thread; runs slots in the event loop."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, target: RPCSignal) -> None:
-        super().__init__(*target.arg_types)
-        self.name = target.name
-        self._loop = loop
-        self._target = target
-
-    def dispatch(self, *args: Any) -> int:
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens any more
-            self._loop.call_soon_threadsafe(self._target.dispatch, *args)
-        return 0
-
-
-def _log_task_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        _log.warning("signal subscription update failed: %s", task.exception())
+        return self._subscriptions.stats()

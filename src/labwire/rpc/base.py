@@ -591,6 +591,8 @@ def _property_proxy(name: str, doc: str | None) -> property:
 
 #: How often a call on a secured connection looks for a failed security handshake.
 _HANDSHAKE_CHECK_SECONDS = 0.05
+#: How often a pending call checks that the connection its request went out on still exists.
+_CONNECTION_CHECK_SECONDS = 0.1
 
 
 def _timeouts(value: Any) -> dict[str, int | None]:

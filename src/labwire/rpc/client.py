@@ -48,6 +48,7 @@ from labwire.errors import (
     Unavailable,
 )
 from labwire.rpc.base import (
+    _CONNECTION_CHECK_SECONDS,
     _DEFAULT,
     _HANDSHAKE_CHECK_SECONDS,
     ClientBase,
@@ -74,8 +75,6 @@ from labwire.wire.rpc import (
 __all__ = ["RPCClient"]
 
 _log = logging.getLogger(__name__)
-#: How often a pending call checks that the connection its request went out on still exists.
-_CONNECTION_CHECK_SECONDS = 0.1
 _CONNECTION_CHECK_MS = int(_CONNECTION_CHECK_SECONDS * 1000)
 _HANDSHAKE_CHECK_MS = int(_HANDSHAKE_CHECK_SECONDS * 1000)
 

@@ -1,4 +1,4 @@
-"""The signal subscriptions of an :class:`~labwire.rpc.RPCClient`: one receiver thread, on demand.
+"""The signal subscriptions of a client: one receiver thread, on demand.
 
 Theory of operation
 -------------------
@@ -13,17 +13,23 @@ a restart the client's call path notices, it is pointed at the new endpoint at o
 
 The subscriptions hold their client weakly: a client the program drops without ``close()``
 is still released as soon as its last reference goes.
+
+An :class:`~labwire.rpc.AsyncRPCClient` has the same receiver thread
+(:class:`AsyncSubscriptions`); it hands each emission to the client's event loop, which runs
+the slots.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
 import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from labwire.errors import CallTimeout, ProtocolError, Unavailable
 from labwire.rpc.base import _weakly
@@ -32,9 +38,10 @@ from labwire.rpc.signal import RPCSignal
 from labwire.wire.rpc import ExtensionEvents, RPCEvents
 
 if TYPE_CHECKING:
+    from labwire.rpc.aio import AsyncRPCClient
     from labwire.rpc.client import RPCClient
 
-__all__ = ["Subscriptions"]
+__all__ = ["AsyncSubscriptions", "Subscriptions"]
 
 _log = logging.getLogger(__name__)
 #: How long connect() waits for a subscription when the client has no default timeout.
@@ -190,3 +197,98 @@ class Subscriptions:
             return self._client.signal_url
         except ReferenceError:
             return None
+
+
+class AsyncSubscriptions:
+    """The signal receiver of one asyncio client, started by the first slot connected.
+
+    Slots are called in the event loop the client was last used from.
+
+    Args:
+        client: The client whose signals these are.
+
+    Attributes:
+        receiver: The receiver thread, None until a slot is connected (and after close).
+    """
+
+    def __init__(self, client: AsyncRPCClient) -> None:
+        self._client = client
+        self.receiver: RPCSignalReceiver | None = None
+
+    def stats(self) -> dict[str, int]:
+        """The receiver's counters (see :meth:`labwire.rpc.RPCClient.signal_stats`)."""
+        return signal_stats(self.receiver)
+
+    async def close(self) -> None:
+        """Stop the receiver thread and wait for it (up to about a second)."""
+        receiver, self.receiver = self.receiver, None
+        if receiver is not None:
+            await asyncio.to_thread(receiver.close)
+
+    async def follow_restart(self) -> None:
+        """After a server restart: point the receiver at the endpoint the server announces now."""
+        if self.receiver is not None and self._client.signal_url is None:
+            url = await self.current_url()
+            if url and self.receiver is not None:
+                self.receiver.retarget(url)
+
+    async def current_url(self) -> str | None:
+        """The signal endpoint the server announces now (None if it cannot be asked)."""
+        client = self._client
+        try:
+            reply = await client._request(
+                RPCEvents.INIT_SIGNALS_HANDLING, {}, None, client._plain_timeout()
+            )
+        except (CallTimeout, Unavailable, ProtocolError):
+            return None
+        return client._signal_url(reply)
+
+    def changed(self, signal: RPCSignal, loop: asyncio.AbstractEventLoop) -> None:
+        """``signal``'s slots changed: (un)subscribe it from a task in ``loop``."""
+        task = loop.create_task(self._update(signal, loop))
+        task.add_done_callback(_log_task_failure)
+
+    async def _update(self, signal: RPCSignal, loop: asyncio.AbstractEventLoop) -> None:
+        client = self._client
+        if self.receiver is None:
+            url = client.signal_url or await self.current_url()
+            if url is None:
+                _log.warning("server at %s offers no signal endpoint", client.url)
+                return
+            if self.receiver is None:  # not started by another update meanwhile
+                receiver = RPCSignalReceiver(
+                    client.context,
+                    url,
+                    {name: _LoopSignal(loop, local) for name, local in client._signals.items()},
+                    settings=client._settings,
+                    selective=True,
+                    server_key=None if client.signal_url else client.server_key,
+                    epoch=client._epoch if client.signal_url else None,
+                )
+                receiver.start()
+                self.receiver = receiver
+        assert self.receiver is not None
+        if signal.connections:
+            self.receiver.subscribe(signal.name)
+        else:
+            self.receiver.unsubscribe(signal.name)
+
+
+class _LoopSignal(RPCSignal):
+    """Stands in for a client signal in the receiver thread; runs slots in the event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, target: RPCSignal) -> None:
+        super().__init__(*target.arg_types)
+        self.name = target.name
+        self._loop = loop
+        self._target = target
+
+    def dispatch(self, *args: Any) -> int:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens any more
+            self._loop.call_soon_threadsafe(self._target.dispatch, *args)
+        return 0
+
+
+def _log_task_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        _log.warning("signal subscription update failed: %s", task.exception())
