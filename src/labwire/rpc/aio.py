@@ -515,7 +515,7 @@ class AsyncRPCClient(ClientBase):
             socket = self._ensure_socket()
             socket.check_handshake(retry=True)
             if not self._send_now(socket, frames):  # not connected yet: wait for it
-                await self._send_later(socket, frames, deadline, connect_wait)
+                socket = await self._send_later(socket, frames, deadline, connect_wait)
             if deadline is None:
                 return await (future if serial else self._wait_alive(future))
             # A timer on the future itself: asyncio.wait_for() would add a task and a waiter
@@ -548,21 +548,26 @@ class AsyncRPCClient(ClientBase):
 
     async def _send_later(
         self, socket: Socket, frames: list[Any], deadline: float | None, connect_wait: bool
-    ) -> None:
-        """Send a request that could not be sent at once, once the server is connected."""
-        if not connect_wait:
-            # No connection. A fresh socket connects at once, where this one may be waiting out
-            # its reconnection backoff (up to reconnect_ivl_max) since the server went away.
+    ) -> Socket:
+        """Send a request that could not be sent at once, once the server is connected.
+
+        Returns:
+            The socket it went out on.
+        """
+        if not connect_wait and self._socket is socket and len(self._pending) < _QUEUE_HOLDS:
+            # No connection (the queue is not full). A fresh socket connects at once, where
+            # this one may be waiting out its reconnection backoff (up to reconnect_ivl_max)
+            # since the server went away. Calls pending on it lost their connection with it.
             self._close_socket(0)
-            socket = self._ensure_socket()
-        if await self._send_until(socket, frames, self._connect_limit(deadline, connect_wait)):
-            return
+        sent = await self._send_until(frames, self._connect_limit(deadline, connect_wait))
+        if sent is not None:
+            return sent
         if self._moved():
             self._close_socket(0)
-            socket = self._ensure_socket()
             grace = self._settings.connect_grace_ms / 1000.0
-            if await self._send_until(socket, frames, time.monotonic() + grace):
-                return
+            sent = await self._send_until(frames, time.monotonic() + grace)
+            if sent is not None:
+                return sent
         raise Unavailable(f"cannot reach {self.url}: no connection (is the server running?)")
 
     def _send_now(self, socket: Socket, frames: list[Any]) -> bool:
@@ -571,16 +576,21 @@ class AsyncRPCClient(ClientBase):
         self._watch.kick()
         return sent
 
-    async def _send_until(self, socket: Socket, frames: list[Any], limit: float) -> bool:
-        """Send once the server is connected, trying again until ``limit`` (monotonic)."""
+    async def _send_until(self, frames: list[Any], limit: float) -> Socket | None:
+        """Send on the client's socket once the server is connected, trying until ``limit``.
+
+        Returns:
+            The socket the request went out on, or None if it could not be sent in time.
+        """
         delay = _SEND_RETRY_SECONDS
         while (remaining := limit - time.monotonic()) > 0:
             await asyncio.sleep(min(delay, remaining))
             delay = min(2 * delay, _HANDSHAKE_CHECK_SECONDS)
+            socket = self._ensure_socket()  # another call may have replaced it meanwhile
             if self._send_now(socket, frames):
-                return True
+                return socket
             socket.check_handshake(retry=False)
-        return False
+        return None
 
     async def _wait_alive(self, future: asyncio.Future[Any]) -> Any:
         """Wait without a deadline, pinging the server so a dead one is noticed."""
