@@ -20,6 +20,13 @@ ROOT = Path(__file__).resolve().parents[1]
 _KILL = signal.SIGKILL  # read here: LineProcess.signal, a method, hides the module there
 
 
+def is_stopped(pid: int) -> bool:
+    """Whether every thread of process ``pid`` is stopped (SIGSTOP takes effect per thread)."""
+    tasks = Path(f"/proc/{pid}/task")
+    states = [(task / "stat").read_text().rsplit(")", 1)[1].split()[0] for task in tasks.iterdir()]
+    return all(state == "T" for state in states)
+
+
 def environment(registry_url: str | None) -> dict[str, str]:
     """This process's environment without LABWIRE_* settings, plus LABWIRE_REGISTRY."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABWIRE_")}

@@ -16,6 +16,7 @@ from labwire.errors import CallTimeout, ClosedError, RemoteError
 from labwire.rigs import Auxiliaries, ExpStatus, RigService, RigsFailed
 from labwire.sim.rig import SimRig
 from labwire.wire.rigs import decode_datagram
+from tests.commands import is_stopped
 from tests.rigs.conftest import wait_for
 
 
@@ -351,6 +352,7 @@ def test_a_frozen_rig_times_out_and_never_runs_the_expired_request_later(procs):
         assert rigs.push("EXPSTATUS", 0, wait=True) == {"cam": [0]}
         os.kill(frozen.popen.pid, signal.SIGSTOP)
         try:
+            wait_for(lambda: is_stopped(frozen.popen.pid))  # the stop is asynchronous
             sent = time.monotonic()
             late = rigs.push_results("EXPINIT", timeout=0.5)
             # Frozen well past the request's expiry: the two processes' view of when it
@@ -358,6 +360,6 @@ def test_a_frozen_rig_times_out_and_never_runs_the_expired_request_later(procs):
             time.sleep(max(0.0, sent + 1.0 - time.monotonic()))
         finally:
             os.kill(frozen.popen.pid, signal.SIGCONT)
-        assert late["cam"].outcome == "timeout"
+        assert late["cam"].outcome == "timeout", late["cam"]
         # The EXPINIT queued while the rig was frozen had expired: it was not run.
         assert rigs.push("EXPSTATUS", 0, wait=True) == {"cam": [0]}

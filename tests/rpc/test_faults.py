@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +23,7 @@ import zmq
 
 from labwire.config import Settings
 from labwire.errors import CallTimeout, ClosedError, Unavailable
+from tests.commands import is_stopped
 from tests.rpc.conftest import ROOT, DeviceProcess, process_fds, process_threads, wait_for
 from tests.rpc.devices import Camera, CameraClient
 
@@ -47,16 +47,9 @@ def _received(proxy: CameraClient, box: list[Any]) -> bool:
     return False
 
 
-def _is_stopped(pid: int) -> bool:
-    """Whether every thread of process ``pid`` is stopped (SIGSTOP takes effect per thread)."""
-    tasks = Path(f"/proc/{pid}/task")
-    states = [(task / "stat").read_text().rsplit(")", 1)[1].split()[0] for task in tasks.iterdir()]
-    return all(state == "T" for state in states)
-
-
 def _freeze(device: DeviceProcess) -> None:
     device.process.send_signal(signal.SIGSTOP)
-    wait_for(lambda: _is_stopped(device.pid))
+    wait_for(lambda: is_stopped(device.pid))
 
 
 @contextmanager
