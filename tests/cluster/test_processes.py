@@ -33,11 +33,14 @@ def start(group: str) -> Iterator[Start]:
 
 
 def test_processes_discover_each_other_publish_and_request(start: Start) -> None:
-    gps = start("gps")
-    nav = start("nav", "--subscribe", "*/GPSPosition")
-    joystick = start("joystick", "--subscribe", "gps/*")
+    # Requests wait up to 5 s (not the peers' usual 1 s): three processes starting at once on
+    # a loaded host can take longer than a second to answer their first request.
+    gps = start("gps", "--timeout", "5")
+    nav = start("nav", "--timeout", "5", "--subscribe", "*/GPSPosition")
+    joystick = start("joystick", "--timeout", "5", "--subscribe", "gps/*")
     nav.wait_peers({"gps", "joystick"})
     gps.wait_peers({"nav", "joystick"})
+    joystick.wait_peers({"gps", "nav"})
     assert nav.request("gps whoami") == ("RESULT", json.dumps(["gps", gps.pid]))
     assert joystick.request("nav add [1, 2, 3]") == ("RESULT", "6")
     gps.send('publish GPSPosition {"lat": 52.1}')
