@@ -124,6 +124,11 @@ TIGHT = Limits(max_depth=3, max_string_chars=60)
         (layout([1], {}, ttl=10**25), LIMITS),
         (layout([10**25], {}), LIMITS),
         (layout([1], {"a": 10**25}), LIMITS),
+        (layout([[1, 2.5, 10**25]], {}), LIMITS),  # in a list of numbers
+        (layout([[1, "x", None, -(10**25)]], {}), LIMITS),  # in a list of scalars
+        (layout([{"a": 1, "b": 10**25}], {}), LIMITS),  # in a dict argument
+        (layout([1], {"a": [10**25]}), LIMITS),  # in a list keyword argument
+        (layout([[1.5, 2.5]], {}), Limits(max_depth=2)),  # a list the depth limit excludes
         (layout([1], {}, rid=2**63), LIMITS),  # beyond the fast path's integers
         (layout([1], {}, rid=7), Limits(max_int_digits=1)),  # over a tighter integer limit
         (layout([[[[1]]]], {}), TIGHT),  # over the depth limit
@@ -144,6 +149,13 @@ TIGHT = Limits(max_depth=3, max_string_chars=60)
 )
 def test_fast_request_declines_what_it_must_not_read(data: bytes, limits: Limits) -> None:
     assert fast_request(data, limits) is None
+
+
+def test_fast_request_reads_flat_lists_and_dicts_of_scalars() -> None:
+    # Readings, coordinates and settings: checked by value, not declined to the general path.
+    data = layout([[0.5] * 100, {"a": 1, "b": "text"}, [1, -2, True, None, "x"]], {"k": [3, 4]})
+    fast = fast_request(data, LIMITS)
+    assert fast is not None and fast == general(data)
 
 
 def test_fast_request_reads_other_spellings_as_the_general_path_does() -> None:
@@ -284,6 +296,8 @@ def test_decode_plain_reply_reads_what_the_general_path_reads(value: Any) -> Non
         (b'[9,"s",{"a":1,"a":2}]', 9, "s"),  # a repeated key
         (b'[9,"s",' + b"[" * 70 + b"1" + b"]" * 71, 9, "s"),  # over the depth limit
         (b'[9,"s",{"$lwbuf":0,"kind":"bytes"}]', 9, "s"),  # a placeholder, no frame
+        (b'[9,"s",[0.5,' + b"9" * 25 + b"]]", 9, "s"),  # over the integer limit, in a list
+        (b'[9,"s",{"a":"x","b":-' + b"9" * 25 + b"}]", 9, "s"),  # in a dict
         (b'[9,"s",1,2]', 9, "s"),
         (b'[9,"s"]', 9, "s"),
         (b'{"success":true,"lw":{"v":1,"rid":9,"sid":"s"},"result":1}', 9, "s"),  # an object
@@ -292,6 +306,13 @@ def test_decode_plain_reply_reads_what_the_general_path_reads(value: Any) -> Non
 )
 def test_decode_plain_reply_declines_anything_else(data: bytes, rid: int, sid: str) -> None:
     assert decode_plain_reply(data, rid, sid, LIMITS) is NOT_PLAIN
+
+
+def test_decode_plain_reply_reads_flat_containers_within_the_depth_limit_only() -> None:
+    data = b'[9,"s",[0.5,1,"x",null]]'
+    assert decode_plain_reply(data, 9, "s", LIMITS) == [0.5, 1, "x", None]
+    assert decode_plain_reply(b'[9,"s",{"a":[1]}]', 9, "s", LIMITS) == {"a": [1]}  # by text
+    assert decode_plain_reply(data, 9, "s", Limits(max_depth=1)) is NOT_PLAIN
 
 
 def test_expand_compact_reply_refuses_other_arrays() -> None:
