@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -41,5 +42,35 @@ def test_waker_wakes_readers_and_writers_and_times_out() -> None:
             router.close(0)
         with pytest.raises(ClosedError):
             recv_waiting(router, 1)
+
+    asyncio.run(main())
+
+
+def test_a_send_while_a_reader_waits_does_not_swallow_its_wake() -> None:
+    # A send processes the socket's pending commands, among them "a message arrived": the
+    # descriptor's one signal is then consumed, and the reader must be woken by the sender.
+    async def main() -> None:
+        transport = Transport()
+        router = transport.bind(SocketType.ROUTER, "tcp://127.0.0.1:0")
+        dealer = transport.connect(SocketType.DEALER, router.endpoint, immediate=1)
+        waker, router_waker = Waker(dealer), Waker(router)
+        try:
+            assert await waker.wait(POLLOUT, timeout=5)
+            dealer.send((b"hello",))
+            assert await router_waker.wait(POLLIN, timeout=5)
+            identity = bytes(recv_waiting(router, 1)[0][0])
+            reading = asyncio.ensure_future(waker.wait(POLLIN))
+            await asyncio.sleep(0.01)  # the reader waits on the descriptor
+            router.send((identity, b"answer"))
+            time.sleep(0.2)  # blocks the loop: the answer reaches the dealer's mailbox
+            dealer.send((b"more",))  # on the loop's thread, before the loop looks again
+            waker.kick()  # what every send on a watched socket does
+            assert await asyncio.wait_for(reading, 2)
+            assert [bytes(frames[0]) for frames in recv_waiting(dealer, 5)] == [b"answer"]
+        finally:
+            waker.close()
+            router_waker.close()
+            dealer.close(0)
+            router.close(0)
 
     asyncio.run(main())

@@ -94,8 +94,13 @@ class Messaging(Looper):
     # ------------------------------------------------------------------ outgoing
 
     def _send_nowait(self, link: PeerLink, frame: bytes) -> bool:
-        sock = link.socket
-        return sock is not None and sock.send((frame,), nowait=True)
+        sock, waker = link.socket, link.waker
+        if sock is None:
+            return False
+        sent = sock.send((frame,), nowait=True)
+        if waker is not None:
+            waker.kick()  # the send may have taken the signal of an answer for the reader
+        return sent
 
     async def _send_within(self, link: PeerLink, frame: bytes, deadline: float, what: str) -> None:
         while not self._send_nowait(link, frame):
@@ -299,6 +304,8 @@ class Messaging(Looper):
         router = self._router
         if router is None or not router.send((identity, frame), nowait=True):
             debug(f"{self.name}: an answer could not be queued (requester gone)")
+        if self._router_waker is not None:
+            self._router_waker.kick()  # the send may have taken the signal of a request
 
     def _answer(self, identity: bytes, call: Call) -> None:
         """Run a request's handler: a function at once, a coroutine in a task of its own."""

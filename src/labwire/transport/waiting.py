@@ -7,7 +7,10 @@ A ZeroMQ socket has a file descriptor that signals "the socket's state may have 
 that descriptor with the event loop once; each signal reads ``EVENTS`` (which re-arms it) and
 wakes the coroutines waiting in :meth:`Waker.wait`. A reader then takes every message already
 queued with :func:`recv_waiting` (non-blocking receives on the synchronous socket) and waits
-again only when the socket is empty. Compared with awaiting a ``zmq.asyncio`` receive per
+again only when the socket is empty. Any other use of the socket (a send from another
+coroutine) processes the socket's pending commands, which can consume the descriptor's signal
+of a message that arrived meanwhile: call :meth:`Waker.kick` after it, so the waiting reader
+looks again. Compared with awaiting a ``zmq.asyncio`` receive per
 message, this pays the event loop's cost once per burst, and the sends and receives use the
 socket factory's fast paths.
 
@@ -59,6 +62,15 @@ class Waker:
             with translate_errors("read socket events"):
                 raise exc
         return 0
+
+    def kick(self) -> None:
+        """Let waiters look again, after the socket was used outside :meth:`wait`.
+
+        A send processes the socket's pending commands; when one of them was "a message
+        arrived", the descriptor's signal is consumed and would never wake the reader.
+        """
+        if self._waiters:
+            self._on_signal()
 
     def _on_signal(self) -> None:
         if self._raw.closed:
