@@ -22,6 +22,7 @@ from labwire.wire.codec import (
     Int64,
     decode_json,
     encode_json,
+    scalars_within_limits,
     within_limits_by_text,
 )
 from labwire.wire.limits import Limits
@@ -129,8 +130,6 @@ _SCALARS = frozenset({str, float, bool, type(None)})
 _NUMBERS = frozenset({int, float, bool})
 #: Frames up to this long are checked by their text first (see _within_limits).
 _SHORT_TEXT_BYTES = 512
-#: What a list or dict among the values may hold to be checked by value.
-_FLAT_ITEMS = frozenset({int, float, bool, str, type(None)})
 _BUFFER_KEY_BYTES = b'"' + BUFFER_KEY.encode() + b'"'
 #: An int, not b":": ``bytes in bytes`` raises and clears an exception inside, ten times slower.
 _COLON = ord(":")
@@ -219,44 +218,14 @@ def _text_within_limits(data: bytes, limits: Limits) -> bool:
 def _flat_within_limits(values: Iterable[Any], limits: Limits, depth: int) -> bool:
     """Whether ``values`` are scalars, or lists and dicts of scalars, within ``limits``.
 
-    What devices send most (readings, coordinates, settings) is checked by value, mostly at
-    C speed, where the text check costs microseconds per kilobyte. Decoded from a frame no
-    longer than ``short_json_bytes``, no string is over the limit (and the decoder refuses
-    lone surrogates), so what is left to check is the integers, the nesting (a container
-    among ``values`` is at ``depth``) and the buffer placeholder's key. False means "look at
-    the text", not "over a limit".
+    See :func:`~labwire.wire.codec.scalars_within_limits`; a dict with the buffer
+    placeholder's key is a placeholder without its frame, which the general path refuses.
+    False means "look at the text", not "over a limit".
     """
-    bound = limits.int_bound
     for value in values:
-        kind = type(value)
-        if kind is int:
-            if abs(value) >= bound:
-                return False
-            continue
-        if kind in _SCALARS:
-            continue
-        if kind is dict:
-            if BUFFER_KEY in value:
-                return False
-            items = value.values()
-        elif kind is list:
-            items = value
-        else:
+        if type(value) is dict and BUFFER_KEY in value:
             return False
-        if depth > limits.max_depth:
-            return False
-        try:
-            # Numbers only (abs() refuses anything else), none over the bound: at C speed.
-            if sum(map(abs, items)) < bound:
-                continue
-        except TypeError:
-            pass
-        kinds = set(map(type, items))
-        if not kinds <= _FLAT_ITEMS:
-            return False
-        if int in kinds and not all(abs(item) < bound for item in items if type(item) is int):
-            return False
-    return True
+    return scalars_within_limits(values, limits, depth)
 
 
 def decode_compact(data: bytes, limits: Limits) -> CompactCall | CompactGet | None:
