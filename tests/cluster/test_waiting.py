@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import select
 import time
 
 import pytest
+import zmq
 
 from labwire.errors import ClosedError
 from labwire.transport import SocketType, Transport
@@ -60,9 +62,12 @@ def test_a_send_while_a_reader_waits_does_not_swallow_its_wake() -> None:
             assert await router_waker.wait(POLLIN, timeout=5)
             identity = bytes(recv_waiting(router, 1)[0][0])
             reading = asyncio.ensure_future(waker.wait(POLLIN))
-            await asyncio.sleep(0.01)  # the reader waits on the descriptor
+            await asyncio.sleep(0)  # the reader now waits on the descriptor
             router.send((identity, b"answer"))
-            time.sleep(0.2)  # blocks the loop: the answer reaches the dealer's mailbox
+            # Without the loop looking: the descriptor signals once the answer has arrived.
+            descriptor = dealer.fileno().getsockopt(zmq.FD)
+            assert select.select([descriptor], [], [], 5)[0]
+            time.sleep(0.01)  # a send processes commands only if ~1 ms passed since it last did
             dealer.send((b"more",))  # on the loop's thread, before the loop looks again
             waker.kick()  # what every send on a watched socket does
             assert await asyncio.wait_for(reading, 2)
