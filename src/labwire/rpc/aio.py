@@ -63,6 +63,11 @@ from labwire.wire.rpc import (
 __all__ = ["AsyncRPCClient"]
 
 
+#: Messages a socket's send queue holds (libzmq's default high-water mark, which the client's
+#: socket keeps).
+_QUEUE_HOLDS = 1000
+
+
 class _Expired(Exception):
     """A pending request's deadline passed (set on its future by its timer)."""
 
@@ -98,9 +103,6 @@ def _check_call(
 
 
 _log = logging.getLogger(__name__)
-#: Messages a socket's send queue holds (libzmq's default high-water mark, which the client's
-#: socket keeps).
-_QUEUE_HOLDS = 1000
 #: The first wait before sending again while the server is not connected yet (it doubles up
 #: to the handshake check interval).
 _SEND_RETRY_SECONDS = 0.001
