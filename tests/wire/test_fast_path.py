@@ -137,6 +137,10 @@ TIGHT = Limits(max_depth=3, max_string_chars=60)
         (layout([1], {"a": 1}).replace(b'{"a":1}', b'{"a":1,"a":2}'), LIMITS),
         (layout([1], {"a": 1}).replace(b'{"a":1}', b'{"a" : 1 , "a" : 2}'), LIMITS),
         (layout([{"a": 1}], {}).replace(b'{"a":1}', b'{"a":1,"a":2}'), LIMITS),  # in an argument
+        # ... in one of several dict arguments, or in a dict keyword argument
+        (layout([{"a": 1}, {"b": 2}], {"k": {}}).replace(b'{"b":2}', b'{"b":2,"b":3}'), LIMITS),
+        (layout([1], {"k": {"c": 3}}).replace(b'{"c":3}', b'{"c":3,"c":4}'), LIMITS),
+        (layout([{"a": {"x": 1}}], {}).replace(b'{"x":1}', b'{"x":1,"x":2}'), LIMITS),  # nested
         (layout([1], {}).replace(b',"c0ffee"', b""), LIMITS),  # a field short
         (layout([1], {})[:-1] + b',"extra"]', LIMITS),  # a field too many
         (layout([1], {}).replace(b'"METHOD_CALL"', b'"PROPERTY_SET"'), LIMITS),  # the general's
@@ -180,6 +184,11 @@ def test_labwire_calls_prove_their_keys_unique_by_counting() -> None:
     )
     call = encode_call("m", [1, "x"], {"a": 1, "b": None}, "c", 1, 100, 2.5, SID)
     assert call is not None and call.count(b":") == 2
+    # Dicts among the arguments and keyword arguments: their keys are counted too.
+    call = encode_call("m", [{"a": 1}, [2]], {"k": {"b": 2}, "c": 3}, "c", 1, 100, 2.5, SID)
+    assert call is not None and call.count(b":") == 2 + 1 + 1
+    fast = fast_request(call, LIMITS)
+    assert fast is not None and fast == general(call)
 
 
 def test_fast_request_declines_under_a_depth_limit_its_layout_exceeds() -> None:
@@ -294,6 +303,8 @@ def test_decode_plain_reply_reads_what_the_general_path_reads(value: Any) -> Non
         (b'[9,"s",1]', 9, "t"),  # a restart
         (b'[9,"s",' + b"9" * 25 + b"]", 9, "s"),  # over the integer limit
         (b'[9,"s",{"a":1,"a":2}]', 9, "s"),  # a repeated key
+        (b'[9,"s",{"a":{"x":1,"x":2},"b":1}]', 9, "s"),  # ... in a dict inside the value
+        (b'[9,"s",[{"x":1},{"y":1,"y":2}]]', 9, "s"),  # ... in a list of dicts
         (b'[9,"s",' + b"[" * 70 + b"1" + b"]" * 71, 9, "s"),  # over the depth limit
         (b'[9,"s",{"$lwbuf":0,"kind":"bytes"}]', 9, "s"),  # a placeholder, no frame
         (b'[9,"s",[0.5,' + b"9" * 25 + b"]]", 9, "s"),  # over the integer limit, in a list

@@ -182,15 +182,24 @@ def _is_plain(value: Any) -> bool:
     return True
 
 
-def _keys_unique(data: bytes, message: Any, keys: int) -> bool:
-    """Whether no JSON object in ``data`` (decoded as ``message``, ``keys`` keys) repeats a key.
+def _keys_unique(data: bytes, message: Any, keys: int, *groups: Iterable[Any]) -> bool:
+    """Whether no JSON object in ``data`` (decoded as ``message``) repeats a key.
 
-    Every key in JSON text is followed by a colon, and the text has each of the message's
-    keys at least once: so when it has exactly ``keys`` colons, no key appears twice.
-    Otherwise (a colon inside a string, an object among the arguments) the text must be
-    exactly what re-encoding the message gives, which it cannot be with a key repeated.
+    ``keys`` keys of the message are known; the keys of the dicts among the values of
+    ``groups`` count too. Every key in JSON text is followed by a colon, and the text has each
+    decoded key at least once: so when it has exactly as many colons as keys counted, no key
+    appears twice (keys left uncounted, in deeper objects, only make the counts differ).
+    Otherwise (a colon inside a string, a nested object) the text must be exactly what
+    re-encoding the message gives, which it cannot be with a key repeated.
     """
-    if data.count(b":") == keys:
+    colons = data.count(b":")
+    if colons == keys:
+        return True
+    for values in groups:
+        for value in values:
+            if type(value) is dict:
+                keys += len(value)
+    if colons == keys:
         return True
     try:
         return _ENCODER.encode(message) == data
@@ -263,7 +272,7 @@ def decode_compact(data: bytes, limits: Limits) -> CompactCall | CompactGet | No
     if kwargs or _COLON in data:
         if BUFFER_KEY in kwargs:  # a placeholder without its frame: the general path refuses
             return None
-        if not _keys_unique(data, call, len(kwargs)):
+        if not _keys_unique(data, call, len(kwargs), call.args, kwargs.values()):
             return None
         if not _within_limits(data, kwargs.values(), limits, _REQUEST_DEPTH + 1):
             return None
@@ -431,9 +440,11 @@ def read_plain_reply(data: bytes, server_id: str, limits: Limits) -> tuple[int, 
     if kind in _SCALARS:
         return rid, value
     # A container: hold it to the rules the general path's decoder enforces.
-    if not _keys_unique(data, reply, 0) or not _within_limits(
-        data, (value,), limits, _REPLY_DEPTH + 1
-    ):
+    if kind is dict:
+        unique = _keys_unique(data, reply, len(value), value.values())
+    else:
+        unique = _keys_unique(data, reply, 0, value)
+    if not unique or not _within_limits(data, (value,), limits, _REPLY_DEPTH + 1):
         return None
     return rid, value
 
