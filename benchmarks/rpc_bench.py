@@ -7,6 +7,9 @@ rounds, so both see the same machine load, and reports medians:
 * the small-call mix (:data:`benchmarks.peers.MIX` and a property read) through
   ``RPCClient`` against a raw REQ/REP round trip of the same JSON request, then through
   ``AsyncRPCClient`` against a raw ``zmq.asyncio`` REQ;
+* what watching for the reply before sleeping (``Settings.reply_spin_us``, on by default)
+  gives and costs: the scalar call's latency and the client's CPU time per call, with it on
+  and off;
 * 1 MiB and 64 MiB buffers received (a buffer method against a raw zero-copy REP) and sent
   as an argument (a memoryview argument against a raw multipart send, the faster of copying
   and zero-copy);
@@ -34,10 +37,12 @@ import zmq.asyncio
 from benchmarks import row
 from benchmarks.fleet import Fleet
 from benchmarks.peers import MIX, PROPERTY_READ, RAW_MIX, RAW_PROPERTY_GET, peer
+from labwire.config import default_settings
 from labwire.rpc import AsyncRPCClient, RPCClient
 
 #: Rounds of each comparison, alternating labwire and raw pyzmq.
 _ROUNDS = 20
+_SCALAR = next(iter(MIX))
 
 
 def _latencies(call: Callable[[], Any], count: int) -> list[float]:
@@ -89,7 +94,7 @@ def _latency_rows(
                 target,
             )
         )
-    lw, raw = samples[next(iter(MIX))]
+    lw, raw = samples[_SCALAR]
     rows.append(
         row(
             f"scalar add(1){suffix} p99",
@@ -129,6 +134,65 @@ def _small_calls(
             samples[label][0].extend(_latencies(lw, per_row // _ROUNDS))
     req.close(0)
     return _latency_rows(samples, "", asyncio_rows=False)
+
+
+def _watching(
+    url: str, context: zmq.Context[Any], rep_port: str, per_row: int
+) -> list[dict[str, Any]]:
+    """What watching for replies (``Settings.reply_spin_us``) gives and costs a scalar call.
+
+    The latency, and the client process's CPU time per call (its I/O thread's included), with
+    watching on and off, each against a raw REQ client in the same rounds.
+    """
+    req = context.socket(zmq.REQ)
+    req.connect(f"tcp://127.0.0.1:{rep_port}")
+    method, args, _ = MIX[_SCALAR]
+
+    def raw_call() -> None:
+        req.send(RAW_MIX[_SCALAR])
+        req.recv()
+
+    on = RPCClient(None, url)
+    off = RPCClient(None, url, settings=default_settings().replace(reply_spin_us=0))
+    calls = {"on": partial(on.call, method, *args), "off": partial(off.call, method, *args)}
+    calls["raw"] = raw_call
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    cpu = dict.fromkeys(calls, 0.0)
+    for _ in range(_ROUNDS):
+        for name, call in calls.items():
+            start = time.process_time()
+            samples[name] += _latencies(call, per_row // _ROUNDS)
+            cpu[name] += time.process_time() - start
+    on.close()
+    off.close()
+    req.close(0)
+    median = {name: statistics.median(values) for name, values in samples.items()}
+    # _latencies makes a tenth more calls to warm up: all of them used CPU.
+    per_call = {name: spent / (per_row * 1.1) * 1e6 for name, spent in cpu.items()}
+    return [
+        *(
+            row(
+                f"{_SCALAR}, reply watching {name}, median",
+                median[name] * 1e6,
+                median["raw"] * 1e6,
+                "us",
+                median[name] / median["raw"],
+                "-",
+            )
+            for name in ("on", "off")
+        ),
+        *(
+            row(
+                f"client CPU per {_SCALAR} call, reply watching {name}",
+                per_call[name],
+                per_call["raw"],
+                "us",
+                per_call[name] / per_call["raw"],
+                "-",
+            )
+            for name in ("on", "off")
+        ),
+    ]
 
 
 async def _async_calls(url: str, rep_port: str, per_row: int) -> list[dict[str, Any]]:
@@ -364,6 +428,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         ports = dict(zip(names, raw_ports.split(), strict=True))
         with RPCClient(None, url) as client:
             rows += _small_calls(client, context, ports["rep"], 2000 if quick else 20000)
+            rows += _watching(url, context, ports["rep"], 2000 if quick else 10000)
             rows += asyncio.run(_async_calls(url, ports["rep"], 1000 if quick else 10000))
             rows += _buffers(client, context, ports["blob"], ports["sink"], quick)
             rows.append(_processes(url, ports["router"], quick))

@@ -12,6 +12,8 @@ variable                       meaning                                     defau
 ``LABWIRE_HEARTBEAT_TIMEOUT_MS``  peer declared dead after this silence    3000
 ``LABWIRE_CONNECT_GRACE_MS``   how long a call waits for a connection      500
 ``LABWIRE_WORKERS``            worker threads per RPC server               8
+``LABWIRE_REPLY_SPIN_US``      how long a call watches for its reply       300 (0 on
+                               before it sleeps                            one CPU)
 ``LABWIRE_REGISTRY``           default registry URL (used by the CLI)      tcp://127.0.0.1:5555
 ``LABWIRE_SECRET_KEY``         this process's secret key file (turns       (off)
                                CurveZMQ security on)
@@ -63,6 +65,14 @@ __all__ = [
 _T = TypeVar("_T")
 
 DEFAULT_REGISTRY_URL = "tcp://127.0.0.1:5555"
+#: Microseconds a small call watches for its reply before it sleeps, on several CPUs.
+_REPLY_SPIN_US = 300
+
+
+def _default_reply_spin_us() -> int:
+    """:data:`_REPLY_SPIN_US`; 0 on one CPU, where watching only keeps the server waiting."""
+    return _REPLY_SPIN_US if (os.cpu_count() or 1) > 1 else 0
+
 
 ENV_SECRET_KEY: Final = "LABWIRE_SECRET_KEY"
 ENV_CLIENT_SECRET_KEY: Final = "LABWIRE_CLIENT_SECRET_KEY"
@@ -86,6 +96,12 @@ class Settings:
         handshake_timeout_ms: A connection that has not completed the ZeroMQ (and CurveZMQ)
             handshake by then is dropped (e.g. a port scanner or a stray HTTP client).
         workers: Worker threads per RPC server (slow methods run here, off the I/O loop).
+        reply_spin_us: How long a client's small call watches for its reply without sleeping
+            before it waits for it, in a process with one Python thread. A reply within that
+            time is read at once instead of after a wake-up (less latency), at the cost of
+            keeping a CPU busy meanwhile; after a call whose reply came later, the next few
+            calls on that connection wait without watching. 0 turns watching off (the
+            default on one CPU).
         signal_hwm: Messages queued per signal subscriber before new ones are dropped.
         limits: Limits on incoming messages.
         registry_url: Default registry URL for the command line and connect-by-name.
@@ -100,6 +116,7 @@ class Settings:
     connect_grace_ms: int = 500
     handshake_timeout_ms: int = 5000
     workers: int = 8
+    reply_spin_us: int = field(default_factory=_default_reply_spin_us)
     signal_hwm: int = 10_000
     limits: Limits = field(default_factory=Limits)
     registry_url: str = DEFAULT_REGISTRY_URL
@@ -115,6 +132,7 @@ class Settings:
             "connect_grace_ms",
             "handshake_timeout_ms",
             "workers",
+            "reply_spin_us",
             "signal_hwm",
         ):
             value = getattr(self, name)
@@ -151,6 +169,7 @@ class Settings:
             "heartbeat_timeout_ms",
             "connect_grace_ms",
             "workers",
+            "reply_spin_us",
         ):
             raw = env.get(f"LABWIRE_{name.upper()}")
             if raw is not None:

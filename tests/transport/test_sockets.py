@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import threading
 import time
@@ -16,6 +17,7 @@ import zmq
 from labwire.config import Settings
 from labwire.errors import (
     ClosedError,
+    ConfigurationError,
     EndpointError,
     LabwireError,
     TransportError,
@@ -360,6 +362,88 @@ def test_request_sends_and_returns_the_replys_first_part(transport: Transport) -
     finally:
         client.close()
         server.close()
+
+
+def _watching_pair(context: zmq.Context[Any], spin_us: int) -> tuple[Socket, Socket]:
+    """A ROUTER and a DEALER connected to it that watches ``spin_us`` for replies."""
+    transport = Transport(context, Settings(reply_spin_us=spin_us))
+    server = transport.bind(SocketType.ROUTER, "tcp://127.0.0.1:0")
+    return server, transport.connect(SocketType.DEALER, server.endpoint)
+
+
+def test_request_keeps_watching_while_replies_come_within_the_spin_time(
+    context: zmq.Context[Any],
+) -> None:
+    server, client = _watching_pair(context, 5_000_000)  # 5 s: every reply comes in time
+    try:
+        assert client.send([b"hello"])
+        received = server.recv_routed(timeout_ms=5000)
+        assert received is not None
+        for _ in range(3):  # the replies are on their way before the requests
+            assert server.send([received[0], b"ok"])
+        for _ in range(3):
+            assert client.spinning
+            assert client.request(b"call", timeout_ms=5000) == b"ok"
+        assert client.spinning
+    finally:
+        client.close()
+        server.close()
+
+
+def test_request_stops_watching_for_a_while_after_a_reply_outlasts_the_spin_time(
+    context: zmq.Context[Any],
+) -> None:
+    server, client = _watching_pair(context, 1000)
+    try:
+        # A zero-copy send starts pyzmq's tracking thread, which does not stop the watching.
+        assert client.send([bytes(1 << 17)])
+        assert server.recv_routed(timeout_ms=5000) is not None
+        assert client.spinning
+        assert client.request(b"unanswered", timeout_ms=20) is None  # watched 1 ms in vain
+        assert not client.spinning, threading.enumerate()
+        waits = []
+        for _ in range(2):  # a few requests wait without watching, then it watches again
+            waited = 0
+            while not client.spinning:
+                assert client.request(b"unanswered", timeout_ms=1) is None
+                waited += 1
+                assert waited < 1000
+            waits.append(waited)
+            assert client.request(b"unanswered", timeout_ms=1) is None  # in vain once more
+        assert 1 < waits[0] < waits[1]  # a second miss in a row: a longer pause
+    finally:
+        client.close()
+        server.close()
+
+
+def test_request_does_not_watch_while_another_python_thread_runs(
+    context: zmq.Context[Any],
+) -> None:
+    server, client = _watching_pair(context, 1000)
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        assert client.request(b"unanswered", timeout_ms=20) is None
+        assert client.spinning  # it did not watch, so nothing outlasted a watch
+    finally:
+        release.set()
+        other.join()
+        client.close()
+        server.close()
+
+
+def test_reply_watching_is_a_setting_and_off_on_one_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings.from_env({"LABWIRE_REPLY_SPIN_US": "0"}).reply_spin_us == 0
+    assert Settings.from_env({"LABWIRE_REPLY_SPIN_US": "250"}).reply_spin_us == 250
+    with pytest.raises(ConfigurationError, match="LABWIRE_REPLY_SPIN_US"):
+        Settings.from_env({"LABWIRE_REPLY_SPIN_US": "fast"})
+    with pytest.raises(ConfigurationError, match="reply_spin_us"):
+        Settings(reply_spin_us=-1)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert Settings().reply_spin_us == 0
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert Settings().reply_spin_us > 0
 
 
 def test_request_that_cannot_be_queued_is_false(transport: Transport) -> None:

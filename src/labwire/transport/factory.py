@@ -178,7 +178,12 @@ class Transport:
             if self._secures(endpoint):
                 watcher = self._secure_client(raw, kind)
             sock = Socket(
-                raw, kind, str(endpoint), watcher=watcher, server_key=self._server_key(server_key)
+                raw,
+                kind,
+                str(endpoint),
+                watcher=watcher,
+                server_key=self._server_key(server_key),
+                reply_spin_us=self.settings.reply_spin_us,
             )
             sock.connect(str(endpoint))
         except LabwireError:

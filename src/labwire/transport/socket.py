@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import importlib
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -37,6 +40,27 @@ _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 #: Frames smaller than this are copied (cheaper than tracking a zero-copy frame).
 _COPY_BELOW = 65536
+#: Requests that wait without watching after one whose reply outlasted the spin time; each
+#: further miss in a row doubles it, up to _SPIN_DOUBLINGS times.
+_SPIN_BACKOFF = 16
+_SPIN_DOUBLINGS = 6
+_monotonic = time.monotonic
+_active_count = threading.active_count
+# The thread pyzmq starts to track zero-copy frames, which rarely wants the GIL.
+_zero_copy_tracker: Any = None
+with contextlib.suppress(ImportError):  # if pyzmq moves it, that thread counts as any other
+    _zero_copy_tracker = importlib.import_module("zmq.utils.garbage").gc
+
+
+def _alone() -> bool:
+    """Whether the calling thread is the only Python thread (pyzmq's tracker aside).
+
+    Watching for a reply holds the GIL: it is done only when no other thread could want it.
+    """
+    count = _active_count()
+    if count == 1:
+        return True
+    return count == 2 and _zero_copy_tracker is not None and _zero_copy_tracker.is_alive()
 
 
 class SocketType(enum.Enum):
@@ -81,6 +105,9 @@ class Socket:
         "_lease",
         "_raw",
         "_server_key",
+        "_spin",
+        "_spin_misses",
+        "_spin_skip",
         "_wait",
         "_watcher",
         "endpoint",
@@ -97,6 +124,7 @@ class Socket:
         watcher: HandshakeWatcher | None = None,
         lease: AuthenticatorLease | None = None,
         server_key: str | None = None,
+        reply_spin_us: int = 0,
     ) -> None:
         self._raw = raw
         self.kind = kind
@@ -108,6 +136,9 @@ class Socket:
         self._server_key = server_key
         self._events = None if watcher is None else Socket(watcher.events, SocketType.PAIR, "")
         self._wait: int | None = None  # RCVTIMEO as last set; None is ZeroMQ's default, forever
+        self._spin = reply_spin_us / 1e6  # see request()
+        self._spin_skip = 0
+        self._spin_misses = 0
 
     @property
     def closed(self) -> bool:
@@ -224,7 +255,11 @@ class Socket:
         """Send a one-part message without waiting, then receive the first part of the next.
 
         :meth:`send` (``nowait``) and :meth:`recv_head` in one step, for a client's small
-        request and its reply.
+        request and its reply. A socket made with ``reply_spin_us`` first watches for the
+        reply that long without sleeping (see :attr:`spinning`), so a quick reply is read at
+        once rather than after the thread has slept and been woken. It watches only while
+        the calling thread is the process's only Python thread: watching holds the GIL, and
+        would keep any other thread waiting for it.
 
         Args:
             frame: The message.
@@ -237,7 +272,39 @@ class Socket:
         """
         if not self.send((frame,), nowait=True):
             return False
+        if self._spin and timeout_ms != 0 and _alone():
+            if self._spin_skip:
+                self._spin_skip -= 1
+            elif self._watch(self._spin):
+                self._spin_misses = 0
+            else:  # each miss in a row doubles how long it waits without watching
+                self._spin_skip = _SPIN_BACKOFF << min(self._spin_misses, _SPIN_DOUBLINGS)
+                self._spin_misses += 1
         return self.recv_head(timeout_ms)
+
+    @property
+    def spinning(self) -> bool:
+        """Whether :meth:`request` watches for the next reply before it sleeps.
+
+        True when the socket was made with ``reply_spin_us`` and no recent reply outlasted
+        it: after one that did, the next 16 requests wait without watching, twice as many
+        after each further such reply in a row (up to 1024), so replies that take longer
+        (a slow method, a busy machine) cost next to no CPU for the watching.
+        """
+        return bool(self._spin) and not self._spin_skip
+
+    def _watch(self, seconds: float) -> bool:
+        """Watch ZeroMQ's EVENTS, without sleeping, until a message waits or ``seconds`` pass."""
+        raw = self._raw
+        end = _monotonic() + seconds
+        try:
+            while not _GET(raw, _EVENTS) & _POLLIN:
+                if _monotonic() > end:
+                    return False
+        except zmq.ZMQError as exc:
+            with translate_errors("poll"):
+                raise exc
+        return True
 
     def recv_tail(self) -> list[zmq.Frame]:
         """The parts that follow the last one received (none if it ended its message)."""
