@@ -125,6 +125,8 @@ TIGHT = Limits(max_depth=3, max_string_chars=60)
         (layout([10**25], {}), LIMITS),
         (layout([1], {"a": 10**25}), LIMITS),
         (layout([[1, 2.5, 10**25]], {}), LIMITS),  # in a list of numbers
+        (layout([[0.5, 10**20]], {}), LIMITS),  # at the bound
+        (layout([[0.5, -(10**23)]], {}), Limits(max_int_digits=23)),  # a bound floats round
         (layout([[1, "x", None, -(10**25)]], {}), LIMITS),  # in a list of scalars
         (layout([{"a": 1, "b": 10**25}], {}), LIMITS),  # in a dict argument
         (layout([1], {"a": [10**25]}), LIMITS),  # in a list keyword argument
@@ -160,6 +162,10 @@ def test_fast_request_reads_flat_lists_and_dicts_of_scalars() -> None:
     data = layout([[0.5] * 100, {"a": 1, "b": "text"}, [1, -2, True, None, "x"]], {"k": [3, 4]})
     fast = fast_request(data, LIMITS)
     assert fast is not None and fast == general(data)
+    for near in ([0.5, 10**20 - 1], [-(10**20) + 1], [1e300, 1e300]):  # within, but close
+        data = layout([near], {})
+        fast = fast_request(data, LIMITS)
+        assert fast is not None and fast == general(data)
 
 
 def test_fast_request_reads_other_spellings_as_the_general_path_does() -> None:

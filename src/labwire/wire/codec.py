@@ -186,10 +186,12 @@ def scalars_within_limits(values: Iterable[Any], limits: Limits, depth: int | No
         else:
             return False
         try:
-            # Numbers only (abs() refuses anything else), none over the bound: at C speed.
-            if sum(map(abs, items)) < bound:
+            # Numbers only (hypot() refuses anything else), and none near the bound, at C
+            # speed: hypot() is at least each item's size as a float, and an integer at the
+            # bound is at least half the bound as a float, however it rounds.
+            if math.hypot(*items) < bound / 2:
                 continue
-        except TypeError:
+        except (TypeError, OverflowError):
             pass
         kinds = set(map(type, items))
         if not kinds <= _FLAT_ITEMS:
