@@ -1,7 +1,9 @@
 """What an interface or device class exposes: methods, properties and signals.
 
 Both sides read classes the same way: public names only (``_x`` never), walking the whole MRO
-(interfaces may inherit from interfaces, plain classes or ABCs, several levels deep).
+(interfaces may inherit from interfaces, plain classes or ABCs, several levels deep). A server
+class declares its methods with the decorators here, which
+:class:`~labwire.rpc.RPCServer` offers as its static methods.
 """
 
 from __future__ import annotations
@@ -9,12 +11,25 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from labwire.rpc.operations import Operation, OperationSpec, operation_method
 from labwire.rpc.property import RPCProperty
 from labwire.rpc.signal import RPCSignal
 
-__all__ = ["Exposed", "RemoteMethod", "scan_class"]
+__all__ = [
+    "Exposed",
+    "RemoteMethod",
+    "register_method_buffer",
+    "register_method_json",
+    "register_operation",
+    "scan_class",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+S = TypeVar("S")
+R = TypeVar("R")
+P = ParamSpec("P")
 
 _KIND = "__labwire_rpc_kind__"
 _TIMEOUT = "__labwire_rpc_timeout__"
@@ -116,3 +131,75 @@ def scan_class(cls: type, stop_at: tuple[type, ...] = ()) -> Exposed:
                         name, kind, getattr(attribute, _TIMEOUT, None), attribute
                     )
     return exposed
+
+
+# ---------------------------------------------------------------------- declaration
+
+
+def register_method_json(timeout: int | None = 10000) -> Callable[[F], F]:
+    """Export a method whose arguments and result travel as JSON.
+
+    Send basic types and containers (int, float, str, bool, list, tuple, dict). labwire
+    clients may also pass and receive bytes, memoryviews and numpy arrays, which travel
+    as raw frames.
+
+    Args:
+        timeout: How long (ms) a client waits for the method by default; None: forever.
+    """
+
+    def decorator(function: F) -> F:
+        mark_method(function, "json", timeout)
+        return function
+
+    return decorator
+
+
+def register_method_buffer(timeout: int | None = 10000) -> Callable[[F], F]:
+    """Export a method that returns ``(buffer, info)``: a bytes-like object and a dict.
+
+    The buffer travels as a raw frame without copies; ``info`` as JSON. Arguments are
+    JSON (plus buffers, from labwire clients).
+
+    Args:
+        timeout: How long (ms) a client waits for the method by default; None: forever.
+    """
+
+    def decorator(function: F) -> F:
+        mark_method(function, "buffer", timeout)
+        return function
+
+    return decorator
+
+
+def register_operation(
+    timeout: int | None = None, on_disconnect: str = "finish", lease: float = 3.0
+) -> Callable[[Callable[Concatenate[S, Operation, P], R]], Callable[Concatenate[S, P], R]]:
+    """Export a long-running method as an operation: progress, cancel and a deadline.
+
+    The handler's first argument after ``self`` is an
+    :class:`~labwire.rpc.operations.Operation`: report progress with
+    ``operation.report(fraction, message)`` (which raises
+    :class:`~labwire.rpc.operations.OperationCancelled` once cancelled), look at
+    ``operation.cancelled``, and register cleanup with ``operation.on_cancel(callback)``.
+    Clients start it with ``start_operation()`` and watch, cancel or reattach to it; a
+    plain call (any client, deployed ones too) still returns its result, and the handler is
+    cancelled once that call's deadline passes. Arguments and result travel as with
+    :meth:`register_method_json`.
+
+    Args:
+        timeout: The default deadline in ms (for plain calls, how long clients wait); None:
+            no limit.
+        on_disconnect: ``"finish"``: run to the end when the client that watches it
+            vanishes; ``"cancel"``: cancel it once nobody polled it for ``lease`` seconds.
+        lease: Seconds without a poll after which the watching client counts as gone.
+    """
+
+    def decorator(
+        function: Callable[Concatenate[S, Operation, P], R],
+    ) -> Callable[Concatenate[S, P], R]:
+        spec = OperationSpec(function, timeout, on_disconnect, lease)
+        method = operation_method(function, spec)
+        mark_method(method, "json", timeout)
+        return method
+
+    return decorator

@@ -31,28 +31,26 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-import socket as stdsocket
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from collections.abc import Collection, Sequence
+from typing import Any
 
 from labwire.config import Settings
 from labwire.errors import ConfigurationError, LabwireError, ProtocolError
 from labwire.registration import RegistrationKeeper
 from labwire.rpc.catalogue import Catalogue
 from labwire.rpc.dedup import ReplyCache
-from labwire.rpc.interface import mark_method
-from labwire.rpc.operations import (
-    Operation,
-    OperationSpec,
-    OperationTable,
-    operation_method,
+from labwire.rpc.interface import (
+    register_method_buffer,
+    register_method_json,
+    register_operation,
 )
+from labwire.rpc.operations import OperationTable
 from labwire.rpc.publisher import SignalPublisher
 from labwire.rpc.replies import Failure, buffer_result, error_frames, handler_failure, success
 from labwire.rpc.runners import Key, RunnerPool
-from labwire.transport import Socket, SocketType, Transport, parse_endpoint
+from labwire.transport import Socket, SocketType, Transport, parse_endpoint, primary_ip
 from labwire.wire.codec import encode_json
 from labwire.wire.rpc import (
     ErrorCode,
@@ -71,11 +69,6 @@ from labwire.wire.rpc import (
 __all__ = ["RPCServer"]
 
 _log = logging.getLogger(__name__)
-
-F = TypeVar("F", bound=Callable[..., Any])
-S = TypeVar("S")
-R = TypeVar("R")
-P = ParamSpec("P")
 
 # Enum members cost a descriptor lookup each time they are read; every call reads these.
 _METHOD_CALL = RPCEvents.METHOD_CALL
@@ -239,76 +232,11 @@ class RPCServer:
         for signal in catalogue.signals.values():
             signal._publisher = self._publisher.publish
 
-    # ------------------------------------------------------------------ declaration
+    # ------------------------------------------------------------------ declaration (interface.py)
 
-    @staticmethod
-    def register_method_json(timeout: int | None = 10000) -> Callable[[F], F]:
-        """Export a method whose arguments and result travel as JSON.
-
-        Send basic types and containers (int, float, str, bool, list, tuple, dict). labwire
-        clients may also pass and receive bytes, memoryviews and numpy arrays, which travel
-        as raw frames.
-
-        Args:
-            timeout: How long (ms) a client waits for the method by default; None: forever.
-        """
-
-        def decorator(function: F) -> F:
-            mark_method(function, "json", timeout)
-            return function
-
-        return decorator
-
-    @staticmethod
-    def register_method_buffer(timeout: int | None = 10000) -> Callable[[F], F]:
-        """Export a method that returns ``(buffer, info)``: a bytes-like object and a dict.
-
-        The buffer travels as a raw frame without copies; ``info`` as JSON. Arguments are
-        JSON (plus buffers, from labwire clients).
-
-        Args:
-            timeout: How long (ms) a client waits for the method by default; None: forever.
-        """
-
-        def decorator(function: F) -> F:
-            mark_method(function, "buffer", timeout)
-            return function
-
-        return decorator
-
-    @staticmethod
-    def register_operation(
-        timeout: int | None = None, on_disconnect: str = "finish", lease: float = 3.0
-    ) -> Callable[[Callable[Concatenate[S, Operation, P], R]], Callable[Concatenate[S, P], R]]:
-        """Export a long-running method as an operation: progress, cancel and a deadline.
-
-        The handler's first argument after ``self`` is an
-        :class:`~labwire.rpc.operations.Operation`: report progress with
-        ``operation.report(fraction, message)`` (which raises
-        :class:`~labwire.rpc.operations.OperationCancelled` once cancelled), look at
-        ``operation.cancelled``, and register cleanup with ``operation.on_cancel(callback)``.
-        Clients start it with ``start_operation()`` and watch, cancel or reattach to it; a
-        plain call (any client, deployed ones too) still returns its result, and the handler is
-        cancelled once that call's deadline passes. Arguments and result travel as with
-        :meth:`register_method_json`.
-
-        Args:
-            timeout: The default deadline in ms (for plain calls, how long clients wait); None:
-                no limit.
-            on_disconnect: ``"finish"``: run to the end when the client that watches it
-                vanishes; ``"cancel"``: cancel it once nobody polled it for ``lease`` seconds.
-            lease: Seconds without a poll after which the watching client counts as gone.
-        """
-
-        def decorator(
-            function: Callable[Concatenate[S, Operation, P], R],
-        ) -> Callable[Concatenate[S, P], R]:
-            spec = OperationSpec(function, timeout, on_disconnect, lease)
-            method = operation_method(function, spec)
-            mark_method(method, "json", timeout)
-            return method
-
-        return decorator
+    register_method_json = staticmethod(register_method_json)
+    register_method_buffer = staticmethod(register_method_buffer)
+    register_operation = staticmethod(register_operation)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -452,7 +380,7 @@ class RPCServer:
         """The endpoint other hosts should connect to (a wildcard host replaced by this host)."""
         endpoint = parse_endpoint(self.endpoint, for_bind=True)
         if endpoint.is_tcp and endpoint.is_wildcard:
-            return str(endpoint.with_host(_primary_ip()))
+            return str(endpoint.with_host(primary_ip()))
         return self.endpoint
 
     # ------------------------------------------------------------------ requests
@@ -664,15 +592,3 @@ class RPCServer:
             if frame is not None:
                 return [frame]
         return success(request, self._server_id, {}, payload={key: value})
-
-
-def _primary_ip() -> str:
-    """This host's first non-loopback IPv4 address by name resolution, else loopback."""
-    try:
-        infos = stdsocket.getaddrinfo(stdsocket.gethostname(), None, stdsocket.AF_INET)
-    except OSError:
-        return "127.0.0.1"
-    for *_, address in infos:
-        if not str(address[0]).startswith("127."):
-            return str(address[0])
-    return "127.0.0.1"

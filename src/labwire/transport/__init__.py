@@ -1,6 +1,6 @@
 """The only package that talks to ZeroMQ: socket factory, endpoints, error translation."""
 
-from labwire.transport.endpoints import Endpoint, parse_endpoint
+from labwire.transport.endpoints import Endpoint, parse_endpoint, primary_ip
 from labwire.transport.sockets import (
     Context,
     Poller,
@@ -20,5 +20,6 @@ __all__ = [
     "Transport",
     "default_context",
     "parse_endpoint",
+    "primary_ip",
     "translate_errors",
 ]

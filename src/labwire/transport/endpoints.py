@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from dataclasses import dataclass
 
 from labwire.errors import EndpointError
 
-__all__ = ["Endpoint", "parse_endpoint", "url_parser"]
+__all__ = ["Endpoint", "parse_endpoint", "primary_ip", "url_parser"]
 
 #: The URL pattern deployed RPC code imports as ``url_parser``: ``url_parser.match(url)``
 #: gives the scheme, the host (letters, digits and dots) and the port ("" when absent) as its
@@ -161,3 +162,15 @@ def parse_endpoint(url: str, *, for_bind: bool = False) -> Endpoint:
     if host == "*" and not for_bind:
         raise EndpointError(f"invalid endpoint {url!r}: cannot connect to '*'")
     return Endpoint("tcp", host, port)
+
+
+def primary_ip() -> str:
+    """This host's first non-loopback IPv4 address by name resolution, else loopback."""
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
+    except OSError:
+        return "127.0.0.1"
+    for *_, address in infos:
+        if not str(address[0]).startswith("127."):
+            return str(address[0])
+    return "127.0.0.1"
