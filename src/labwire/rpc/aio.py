@@ -45,7 +45,7 @@ from labwire.rpc.base import (
     call_timeout,
     describe,
 )
-from labwire.rpc.operations import AsyncOperationHandle, OperationLost
+from labwire.rpc.operations import AsyncOperationHandle
 from labwire.rpc.results import NoResult
 from labwire.rpc.signal import RPCSignal
 from labwire.rpc.subscriptions import AsyncSubscriptions
@@ -263,22 +263,16 @@ class AsyncRPCClient(ClientBase):
         Raises:
             OperationLost: The server does not know it.
         """
-        header, _, _ = await self._operation_request(
-            ExtensionEvents.OP_POLL, {"op": operation_id, "after": 0}
+        fields = {"op": operation_id, "after": 0}
+        reply = await self._request(
+            ExtensionEvents.OP_POLL, fields, None, self._operation_timeout()
         )
-        failure = self._failure(Reply(header, []))
-        if failure is not None:
-            raise OperationLost(failure.error)
-        return AsyncOperationHandle(self, decode_info(header.get("op")), on_progress)
+        return AsyncOperationHandle(self, self._operation_info(reply), on_progress)
 
     async def operations(self) -> list[OperationInfo]:
         """The server's running operations and those that ended recently."""
         reply = await self._request(ExtensionEvents.OP_LIST, {}, None, self._operation_timeout())
-        header, _ = self._operation_reply(reply)
-        ops = header.get("ops")
-        if not isinstance(ops, list):
-            raise ProtocolError("OP_LIST reply needs an 'ops' list")
-        return [decode_info(op) for op in ops]
+        return self._operation_list(reply)
 
     async def cancel_operation(
         self, operation_id: str, reason: str = "cancelled by a client"
@@ -289,11 +283,10 @@ class AsyncRPCClient(ClientBase):
             OperationLost: The server does not know it.
         """
         fields = {"op": operation_id, "reason": reason[:256]}
-        header, _, _ = await self._operation_request(ExtensionEvents.OP_CANCEL, fields)
-        failure = self._failure(Reply(header, []))
-        if failure is not None:
-            raise OperationLost(failure.error)
-        return decode_info(header.get("op"))
+        reply = await self._request(
+            ExtensionEvents.OP_CANCEL, fields, None, self._operation_timeout()
+        )
+        return self._operation_info(reply)
 
     async def _operation_request(
         self, event: str, fields: dict[str, Any]

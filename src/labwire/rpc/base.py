@@ -10,8 +10,6 @@ matched to futures) add the I/O.
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 import itertools
 import logging
 import secrets
@@ -29,11 +27,13 @@ from labwire.errors import (
     NotFound,
     ProtocolError,
 )
-from labwire.rpc.interface import scan_class
+from labwire.rpc.interface import implement_remotely, scan_class
+from labwire.rpc.operations import OperationLost
 from labwire.rpc.results import NoResult
 from labwire.rpc.signal import RPCSignal
 from labwire.transport import Transport, parse_endpoint
 from labwire.transport.forks import ProcessBound
+from labwire.wire.operations import OperationInfo, decode_info
 from labwire.wire.rpc import (
     PROTOCOL_VERSION,
     ExtensionEvents,
@@ -303,6 +303,25 @@ class ClientBase(ProcessBound):
             raise failure.exception()
         return reply.header, reply.buffers
 
+    def _operation_info(self, reply: Reply) -> OperationInfo:
+        """The operation an OP_POLL or OP_CANCEL reply describes.
+
+        Raises:
+            OperationLost: The server does not know it.
+        """
+        failure = self._failure(reply)
+        if failure is not None:
+            raise OperationLost(failure.error)
+        return decode_info(reply.header.get("op"))
+
+    def _operation_list(self, reply: Reply) -> list[OperationInfo]:
+        """The operations an OP_LIST reply lists."""
+        header, _ = self._operation_reply(reply)
+        ops = header.get("ops")
+        if not isinstance(ops, list):
+            raise ProtocolError("OP_LIST reply needs an 'ops' list")
+        return [decode_info(op) for op in ops]
+
     # ------------------------------------------------------------------ requests
 
     def _build(
@@ -532,13 +551,7 @@ class ClientBase(ProcessBound):
                     f"{client_cls.__name__} must inherit from both {interface.__name__} "
                     "and an RPC client class (RPCClient or AsyncRPCClient)"
                 )
-            exposed = scan_class(interface, (ClientBase,))
-            for name, function in exposed.functions.items():
-                setattr(client_cls, name, _method_proxy(name, function))
-            for name, prop in {**exposed.plain_properties, **exposed.properties}.items():
-                setattr(client_cls, name, _property_proxy(name, prop.__doc__))
-            # The proxies implement every abstract method of the interface.
-            setattr(client_cls, "__abstractmethods__", frozenset())  # noqa: B010
+            implement_remotely(client_cls, interface, ClientBase)
             client_cls._interface = interface
             return client_cls
 
@@ -555,38 +568,6 @@ class ClientBase(ProcessBound):
 
     def _set_property(self, name: str, value: Any) -> Any:
         raise NotImplementedError
-
-
-def _method_proxy(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
-    signature = inspect.signature(function)
-    params = list(signature.parameters.values())[1:]
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    simple = len(positional) == len(params)
-    least = sum(1 for p in positional if p.default is p.empty)
-    most = len(positional)
-
-    @functools.wraps(function)
-    def proxy(self: ClientBase, *args: Any, **kwargs: Any) -> Any:
-        # Positional calls to plain signatures are checked by count; the rest by bind().
-        if kwargs or not simple or not least <= len(args) <= most:
-            try:
-                signature.bind(self, *args, **kwargs)
-            except TypeError as exc:
-                raise TypeError(f"{name}(): {exc}") from None
-        return self._invoke(name, args, kwargs)
-
-    proxy.__isabstractmethod__ = False  # type: ignore[attr-defined]
-    return proxy
-
-
-def _property_proxy(name: str, doc: str | None) -> property:
-    def getter(self: ClientBase) -> Any:
-        return self._get_property(name)
-
-    def setter(self: ClientBase, value: Any) -> None:
-        self._set_property(name, value)
-
-    return property(getter, setter, None, doc)
 
 
 #: How often a call on a secured connection looks for a failed security handshake.

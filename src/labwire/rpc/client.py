@@ -43,7 +43,6 @@ from typing import Any
 from labwire.config import Settings
 from labwire.errors import (
     CallTimeout,
-    ProtocolError,
     ServerRestarted,
     Unavailable,
 )
@@ -57,7 +56,7 @@ from labwire.rpc.base import (
     describe,
 )
 from labwire.rpc.channels import Channel, Channels
-from labwire.rpc.operations import OperationHandle, OperationLost
+from labwire.rpc.operations import OperationHandle
 from labwire.rpc.results import NoResult
 from labwire.rpc.signal import RPCSignal
 from labwire.rpc.subscriptions import Subscriptions
@@ -253,22 +252,14 @@ class RPCClient(ClientBase):
         Raises:
             OperationLost: The server does not know it (it restarted, or the id is wrong).
         """
-        header, _, _ = self._operation_request(
-            ExtensionEvents.OP_POLL, {"op": operation_id, "after": 0}
-        )
-        failure = self._failure(Reply(header, []))
-        if failure is not None:
-            raise OperationLost(failure.error)
-        return OperationHandle(self, decode_info(header.get("op")), on_progress)
+        fields = {"op": operation_id, "after": 0}
+        reply = self._request(ExtensionEvents.OP_POLL, fields, None, self._operation_timeout())
+        return OperationHandle(self, self._operation_info(reply), on_progress)
 
     def operations(self) -> list[OperationInfo]:
         """The server's running operations and those that ended recently."""
         reply = self._request(ExtensionEvents.OP_LIST, {}, None, self._operation_timeout())
-        header, _ = self._operation_reply(reply)
-        ops = header.get("ops")
-        if not isinstance(ops, list):
-            raise ProtocolError("OP_LIST reply needs an 'ops' list")
-        return [decode_info(op) for op in ops]
+        return self._operation_list(reply)
 
     def cancel_operation(
         self, operation_id: str, reason: str = "cancelled by a client"
@@ -279,11 +270,8 @@ class RPCClient(ClientBase):
             OperationLost: The server does not know it.
         """
         fields = {"op": operation_id, "reason": reason[:256]}
-        header, _, _ = self._operation_request(ExtensionEvents.OP_CANCEL, fields)
-        failure = self._failure(Reply(header, []))
-        if failure is not None:
-            raise OperationLost(failure.error)
-        return decode_info(header.get("op"))
+        reply = self._request(ExtensionEvents.OP_CANCEL, fields, None, self._operation_timeout())
+        return self._operation_info(reply)
 
     def _operation_request(
         self, event: str, fields: dict[str, Any]

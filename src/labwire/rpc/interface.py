@@ -8,6 +8,7 @@ class declares its methods with the decorators here, which
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from labwire.rpc.signal import RPCSignal
 __all__ = [
     "Exposed",
     "RemoteMethod",
+    "implement_remotely",
     "register_method_buffer",
     "register_method_json",
     "register_operation",
@@ -131,6 +133,54 @@ def scan_class(cls: type, stop_at: tuple[type, ...] = ()) -> Exposed:
                         name, kind, getattr(attribute, _TIMEOUT, None), attribute
                     )
     return exposed
+
+
+def implement_remotely(client_cls: type, interface: type, client_base: type) -> None:
+    """Give ``client_cls`` a proxy for every public method and property of ``interface``.
+
+    A method proxy has the method's signature, checks the arguments against it, and calls
+    ``self._invoke(name, args, kwargs)``; a property proxy calls ``self._get_property(name)``
+    and ``self._set_property(name, value)``. Members of ``client_base`` are not proxied.
+    """
+    exposed = scan_class(interface, (client_base,))
+    for name, function in exposed.functions.items():
+        setattr(client_cls, name, _method_proxy(name, function))
+    for name, prop in {**exposed.plain_properties, **exposed.properties}.items():
+        setattr(client_cls, name, _property_proxy(name, prop.__doc__))
+    # The proxies implement every abstract method of the interface.
+    setattr(client_cls, "__abstractmethods__", frozenset())  # noqa: B010
+
+
+def _method_proxy(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    signature = inspect.signature(function)
+    params = list(signature.parameters.values())[1:]
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    simple = len(positional) == len(params)
+    least = sum(1 for p in positional if p.default is p.empty)
+    most = len(positional)
+
+    @functools.wraps(function)
+    def proxy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        # Positional calls to plain signatures are checked by count; the rest by bind().
+        if kwargs or not simple or not least <= len(args) <= most:
+            try:
+                signature.bind(self, *args, **kwargs)
+            except TypeError as exc:
+                raise TypeError(f"{name}(): {exc}") from None
+        return self._invoke(name, args, kwargs)
+
+    proxy.__isabstractmethod__ = False  # type: ignore[attr-defined]
+    return proxy
+
+
+def _property_proxy(name: str, doc: str | None) -> property:
+    def getter(self: Any) -> Any:
+        return self._get_property(name)
+
+    def setter(self: Any, value: Any) -> None:
+        self._set_property(name, value)
+
+    return property(getter, setter, None, doc)
 
 
 # ---------------------------------------------------------------------- declaration
