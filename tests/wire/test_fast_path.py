@@ -124,6 +124,8 @@ TIGHT = Limits(max_depth=3, max_string_chars=60)
         (layout([1], {}, ttl=10**25), LIMITS),
         (layout([10**25], {}), LIMITS),
         (layout([1], {"a": 10**25}), LIMITS),
+        (layout([10**25], {"a": 1}), LIMITS),  # in an argument beside keyword arguments
+        (layout([[0.5, 10**25]], {"a": 1}), LIMITS),
         (layout([[1, 2.5, 10**25]], {}), LIMITS),  # in a list of numbers
         (layout([[0.5, 10**20]], {}), LIMITS),  # at the bound
         (layout([[0.5, -(10**23)]], {}), Limits(max_int_digits=23)),  # a bound floats round

@@ -272,10 +272,13 @@ def decode_compact(data: bytes, limits: Limits) -> CompactCall | CompactGet | No
     if kwargs or _COLON in data:
         if BUFFER_KEY in kwargs:  # a placeholder without its frame: the general path refuses
             return None
-        if not _keys_unique(data, call, len(kwargs), call.args, kwargs.values()):
+        args = call.args
+        if not _keys_unique(data, call, len(kwargs), args, kwargs.values()):
             return None
-        if not _within_limits(data, kwargs.values(), limits, _REQUEST_DEPTH + 1):
+        # One check for both: the text's covers every argument at once.
+        if not _within_limits(data, (*args, *kwargs.values()), limits, _REQUEST_DEPTH + 1):
             return None
+        return call
     # scalars_within_limits(), written out: nearly every call has only scalars.
     args = call.args
     for value in args:
