@@ -186,6 +186,16 @@ def _property_proxy(name: str, doc: str | None) -> property:
 # ---------------------------------------------------------------------- declaration
 
 
+def _exporting(kind: str, timeout: int | None) -> Callable[[F], F]:
+    """A decorator that marks a method as exported, of ``kind``, with a default timeout."""
+
+    def decorator(function: F) -> F:
+        mark_method(function, kind, timeout)
+        return function
+
+    return decorator
+
+
 def register_method_json(timeout: int | None = 10000) -> Callable[[F], F]:
     """Export a method whose arguments and result travel as JSON.
 
@@ -196,12 +206,7 @@ def register_method_json(timeout: int | None = 10000) -> Callable[[F], F]:
     Args:
         timeout: How long (ms) a client waits for the method by default; None: forever.
     """
-
-    def decorator(function: F) -> F:
-        mark_method(function, "json", timeout)
-        return function
-
-    return decorator
+    return _exporting("json", timeout)
 
 
 def register_method_buffer(timeout: int | None = 10000) -> Callable[[F], F]:
@@ -213,12 +218,7 @@ def register_method_buffer(timeout: int | None = 10000) -> Callable[[F], F]:
     Args:
         timeout: How long (ms) a client waits for the method by default; None: forever.
     """
-
-    def decorator(function: F) -> F:
-        mark_method(function, "buffer", timeout)
-        return function
-
-    return decorator
+    return _exporting("buffer", timeout)
 
 
 def register_operation(
