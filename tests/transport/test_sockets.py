@@ -400,6 +400,14 @@ def test_request_stops_watching_for_a_while_after_a_reply_outlasts_the_spin_time
         assert server.recv_routed(timeout_ms=5000) is not None
         assert client.spinning
         assert client.request(b"unanswered", timeout_ms=20) is None  # watched 1 ms in vain
+        assert client.spinning  # one late reply is no reason to stop
+        received = server.recv_routed(timeout_ms=5000)
+        assert received is not None
+        assert server.send([received[0], b"ok"])  # a reply in time (queued before the request)
+        assert client.request(b"call", timeout_ms=5000) == b"ok"
+        assert client.request(b"unanswered", timeout_ms=20) is None
+        assert client.spinning  # not two in a row
+        assert client.request(b"unanswered", timeout_ms=20) is None  # two in a row are
         assert not client.spinning, threading.enumerate()
         waits = []
         for _ in range(2):  # a few requests wait without watching, then it watches again

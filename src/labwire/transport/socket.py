@@ -40,8 +40,10 @@ _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 #: Frames smaller than this are copied (cheaper than tracking a zero-copy frame).
 _COPY_BELOW = 65536
-#: Requests that wait without watching after one whose reply outlasted the spin time; each
-#: further miss in a row doubles it, up to _SPIN_DOUBLINGS times.
+#: Replies in a row that may outlast the spin time before requests stop watching; then
+#: _SPIN_BACKOFF requests wait without watching, twice as many after each further such reply
+#: in a row, up to _SPIN_DOUBLINGS times.
+_SPIN_TOLERANCE = 1
 _SPIN_BACKOFF = 16
 _SPIN_DOUBLINGS = 6
 _monotonic = time.monotonic
@@ -277,19 +279,22 @@ class Socket:
                 self._spin_skip -= 1
             elif self._watch(self._spin):
                 self._spin_misses = 0
-            else:  # each miss in a row doubles how long it waits without watching
-                self._spin_skip = _SPIN_BACKOFF << min(self._spin_misses, _SPIN_DOUBLINGS)
+            else:  # a late reply now and then is no reason to stop; several in a row are
                 self._spin_misses += 1
+                late = self._spin_misses - _SPIN_TOLERANCE
+                if late > 0:
+                    self._spin_skip = _SPIN_BACKOFF << min(late - 1, _SPIN_DOUBLINGS)
         return self.recv_head(timeout_ms)
 
     @property
     def spinning(self) -> bool:
         """Whether :meth:`request` watches for the next reply before it sleeps.
 
-        True when the socket was made with ``reply_spin_us`` and no recent reply outlasted
-        it: after one that did, the next 16 requests wait without watching, twice as many
-        after each further such reply in a row (up to 1024), so replies that take longer
-        (a slow method, a busy machine) cost next to no CPU for the watching.
+        True when the socket was made with ``reply_spin_us`` and recent replies came within
+        it: after two in a row that did not, the next 16 requests wait without watching, twice
+        as many after each further such reply in a row (up to 1024), so replies that take
+        longer (a slow method, a busy machine) cost next to no CPU for the watching, while
+        one late reply now and then changes nothing.
         """
         return bool(self._spin) and not self._spin_skip
 
