@@ -99,9 +99,9 @@ class Settings:
         reply_spin_us: How long a client's small call watches for its reply without sleeping
             before it waits for it, in a process with one Python thread. A reply within that
             time is read at once instead of after a wake-up (less latency), at the cost of
-            keeping a CPU busy meanwhile; after a call whose reply came later, the next few
-            calls on that connection wait without watching. 0 turns watching off (the
-            default on one CPU).
+            keeping a CPU busy meanwhile; after two calls in a row whose replies came later,
+            the next calls on that connection wait without watching for a while. 0 turns
+            watching off (the default on one CPU).
         signal_hwm: Messages queued per signal subscriber before new ones are dropped.
         limits: Limits on incoming messages.
         registry_url: Default registry URL for the command line and connect-by-name.
