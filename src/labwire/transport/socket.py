@@ -2,8 +2,9 @@
 
 Frames under 64 KiB are copied (cheaper than tracking them), larger buffers are sent without
 copying, and the hot paths call pyzmq's backend send and receive directly, with no poll before
-a receive (the wait is the socket's own RCVTIMEO). Sockets are made by
-:class:`~labwire.transport.factory.Transport`.
+a receive (the wait is the socket's own RCVTIMEO). A client's request may first watch for its
+reply without sleeping (:meth:`Socket.request`, ``Settings.reply_spin_us``). Sockets are made
+by :class:`~labwire.transport.factory.Transport`.
 """
 
 from __future__ import annotations
