@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from labwire.config import Settings
 from labwire.errors import CallTimeout, EndpointError, NotFound, RemoteError, Unavailable
 from labwire.rpc import NoResult, RPCClient, RPCServer
 from tests.rpc.conftest import wait_for
@@ -317,3 +319,29 @@ def test_close_is_prompt_with_call_pending_to_dead_server() -> None:
     start = time.monotonic()
     proxy.close()
     assert time.monotonic() - start < 1.0
+
+
+class _KeepsFrames(RPCServer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.frames: list[Any] = []
+
+    @RPCServer.register_method_json()
+    def take(self, data: memoryview) -> int:
+        self.frames.append(data.obj)  # the received frame the argument is a view of
+        return len(data)
+
+
+def test_the_server_lets_go_of_a_request_once_it_is_answered() -> None:
+    # A large request must not stay alive while the server waits for the next one (before, it
+    # did until the next request or the idle wake-up: a heartbeat interval, 30 s here).
+    settings = Settings(heartbeat_ivl_ms=30_000, heartbeat_timeout_ms=90_000)
+    server = _KeepsFrames(None, "tcp://127.0.0.1:0", settings=settings).start()
+    try:
+        with RPCClient(None, server.endpoint) as proxy:
+            assert proxy.call("take", memoryview(bytearray(1 << 20))) == 1 << 20
+            frame = server.frames.pop()
+            # Held only here (getrefcount counts its own argument too).
+            wait_for(lambda: sys.getrefcount(frame) == 2, timeout=10.0)
+    finally:
+        server.close()

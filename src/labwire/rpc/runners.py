@@ -259,12 +259,13 @@ class RunnerPool:
                 if message is None:
                     self._idle()
                     continue
-                # Not unpacked into locals: they would keep a large message alive while the
-                # leader waits for the next one.
                 if message[0] == wake_id:
                     self._drain_replies()
                     continue
                 self._handle(*message)
+                # Let go of it now: kept until the next receive returns, a large message would
+                # stay alive while the leader waits, and be freed on the next request's time.
+                message = None
                 if self._leader != me:
                     return True
             self._drain_replies()
