@@ -5,22 +5,36 @@ from __future__ import annotations
 import asyncio
 import select
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import zmq
 
 from labwire.errors import ClosedError
-from labwire.transport import SocketType, Transport
+from labwire.transport import Socket, SocketType, Transport
 from labwire.transport.waiting import POLLIN, POLLOUT, Waker, recv_waiting
+
+
+@contextmanager
+def _linked() -> Iterator[tuple[Socket, Socket, Waker, Waker]]:
+    """A ROUTER, a DEALER connected to it, and a Waker on each (closed on the way out)."""
+    transport = Transport()
+    router = transport.bind(SocketType.ROUTER, "tcp://127.0.0.1:0")
+    dealer = transport.connect(SocketType.DEALER, router.endpoint, immediate=1)
+    router_waker, dealer_waker = Waker(router), Waker(dealer)
+    try:
+        yield router, dealer, router_waker, dealer_waker
+    finally:
+        router_waker.close()
+        dealer_waker.close()
+        dealer.close(0)
+        router.close(0)
 
 
 def test_waker_wakes_readers_and_writers_and_times_out() -> None:
     async def main() -> None:
-        transport = Transport()
-        router = transport.bind(SocketType.ROUTER, "tcp://127.0.0.1:0")
-        dealer = transport.connect(SocketType.DEALER, router.endpoint, immediate=1)
-        readable, writable = Waker(router), Waker(dealer)
-        try:
+        with _linked() as (router, dealer, readable, writable):
             assert await readable.wait(POLLIN, timeout=0.05) is False
             assert await writable.wait(POLLOUT, timeout=5)  # connected
             waiting = asyncio.ensure_future(readable.wait(POLLIN))
@@ -37,11 +51,6 @@ def test_waker_wakes_readers_and_writers_and_times_out() -> None:
                     await readable.wait(POLLIN, timeout=5)
             assert got == [b"0", b"1", b"2", b"3", b"4"]
             assert recv_waiting(router, 10) == []
-        finally:
-            readable.close()
-            writable.close()
-            dealer.close(0)
-            router.close(0)
         with pytest.raises(ClosedError):
             recv_waiting(router, 1)
 
@@ -52,11 +61,7 @@ def test_a_send_while_a_reader_waits_does_not_swallow_its_wake() -> None:
     # A send processes the socket's pending commands, among them "a message arrived": the
     # descriptor's one signal is then consumed, and the reader must be woken by the sender.
     async def main() -> None:
-        transport = Transport()
-        router = transport.bind(SocketType.ROUTER, "tcp://127.0.0.1:0")
-        dealer = transport.connect(SocketType.DEALER, router.endpoint, immediate=1)
-        waker, router_waker = Waker(dealer), Waker(router)
-        try:
+        with _linked() as (router, dealer, router_waker, waker):
             assert await waker.wait(POLLOUT, timeout=5)
             dealer.send((b"hello",))
             assert await router_waker.wait(POLLIN, timeout=5)
@@ -72,10 +77,5 @@ def test_a_send_while_a_reader_waits_does_not_swallow_its_wake() -> None:
             waker.kick()  # what every send on a watched socket does
             assert await asyncio.wait_for(reading, 2)
             assert [bytes(frames[0]) for frames in recv_waiting(dealer, 5)] == [b"answer"]
-        finally:
-            waker.close()
-            router_waker.close()
-            dealer.close(0)
-            router.close(0)
 
     asyncio.run(main())
