@@ -40,18 +40,16 @@ from labwire.rpc.base import (
     _CONNECTION_CHECK_SECONDS,
     _DEFAULT,
     _HANDSHAKE_CHECK_SECONDS,
-    ClientBase,
     Reply,
     call_timeout,
     describe,
 )
-from labwire.rpc.operations import AsyncOperationHandle
+from labwire.rpc.operation_calls import AsyncOperationCalls
 from labwire.rpc.results import NoResult
 from labwire.rpc.signal import RPCSignal
 from labwire.rpc.subscriptions import AsyncSubscriptions
 from labwire.transport import Socket, SocketType
 from labwire.transport.aio import ReadWatch
-from labwire.wire.operations import OperationInfo, Update, decode_info
 from labwire.wire.rpc import (
     ExtensionEvents,
     RPCEvents,
@@ -108,7 +106,7 @@ _log = logging.getLogger(__name__)
 _SEND_RETRY_SECONDS = 0.001
 
 
-class AsyncRPCClient(ClientBase):
+class AsyncRPCClient(AsyncOperationCalls):
     """asyncio client for an :class:`~labwire.rpc.RPCServer` (or a deployed server).
 
     Use it as ``async with AsyncRPCClient(None, url) as client:`` (or ``await
@@ -235,65 +233,6 @@ class AsyncRPCClient(ClientBase):
             return {name: await self.get_property(name) for name in self._properties}
         reply = await self._request(ExtensionEvents.GET_PROPERTIES, {}, None, self._plain_timeout())
         return self._property_values(reply)
-
-    async def start_operation(
-        self,
-        method_name: str,
-        *args: Any,
-        deadline: Any = _DEFAULT,
-        on_progress: Callable[[Update], Any] | None = None,
-        **kwargs: Any,
-    ) -> AsyncOperationHandle:
-        """Start an operation and watch it; see :meth:`labwire.rpc.RPCClient.start_operation`.
-
-        Iterate the handle (``async for update in handle``) for its progress updates.
-        """
-        fields, payload = self._operation_start(method_name, args, kwargs, deadline)
-        reply = await self._request(
-            ExtensionEvents.OP_START, fields, payload, self._operation_timeout()
-        )
-        header, _ = self._operation_reply(reply)
-        return AsyncOperationHandle(self, decode_info(header.get("op")), on_progress)
-
-    async def attach_operation(
-        self, operation_id: str, on_progress: Callable[[Update], Any] | None = None
-    ) -> AsyncOperationHandle:
-        """Watch an operation started elsewhere by its id.
-
-        Raises:
-            OperationLost: The server does not know it.
-        """
-        fields = {"op": operation_id, "after": 0}
-        reply = await self._request(
-            ExtensionEvents.OP_POLL, fields, None, self._operation_timeout()
-        )
-        return AsyncOperationHandle(self, self._operation_info(reply), on_progress)
-
-    async def operations(self) -> list[OperationInfo]:
-        """The server's running operations and those that ended recently."""
-        reply = await self._request(ExtensionEvents.OP_LIST, {}, None, self._operation_timeout())
-        return self._operation_list(reply)
-
-    async def cancel_operation(
-        self, operation_id: str, reason: str = "cancelled by a client"
-    ) -> OperationInfo:
-        """Cancel an operation by id; returns what the server says of it.
-
-        Raises:
-            OperationLost: The server does not know it.
-        """
-        fields = {"op": operation_id, "reason": reason[:256]}
-        reply = await self._request(
-            ExtensionEvents.OP_CANCEL, fields, None, self._operation_timeout()
-        )
-        return self._operation_info(reply)
-
-    async def _operation_request(
-        self, event: str, fields: dict[str, Any]
-    ) -> tuple[dict[str, Any], list[memoryview], dict[str, Any]]:
-        """An OP_POLL or OP_CANCEL: the reply's header, buffers and ``"lw"`` object."""
-        reply = await self._request(event, fields, None, self._operation_timeout())
-        return reply.header, reply.buffers, reply.extension
 
     async def stop_server(self) -> bool:
         """Ask the server to shut down; True when it acknowledged."""

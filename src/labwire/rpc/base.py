@@ -2,9 +2,10 @@
 
 :class:`ClientBase` holds everything that is not I/O: building requests (in the compact layout
 whenever they fit it), reading replies, the inventory and the clock offset, interface proxies
-for methods and properties, signal bookkeeping and operations. :class:`~labwire.rpc.RPCClient`
-(one DEALER socket per thread) and :class:`~labwire.rpc.AsyncRPCClient` (one socket, replies
-matched to futures) add the I/O.
+for methods and properties, and signal bookkeeping; the operation requests
+(:mod:`labwire.rpc.operation_calls`) build on it. :class:`~labwire.rpc.RPCClient` (one DEALER
+socket per thread) and :class:`~labwire.rpc.AsyncRPCClient` (one socket, replies matched to
+futures) add the I/O.
 """
 
 from __future__ import annotations
@@ -24,16 +25,13 @@ from labwire.errors import (
     CallTimeout,
     ClosedError,
     LabwireError,
-    NotFound,
     ProtocolError,
 )
 from labwire.rpc.interface import implement_remotely, scan_class
-from labwire.rpc.operations import OperationLost
 from labwire.rpc.results import NoResult
 from labwire.rpc.signal import RPCSignal
 from labwire.transport import Transport, parse_endpoint
 from labwire.transport.forks import ProcessBound
-from labwire.wire.operations import OperationInfo, decode_info
 from labwire.wire.rpc import (
     PROTOCOL_VERSION,
     ExtensionEvents,
@@ -115,10 +113,6 @@ _DESCRIPTIONS: dict[str, str] = {
     ExtensionEvents.OP_CANCEL: "cancel of operation {op}",
     ExtensionEvents.OP_LIST: "list of operations",
 }
-
-
-#: The deadline of one operation request when the client has no default timeout.
-_OPERATION_REQUEST_MS = 2000
 
 
 def describe(event: str, fields: dict[str, Any]) -> str:
@@ -276,51 +270,6 @@ class ClientBase(ProcessBound):
     def _plain_timeout(self) -> int | None:
         override = self._overrides.value
         return self.timeout if override is _DEFAULT else override
-
-    # ------------------------------------------------------------------ operations
-
-    def _operation_start(
-        self, method_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], deadline: Any
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The fields and payload of an OP_START (``deadline`` in s; default: the method's)."""
-        if not self.is_labwire_server:
-            raise NotFound("", f"{self.url} is a deployed server: it runs no operations")
-        if deadline is _DEFAULT:
-            declared = self._json_methods.get(method_name)
-            deadline_ms = declared
-        else:
-            deadline_ms = None if deadline is None else deadline * 1000.0
-        fields = {"method": method_name, "deadline": deadline_ms}
-        return fields, {"params": {"args": list(args), "kwargs": kwargs}}
-
-    def _operation_timeout(self) -> int:
-        """The deadline of one operation request (an OP_* event), in ms."""
-        return self.timeout if self.timeout is not None else _OPERATION_REQUEST_MS
-
-    def _operation_reply(self, reply: Reply) -> tuple[dict[str, Any], list[memoryview]]:
-        failure = self._failure(reply)
-        if failure is not None:
-            raise failure.exception()
-        return reply.header, reply.buffers
-
-    def _operation_info(self, reply: Reply) -> OperationInfo:
-        """The operation an OP_POLL or OP_CANCEL reply describes.
-
-        Raises:
-            OperationLost: The server does not know it.
-        """
-        failure = self._failure(reply)
-        if failure is not None:
-            raise OperationLost(failure.error)
-        return decode_info(reply.header.get("op"))
-
-    def _operation_list(self, reply: Reply) -> list[OperationInfo]:
-        """The operations an OP_LIST reply lists."""
-        header, _ = self._operation_reply(reply)
-        ops = header.get("ops")
-        if not isinstance(ops, list):
-            raise ProtocolError("OP_LIST reply needs an 'ops' list")
-        return [decode_info(op) for op in ops]
 
     # ------------------------------------------------------------------ requests
 

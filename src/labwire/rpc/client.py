@@ -29,7 +29,8 @@ incarnation) continues in the general loop with the same request, so both paths 
 
 The non-I/O logic (building requests, reading replies, inventory, interface proxies) lives in
 :class:`~labwire.rpc.base.ClientBase` (:mod:`labwire.rpc.base`), shared with
-:class:`~labwire.rpc.AsyncRPCClient`; each thread's connection in :mod:`labwire.rpc.channels`;
+:class:`~labwire.rpc.AsyncRPCClient`, and the operation calls in
+:mod:`labwire.rpc.operation_calls`; each thread's connection in :mod:`labwire.rpc.channels`;
 the signal receiver and its subscriptions in :mod:`labwire.rpc.subscriptions`.
 """
 
@@ -50,17 +51,15 @@ from labwire.rpc.base import (
     _CONNECTION_CHECK_SECONDS,
     _DEFAULT,
     _HANDSHAKE_CHECK_SECONDS,
-    ClientBase,
     Reply,
     call_timeout,
     describe,
 )
 from labwire.rpc.channels import Channel, Channels
-from labwire.rpc.operations import OperationHandle
+from labwire.rpc.operation_calls import OperationCalls
 from labwire.rpc.results import NoResult
 from labwire.rpc.signal import RPCSignal
 from labwire.rpc.subscriptions import Subscriptions
-from labwire.wire.operations import OperationInfo, Update, decode_info
 from labwire.wire.rpc import (
     NOT_PLAIN,
     ExtensionEvents,
@@ -78,7 +77,7 @@ _CONNECTION_CHECK_MS = int(_CONNECTION_CHECK_SECONDS * 1000)
 _HANDSHAKE_CHECK_MS = int(_HANDSHAKE_CHECK_SECONDS * 1000)
 
 
-class RPCClient(ClientBase):
+class RPCClient(OperationCalls):
     """Client for an :class:`~labwire.rpc.RPCServer` (or a deployed plant-imaging server).
 
     Subclass an interface and ``RPCClient`` and decorate the subclass with
@@ -213,72 +212,6 @@ class RPCClient(ClientBase):
         else:
             self._request(RPCEvents.GET_INVENTORY, {}, None, self._plain_timeout())
         return time.monotonic() - start
-
-    def start_operation(
-        self,
-        method_name: str,
-        *args: Any,
-        deadline: Any = _DEFAULT,
-        on_progress: Callable[[Update], Any] | None = None,
-        **kwargs: Any,
-    ) -> OperationHandle:
-        """Start a method the server declares as an operation, and watch it.
-
-        Args:
-            method_name: The operation's method.
-            *args: Its positional arguments.
-            deadline: Seconds it may run before the server cancels it; None: no limit;
-                default: the method's declared timeout.
-            on_progress: Called with each :class:`~labwire.wire.operations.Update`, in order.
-            **kwargs: Its keyword arguments (``deadline`` and ``on_progress`` are taken).
-
-        Returns:
-            The handle: ``progress``, ``result(timeout)``, ``cancel()``, ``id``.
-
-        Raises:
-            NotFound: No such method on the server, or it is no operation.
-            RemoteError: The server refused to start it.
-        """
-        fields, payload = self._operation_start(method_name, args, kwargs, deadline)
-        reply = self._request(ExtensionEvents.OP_START, fields, payload, self._operation_timeout())
-        header, _ = self._operation_reply(reply)
-        return OperationHandle(self, decode_info(header.get("op")), on_progress)
-
-    def attach_operation(
-        self, operation_id: str, on_progress: Callable[[Update], Any] | None = None
-    ) -> OperationHandle:
-        """Watch an operation started elsewhere (another client or process) by its id.
-
-        Raises:
-            OperationLost: The server does not know it (it restarted, or the id is wrong).
-        """
-        fields = {"op": operation_id, "after": 0}
-        reply = self._request(ExtensionEvents.OP_POLL, fields, None, self._operation_timeout())
-        return OperationHandle(self, self._operation_info(reply), on_progress)
-
-    def operations(self) -> list[OperationInfo]:
-        """The server's running operations and those that ended recently."""
-        reply = self._request(ExtensionEvents.OP_LIST, {}, None, self._operation_timeout())
-        return self._operation_list(reply)
-
-    def cancel_operation(
-        self, operation_id: str, reason: str = "cancelled by a client"
-    ) -> OperationInfo:
-        """Cancel an operation by id (from any client); returns what the server says of it.
-
-        Raises:
-            OperationLost: The server does not know it.
-        """
-        fields = {"op": operation_id, "reason": reason[:256]}
-        reply = self._request(ExtensionEvents.OP_CANCEL, fields, None, self._operation_timeout())
-        return self._operation_info(reply)
-
-    def _operation_request(
-        self, event: str, fields: dict[str, Any]
-    ) -> tuple[dict[str, Any], list[memoryview], dict[str, Any]]:
-        """An OP_POLL or OP_CANCEL: the reply's header, buffers and ``"lw"`` object."""
-        reply = self._request(event, fields, None, self._operation_timeout())
-        return reply.header, reply.buffers, reply.extension
 
     def stop_server(self) -> bool:
         """Ask the server to shut down.

@@ -25,8 +25,7 @@ from labwire.wire.operations import (
 from labwire.wire.rpc import ExtensionEvents, restore_buffers
 
 if TYPE_CHECKING:
-    from labwire.rpc.aio import AsyncRPCClient
-    from labwire.rpc.client import RPCClient
+    from labwire.rpc.operation_calls import AsyncOperationCalls, OperationCalls
 
 
 _log = logging.getLogger(__name__)
@@ -134,7 +133,7 @@ class OperationHandle(_Handle):
 
     def __init__(
         self,
-        client: RPCClient,
+        client: OperationCalls,
         info: OperationInfo,
         on_progress: Callable[[Update], Any] | None = None,
         poll_interval: float = POLL_SECONDS,
@@ -235,7 +234,7 @@ class AsyncOperationHandle(_Handle):
 
     def __init__(
         self,
-        client: AsyncRPCClient,
+        client: AsyncOperationCalls,
         info: OperationInfo,
         on_progress: Callable[[Update], Any] | None = None,
         poll_interval: float = POLL_SECONDS,
