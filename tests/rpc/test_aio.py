@@ -27,6 +27,7 @@ def test_awaitable_proxies_buffers_and_properties(camera: Camera) -> None:
     async def main() -> None:
         async with AsyncCameraClient(None, camera.endpoint) as client:
             assert await client.add(2, b=3) == 5
+            assert await client.sum_buffer(b"\x01\x02\x03") == 6  # a buffer argument
             buffer, info = await client.get_image(lores=True)
             assert bytes(buffer) == bytes(range(256)) * 16 and info["lores"] is True
             array = await client.make_array(2, 2)

@@ -151,6 +151,10 @@ class Bad:
     code: str | None = None  # the labwire error code, for requests that carry "lw"
 
 
+#: A compact call's arguments: one buffer, the frame after the call.
+ONE_BUFFER = b'[{"$lwbuf":0,"kind":"buffer"}]'
+
+
 def fast_bad(id: str, body: bytes, error: str, code: str | None = None) -> Bad:
     """A bad one-frame request sent the way labwire clients send theirs: no delimiter."""
     return Bad(id, [body], error, delimited=False, code=code)
@@ -230,9 +234,23 @@ BAD = [
     Bad("not_an_object", [b'"METHOD_CALL"'], "frame 0 must be a JSON object, got str"),
     Bad("short_array", [b'["METHOD_CALL", "echo"]'], "a compact request is"),
     Bad(
-        "compact_with_a_buffer",
-        [fast(), b"x"],
-        "a compact message has one frame, not 2",
+        "compact_with_a_frame_it_does_not_name",
+        [fast(b'[{"$lwbuf":1,"kind":"buffer"}]'), b"x"],
+        "buffer placeholder refers to missing frame 1",
+        code="bad_request",
+        delimited=False,
+    ),
+    Bad(
+        "compact_with_an_unknown_buffer_kind",
+        [fast(b'[{"$lwbuf":0,"kind":"tape"}]'), b"x"],
+        "unknown buffer kind 'tape'",
+        code="bad_request",
+        delimited=False,
+    ),
+    Bad(
+        "compact_with_buffers_over_total_size",
+        [fast(ONE_BUFFER), *[b"x" * 60_000] * 3],
+        f"message of {len(fast(ONE_BUFFER)) + 180_000} bytes exceeds {MAX_TOTAL_BYTES}",
         delimited=False,
     ),
     Bad("invalid_utf8", [b'{"event":"METHOD_CALL","method":"ech\xff"}'], "not valid UTF-8"),

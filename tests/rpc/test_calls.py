@@ -69,6 +69,15 @@ def test_buffers_travel_as_arguments_and_numpy_arrays_keep_dtype_and_shape(
     assert client.echo(b"raw bytes") == b"raw bytes"
 
 
+def test_empty_buffers_are_not_taken_for_an_envelope_delimiter(client: CameraClient) -> None:
+    """No delimiter frame is sent, unless a buffer's empty frame would look like one."""
+    assert client.sum_buffer(b"") == 0
+    assert client.sum_buffer(np.zeros(0, dtype=np.uint8)) == 0
+    assert client.echo([b"", 1]) == [b"", 1]  # inside a list: the general layout
+    assert client.echo([b"a", b"", b"c"]) == [b"a", b"", b"c"]
+    assert client.call("echo", value=b"") == b""
+
+
 def test_remote_failure_is_falsy_noresult_with_type_and_traceback(client: CameraClient) -> None:
     result = client.fail("broken lens")
     assert isinstance(result, NoResult)

@@ -6,7 +6,9 @@ arrays), the server runs it through the same checks and handler; only the layout
 
 from __future__ import annotations
 
+import json
 import math
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,7 +17,7 @@ import numpy as np
 import pytest
 import zmq
 
-from labwire.rpc import NoResult
+from labwire.rpc import NoResult, RPCClient
 from labwire.wire.limits import Limits
 from labwire.wire.rpc import (
     NOT_PLAIN,
@@ -111,3 +113,51 @@ def test_calls_that_need_frames_take_the_same_path(
     assert isinstance(unsent, NoResult) and "cannot be sent" in unsent.error
     assert client.echo({"after": "all that"}) == {"after": "all that"}
     assert [len(parts) for parts in entered] == [2, 1, 1, 1, 1]
+
+
+def test_buffer_arguments_follow_a_compact_call_as_frames(
+    client: CameraClient, entered: list[Any]
+) -> None:
+    assert client.sum_buffer(b"\x01\x02\x03") == 6
+    assert client.call("sum_buffer", data=np.arange(4, dtype=np.uint8)) == 6
+    assert client.call("sum_buffer", memoryview(bytearray(b"\x05" * 100_000))) == 500_000
+    assert [len(parts) for parts in entered] == [2, 2, 2]
+    for parts in entered:
+        assert type(decode_compact(bytes(parts[0]), LIMITS, parts[1:])) is CompactCall
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_buffer_arguments_go_compact_only_to_servers_that_read_them(version: int) -> None:
+    """A server of protocol version 1 refuses a compact call with frames: it gets objects."""
+    context = zmq.Context()
+    router = context.socket(zmq.ROUTER)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    received: list[list[bytes]] = []
+
+    def serve() -> None:  # an older labwire server, as the protocol describes it
+        for _ in range(2):
+            identity, *parts = router.recv_multipart()
+            envelope = parts[:1] if parts[0] == b"" else []
+            body = parts[len(envelope) :]
+            received.append(body)
+            head = json.loads(body[0])
+            rid = head[5] if isinstance(head, list) else head["lw"]["rid"]
+            reply = {"success": True, "lw": {"v": version, "rid": rid, "sid": "old"}}
+            if isinstance(head, dict) and head["event"] == "GET_INVENTORY":
+                reply |= {"json_methods": {"take": 2000}, "buffer_methods": {}, "name": "old"}
+            else:
+                reply |= {"result": len(body[-1])}
+            router.send_multipart([identity, *envelope, json.dumps(reply).encode()])
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        with RPCClient(context, f"tcp://127.0.0.1:{port}", timeout=5000) as client:
+            assert client.call("take", b"x" * 100) == 100
+        server.join(5)
+        call = received[-1]
+        assert len(call) == 2 and call[1] == b"x" * 100
+        assert call[0].startswith(b"[" if version >= 2 else b"{"), call[0]
+    finally:
+        router.close(0)
+        context.term()

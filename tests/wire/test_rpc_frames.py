@@ -89,7 +89,7 @@ def test_deployed_method_call() -> None:
         ),
         (
             {"event": "PING", "lw": lw()},
-            Request(event="PING", version=1, client_id="c0ffee", request_id=1),
+            Request(event="PING", version=PROTOCOL_VERSION, client_id="c0ffee", request_id=1),
         ),
     ],
 )
@@ -106,7 +106,11 @@ def test_labwire_extension_fields() -> None:
     }
     request = receive(encode_frames(header))
     assert request.is_labwire
-    assert (request.version, request.client_id, request.request_id) == (1, "c0ffee", 42)
+    assert (request.version, request.client_id, request.request_id) == (
+        PROTOCOL_VERSION,
+        "c0ffee",
+        42,
+    )
     assert (request.ttl_ms, request.expiry, request.server_id) == (1500.0, 123.25, "a1b2")
     no_deadline = receive(encode_frames({"event": "GET_INVENTORY", "lw": lw(ttl=None, exp=None)}))
     assert no_deadline.ttl_ms is None

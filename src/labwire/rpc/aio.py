@@ -53,7 +53,6 @@ from labwire.transport.aio import ReadWatch
 from labwire.wire.rpc import (
     ExtensionEvents,
     RPCEvents,
-    encode_call,
     expand_compact_reply,
     read_plain_reply,
 )
@@ -280,13 +279,12 @@ class AsyncRPCClient(AsyncOperationCalls):
             deadline = time.monotonic() + timeout_ms / 1000.0
             rid = next(self._rids)
             expiry = deadline + self._clock_offset
-            frame = encode_call(
-                name, list(args), kwargs, self._client_id, rid, timeout_ms, expiry, self._server_id
-            )
-            if frame is not None:
+            message = self._encode_call(name, list(args), kwargs, rid, timeout_ms, expiry)
+            if message is not None:
                 self._loop = asyncio.get_running_loop()
                 what = (RPCEvents.METHOD_CALL, {"method": name})
-                reply = await self._round_trip(rid, [frame], deadline, timeout_ms, what)
+                frames = [message] if isinstance(message, bytes) else message
+                reply = await self._round_trip(rid, frames, deadline, timeout_ms, what)
                 if type(reply) is not Reply:
                     return reply
                 if self._restarted(reply):

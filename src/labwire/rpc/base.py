@@ -33,11 +33,14 @@ from labwire.rpc.signal import RPCSignal
 from labwire.transport import Transport, parse_endpoint
 from labwire.transport.forks import ProcessBound
 from labwire.wire.rpc import (
+    BUFFER_CALLS_VERSION,
     PROTOCOL_VERSION,
+    Buffer,
     ExtensionEvents,
     RPCEvents,
     decode_frames,
     encode_call,
+    encode_call_frames,
     encode_frames,
     encode_get,
     expand_compact_reply,
@@ -176,6 +179,7 @@ class ClientBase(ProcessBound):
         self.own_address = ""
         self.peer_address = _host_of(url)
         self._protocol: int | None = None
+        self._buffer_calls = False  # the server reads compact calls with buffer frames
         self._server_id = ""
         self._clock_offset = 0.0
         self._closed = False
@@ -288,18 +292,10 @@ class ClientBase(ProcessBound):
         labwire = self._protocol is not None
         if labwire and event == RPCEvents.METHOD_CALL and payload is not None:
             params = payload["params"]
-            frame = encode_call(
-                fields["method"],
-                params["args"],
-                params["kwargs"],
-                self._client_id,
-                rid,
-                timeout_ms,
-                expiry,
-                self._server_id,
-            )
-            if frame is not None:
-                return rid, [frame]
+            name, args, kwargs = fields["method"], params["args"], params["kwargs"]
+            message = self._encode_call(name, args, kwargs, rid, timeout_ms, expiry)
+            if message is not None:
+                return rid, [message] if isinstance(message, bytes) else message
         elif labwire and event == RPCEvents.PROPERTY_GET:
             frame = encode_get(
                 fields["property"], self._client_id, rid, timeout_ms, expiry, self._server_id
@@ -316,11 +312,33 @@ class ClientBase(ProcessBound):
             "sid": self._server_id,
         }
         frames = encode_frames(header, payload)
-        if labwire:  # a labwire server answers with the envelope it got: no delimiter
-            return rid, frames
+        if labwire:
+            return rid, _without_delimiter(frames)
         if len(frames) > 1:
             raise TypeError("buffers can only be sent to labwire servers, not deployed ones")
         return rid, [b"", *frames]
+
+    def _encode_call(
+        self,
+        name: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        rid: int,
+        timeout_ms: int | None,
+        expiry: float | None,
+    ) -> bytes | list[Buffer] | None:
+        """A METHOD_CALL to a labwire server in the compact layout, if it fits.
+
+        Returns:
+            One frame; or, to a server that reads them, the frames of a call with buffer
+            arguments; None when the call needs the general layout.
+        """
+        cid, sid = self._client_id, self._server_id
+        frame = encode_call(name, args, kwargs, cid, rid, timeout_ms, expiry, sid)
+        if frame is not None or not self._buffer_calls:
+            return frame
+        frames = encode_call_frames(name, args, kwargs, cid, rid, timeout_ms, expiry, sid)
+        return None if frames is None else _without_delimiter(frames)
 
     def _read(self, frames: list[memoryview]) -> Reply:
         body = frames[1:] if frames and frames[0].nbytes == 0 else frames
@@ -350,6 +368,7 @@ class ClientBase(ProcessBound):
         lw = reply.extension
         if lw:
             self._protocol = int(lw.get("v") or PROTOCOL_VERSION)
+            self._buffer_calls = self._protocol >= BUFFER_CALLS_VERSION
             self._server_id = str(lw.get("sid") or "")
             server_now = lw.get("now")
             if isinstance(server_now, (int, float)):
@@ -358,6 +377,7 @@ class ClientBase(ProcessBound):
             self._details = {k: v for k, v in lw.items() if k not in ("v", "rid", "sid", "now")}
         else:
             self._protocol = None
+            self._buffer_calls = False
             self._server_id = ""
             self._clock_offset = 0.0
 
@@ -523,6 +543,19 @@ class ClientBase(ProcessBound):
 _HANDSHAKE_CHECK_SECONDS = 0.05
 #: How often a pending call checks that the connection its request went out on still exists.
 _CONNECTION_CHECK_SECONDS = 0.1
+
+
+def _without_delimiter(frames: list[Buffer]) -> list[Buffer]:
+    """A request to a labwire server, as a labwire client sends it.
+
+    The server answers with the envelope it got, so the client leaves the empty delimiter
+    frame out; unless one of the frames (a buffer) is empty, which the server would take for
+    the delimiter.
+    """
+    for frame in frames:
+        if (frame.nbytes if type(frame) is memoryview else len(frame)) == 0:
+            return [b"", *frames]
+    return frames
 
 
 def _timeouts(value: Any) -> dict[str, int | None]:

@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from labwire.config import Settings
 from labwire.errors import (
@@ -62,11 +62,11 @@ from labwire.rpc.signal import RPCSignal
 from labwire.rpc.subscriptions import Subscriptions
 from labwire.wire.rpc import (
     NOT_PLAIN,
+    Buffer,
     ExtensionEvents,
     RPCEvents,
     decode_buffer_reply,
     decode_plain_reply,
-    encode_call,
     encode_get,
 )
 
@@ -305,20 +305,12 @@ class RPCClient(OperationCalls):
         timeout_ms, buffer = compact
         deadline = time.monotonic() + timeout_ms / 1000.0
         rid = next(self._rids)
-        frame = encode_call(
-            name,
-            list(args),
-            kwargs,
-            self._client_id,
-            rid,
-            timeout_ms,
-            deadline + self._clock_offset,
-            self._server_id,
-        )
-        if frame is None:
+        expiry = deadline + self._clock_offset
+        message = self._encode_call(name, list(args), kwargs, rid, timeout_ms, expiry)
+        if message is None:
             return self._execute_call(name, args, kwargs)
         reply = self._compact_exchange(
-            frame, rid, timeout_ms, deadline, buffer, f"call of {name}()"
+            message, rid, timeout_ms, deadline, buffer, f"call of {name}()"
         )
         if type(reply) is not Reply:
             return reply
@@ -328,9 +320,23 @@ class RPCClient(OperationCalls):
         return result
 
     def _compact_exchange(
-        self, frame: bytes, rid: int, timeout_ms: int, deadline: float, buffer: bool, what: str
+        self,
+        message: bytes | list[Buffer],
+        rid: int,
+        timeout_ms: int,
+        deadline: float,
+        buffer: bool,
+        what: str,
     ) -> Any:
         """Send a compact request and read its reply, with the common case written out.
+
+        Args:
+            message: The request's only frame, or its frames (a call with buffer arguments).
+            rid: Its request id.
+            timeout_ms: The call's timeout.
+            deadline: When it times out, on the monotonic clock.
+            buffer: Whether the reply is a buffer method's.
+            what: The request, as a timeout names it.
 
         Returns:
             The value of a compact reply (for a buffer method, its ``(buffer, info)``), or,
@@ -347,12 +353,16 @@ class RPCClient(OperationCalls):
             wait_ms = max(
                 1, min(timeout_ms, _HANDSHAKE_CHECK_MS if secure else _CONNECTION_CHECK_MS)
             )
-            # A JSON request on a plain socket is sent and its reply received in one step.
-            head = False if secure or buffer else socket.request(frame, wait_ms)
+            # A JSON request of one frame on a plain socket is sent and its reply received in
+            # one step.
+            head: bytes | Literal[False] | None = False
+            if isinstance(message, bytes) and not secure and not buffer:
+                head = socket.request(message, wait_ms)
             received = None
             if head is False:  # not sent yet
-                if secure or not socket.send((frame,), nowait=True):
-                    self._send(channel, [frame], deadline, False)
+                parts = [message] if isinstance(message, bytes) else message
+                if secure or not socket.send(parts, nowait=True):
+                    self._send(channel, parts, deadline, False)
                     socket = channel.socket
                 if buffer:
                     # A buffer reply has two parts or more: read them all, as zero-copy frames.

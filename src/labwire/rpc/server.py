@@ -395,9 +395,13 @@ class RPCServer:
         self._last_origin = origin
         if self._secure:
             self._peer_key = Socket.peer_key(origin)
-        # labwire's own clients send small calls as one part, with no delimiter, once they
-        # know the server, in the compact layout for method calls and property reads.
-        compact = decode_compact(parts[0], self._limits) if len(parts) == 1 else None
+        # labwire's own clients send small calls with no delimiter, once they know the
+        # server, in the compact layout for method calls and property reads: one part, or
+        # the call's buffer arguments after it.
+        if len(parts) == 1:
+            compact = decode_compact(parts[0], self._limits)
+        else:
+            compact = decode_compact(parts[0], self._limits, parts[1:])
         envelope: list[Any] = [identity]
         header: dict[str, Any] | None = None
         request = None

@@ -10,13 +10,17 @@ fewer each way); the server answers every request with the envelope it came with
 
 Calls take a compact layout. Once a labwire client knows it talks to a labwire server, it
 writes a method call whose arguments are plain JSON data (scalars, and lists and str-keyed
-dicts of them: no buffers, no NaN), and every property read, as one JSON array
+dicts of them: no buffers inside them, no NaN), and every property read, as one JSON array
 (:func:`encode_call`, :func:`encode_get`)::
 
     ["METHOD_CALL", method, args, kwargs, cid, rid, ttl, exp, sid]
     ["PROPERTY_GET", property, cid, rid, ttl, exp, sid]
 
-where the last five are the ``"lw"`` fields below. A server decodes that in one typed pass
+where the last five are the ``"lw"`` fields below. A call whose arguments include buffers
+(bytes, bytearrays, memoryviews, numpy arrays) as arguments of their own has each one's
+placeholder (below) in the array, numbered in order, and the buffers as frames after it
+(:func:`encode_call_frames`), to servers of protocol version 2 and later
+(:data:`BUFFER_CALLS_VERSION`). A server decodes that in one typed pass
 (:func:`decode_compact`); anything the pass declines goes to the general path, which reads the
 array as the header it stands for (:func:`expand_compact_request`) and checks every field, so
 a message the general path refuses never passes the fast one. A labwire server answers a
@@ -103,27 +107,32 @@ earlier incarnation of the server says the operation was lost when the server re
 
 Modules: :mod:`~labwire.wire.rpc.events` (event types, error codes, the protocol version),
 :mod:`~labwire.wire.rpc.buffers` (buffers in messages), :mod:`~labwire.wire.rpc.frames`
-(frames and the general request) and :mod:`~labwire.wire.rpc.compact` (the compact layout);
-every name is re-exported here.
+(frames and the general request), :mod:`~labwire.wire.rpc.compact` (the compact layout of
+requests), :mod:`~labwire.wire.rpc.compact_replies` (of replies) and
+:mod:`~labwire.wire.rpc.plain` (the checks both use); every name is re-exported here.
 """
 
 from labwire.wire.rpc.buffers import BUFFER_KEY, Buffer, restore_buffers
 from labwire.wire.rpc.compact import (
-    NOT_PLAIN,
     CompactCall,
     CompactGet,
-    decode_buffer_reply,
     decode_compact,
+    encode_call,
+    encode_call_frames,
+    encode_get,
+    expand_compact_request,
+)
+from labwire.wire.rpc.compact_replies import (
+    NOT_PLAIN,
+    decode_buffer_reply,
     decode_plain_reply,
     encode_buffer_reply,
-    encode_call,
-    encode_get,
     encode_plain_reply,
     expand_compact_reply,
-    expand_compact_request,
     read_plain_reply,
 )
 from labwire.wire.rpc.events import (
+    BUFFER_CALLS_VERSION,
     EXTENSION_EVENTS,
     PROTOCOL_VERSION,
     ErrorCode,
@@ -142,6 +151,7 @@ from labwire.wire.rpc.frames import (
 )
 
 __all__ = [
+    "BUFFER_CALLS_VERSION",
     "BUFFER_KEY",
     "EXTENSION_EVENTS",
     "NOT_PLAIN",
@@ -161,6 +171,7 @@ __all__ = [
     "decode_plain_reply",
     "encode_buffer_reply",
     "encode_call",
+    "encode_call_frames",
     "encode_frames",
     "encode_get",
     "encode_plain_reply",

@@ -1,7 +1,8 @@
 """Buffers in messages: placeholders in the JSON, the raw bytes in frames of their own.
 
 :func:`restore_buffers` puts them back; ``_extract`` takes them out for the encoders of
-:mod:`~labwire.wire.rpc.frames` and :mod:`~labwire.wire.rpc.compact`.
+:mod:`~labwire.wire.rpc.frames`, :mod:`~labwire.wire.rpc.compact` and
+:mod:`~labwire.wire.rpc.compact_replies`.
 """
 
 from __future__ import annotations

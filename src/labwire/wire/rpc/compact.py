@@ -1,34 +1,35 @@
-"""The compact layout: labwire's own small calls, property reads and plain replies.
+"""The compact layout of requests: labwire's own method calls and property reads.
 
 labwire's own small calls are JSON arrays, decoded into these typed structs in one pass.
 msgspec is as strict as the general path about UTF-8, surrogates and NaN, but keeps the last
 of duplicate keys. The only objects in a compact request are its keyword arguments and any
 among its arguments; a message takes the fast path only when they provably repeat no key
-(see ``_keys_unique``), so it cannot accept what the general path refuses. The functions here
-are written out for speed: they run on every call.
+(see :mod:`~labwire.wire.rpc.plain`), so it cannot accept what the general path refuses.
+The functions here are written out for speed: they run on every call.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Annotated, Any, cast
 
 import msgspec
 
 from labwire.errors import ProtocolError
-from labwire.wire.codec import (
-    INT64_MAX,
-    Int64,
-    decode_json,
-    encode_json,
-    scalars_within_limits,
-    within_limits_by_text,
-)
+from labwire.wire.codec import INT64_MAX, Int64
 from labwire.wire.limits import Limits
-from labwire.wire.rpc.buffers import BUFFER_KEY, Buffer, _extract, _find_placeholder
+from labwire.wire.rpc.buffers import BUFFER_KEY, Buffer, _buffer_from_placeholder, _extract
 from labwire.wire.rpc.events import PROTOCOL_VERSION
-from labwire.wire.rpc.frames import Request, check_frame_sizes, reply_extension
+from labwire.wire.rpc.frames import Request, check_frame_sizes
+from labwire.wire.rpc.plain import (
+    _ENCODER,
+    _PLAIN_TYPES,
+    _SCALARS,
+    _flat_within_limits,
+    _is_plain,
+    _keys_unique,
+    _within_limits,
+)
 
 _ClientId = Annotated[str, msgspec.Meta(max_length=64)]
 # Plain strings, not enum members: msgspec writes them faster, and each read of an enum member
@@ -117,132 +118,24 @@ def _request_of(
 
 
 _REQUEST_DECODER = msgspec.json.Decoder(CompactCall | CompactGet)
-#: A compact reply: a tuple, not a Struct, which takes a third more to decode.
-_REPLY_DECODER = msgspec.json.Decoder(tuple[Int64, str, Any])
-_ENCODER = msgspec.json.Encoder()
-#: How deep the containers of the layouts go (a call's argument list is at depth 2).
+#: How deep the containers of the layout go (a call's argument list is at depth 2).
 _REQUEST_DEPTH = 2
-_REPLY_DEPTH = 1
 #: A compact request's last fields, in order: the general path reads them as its "lw" object.
 _LW_FIELDS = ("cid", "rid", "ttl", "exp", "sid")
-_PLAIN_TYPES = frozenset({int, str, bool, type(None)})
-_SCALARS = frozenset({str, float, bool, type(None)})
-_NUMBERS = frozenset({int, float, bool})
-#: Frames up to this long are checked by their text first (see _within_limits).
-_SHORT_TEXT_BYTES = 512
-_BUFFER_KEY_BYTES = b'"' + BUFFER_KEY.encode() + b'"'
 #: An int, not b":": ``bytes in bytes`` raises and clears an exception inside, ten times slower.
 _COLON = ord(":")
 
 
-def _is_plain(value: Any) -> bool:
-    """Whether ``value`` is plain JSON data the compact layouts carry as it is.
-
-    Plain: str, int, bool, None, finite floats, and lists, tuples and str-keyed dicts of them
-    (a dict may not use the buffer placeholder's key). Buffers, numpy values, NaN/Infinity
-    and anything else need the general layout, which moves buffers as frames of their own and
-    names what cannot be sent.
-    """
-    kind = type(value)
-    if kind in _PLAIN_TYPES:
-        return True
-    if kind is float:
-        return math.isfinite(value)
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        kind = type(item)
-        if kind in _PLAIN_TYPES:
-            continue
-        if kind is float:
-            if not math.isfinite(item):
-                return False
-        elif kind is list or kind is tuple:
-            # Arrays of scalars (readings, coordinates) are checked at C speed: by the set of
-            # their item types, and their floats by their sum, finite only if each one is.
-            kinds = set(map(type, item))
-            if kinds <= _PLAIN_TYPES:
-                continue
-            if kinds <= _NUMBERS:
-                try:
-                    if math.isfinite(sum(item)):
-                        continue
-                except OverflowError:  # an integer too large for a float: look at each
-                    pass
-            stack.extend(item)
-        elif kind is dict:
-            if BUFFER_KEY in item:
-                return False
-            for key in item:
-                if type(key) is not str:
-                    return False
-            stack.extend(item.values())
-        else:
-            return False
-    return True
-
-
-def _keys_unique(data: bytes, message: Any, keys: int, *groups: Iterable[Any]) -> bool:
-    """Whether no JSON object in ``data`` (decoded as ``message``) repeats a key.
-
-    ``keys`` keys of the message are known; the keys of the dicts among the values of
-    ``groups`` count too. Every key in JSON text is followed by a colon, and the text has each
-    decoded key at least once: so when it has exactly as many colons as keys counted, no key
-    appears twice (keys left uncounted, in deeper objects, only make the counts differ).
-    Otherwise (a colon inside a string, a nested object) the text must be exactly what
-    re-encoding the message gives, which it cannot be with a key repeated.
-    """
-    colons = data.count(b":")
-    if colons == keys:
-        return True
-    for values in groups:
-        for value in values:
-            if type(value) is dict:
-                keys += len(value)
-    if colons == keys:
-        return True
-    try:
-        return _ENCODER.encode(message) == data
-    except (msgspec.EncodeError, UnicodeError):
-        return False
-
-
-def _within_limits(data: bytes, values: Iterable[Any], limits: Limits, depth: int) -> bool:
-    """Whether decoded ``values`` from ``data`` hold nothing the general path would refuse.
-
-    Either check proves it: the text's (no buffer placeholder, and the limits by
-    :func:`~labwire.wire.codec.within_limits_by_text`, whose digit runs cover the integers)
-    or the values' own (:func:`_flat_within_limits`, for scalars and lists and dicts of them
-    at ``depth``). The cheaper goes first: the text's costs microseconds per kilobyte.
-    """
-    if len(data) <= _SHORT_TEXT_BYTES:
-        return _text_within_limits(data, limits) or _flat_within_limits(values, limits, depth)
-    return _flat_within_limits(values, limits, depth) or _text_within_limits(data, limits)
-
-
-def _text_within_limits(data: bytes, limits: Limits) -> bool:
-    return data.find(_BUFFER_KEY_BYTES) < 0 and within_limits_by_text(data, limits)
-
-
-def _flat_within_limits(values: Iterable[Any], limits: Limits, depth: int) -> bool:
-    """Whether ``values`` are scalars, or lists and dicts of scalars, within ``limits``.
-
-    See :func:`~labwire.wire.codec.scalars_within_limits`; a dict with the buffer
-    placeholder's key is a placeholder without its frame, which the general path refuses.
-    False means "look at the text", not "over a limit".
-    """
-    for value in values:
-        if type(value) is dict and BUFFER_KEY in value:
-            return False
-    return scalars_within_limits(values, limits, depth)
-
-
-def decode_compact(data: bytes, limits: Limits) -> CompactCall | CompactGet | None:
+def decode_compact(
+    data: bytes | memoryview, limits: Limits, buffers: Sequence[memoryview] = ()
+) -> CompactCall | CompactGet | None:
     """Decode a compact request: a labwire client's method call or property read.
 
     Args:
-        data: The request's only frame.
+        data: The request's first frame.
         limits: Limits to enforce.
+        buffers: The frames after it: a call's buffer arguments (see
+            :func:`encode_call_frames`), restored in the call's arguments.
 
     Returns:
         The call or read (its ``request()`` is the general path's :class:`Request`); or None
@@ -253,8 +146,9 @@ def decode_compact(data: bytes, limits: Limits) -> CompactCall | CompactGet | No
     # costs about as much as the checks it would hold.
     if len(data) > limits.short_json_bytes or limits.max_depth < _REQUEST_DEPTH:
         return None
+    text = data if type(data) is bytes else bytes(data)
     try:
-        message: CompactCall | CompactGet = _REQUEST_DECODER.decode(data)
+        message: CompactCall | CompactGet = _REQUEST_DECODER.decode(text)
     except (msgspec.DecodeError, UnicodeError, RecursionError, ValueError):
         return None
     bound = limits.int_bound
@@ -264,19 +158,21 @@ def decode_compact(data: bytes, limits: Limits) -> CompactCall | CompactGet | No
     ):
         return None
     if type(message) is CompactGet:  # not isinstance(): on a Struct that costs 6 times more
-        return message
+        return None if buffers else message
     call = cast(CompactCall, message)
+    if buffers:
+        return _restored(text, call, buffers, limits)
     kwargs = call.kwargs
     # Without a colon the text has no object keys at all; with one, the keys must be the
     # keyword arguments' (or the text exactly what labwire writes).
-    if kwargs or _COLON in data:
+    if kwargs or _COLON in text:
         if BUFFER_KEY in kwargs:  # a placeholder without its frame: the general path refuses
             return None
         args = call.args
-        if not _keys_unique(data, call, len(kwargs), args, kwargs.values()):
+        if not _keys_unique(text, call, len(kwargs), args, kwargs.values()):
             return None
         # One check for both: the text's covers every argument at once.
-        if not _within_limits(data, (*args, *kwargs.values()), limits, _REQUEST_DEPTH + 1):
+        if not _within_limits(text, (*args, *kwargs.values()), limits, _REQUEST_DEPTH + 1):
             return None
         return call
     # scalars_within_limits(), written out: nearly every call has only scalars.
@@ -287,14 +183,82 @@ def decode_compact(data: bytes, limits: Limits) -> CompactCall | CompactGet | No
             if abs(value) >= bound:
                 return None
         elif kind not in _SCALARS:
-            if not _within_limits(data, args, limits, _REQUEST_DEPTH + 1):
+            if not _within_limits(text, args, limits, _REQUEST_DEPTH + 1):
                 return None
             break
     return call
 
 
-def expand_compact_request(items: list[Any]) -> dict[str, Any]:
+def _restored(
+    data: bytes, call: CompactCall, buffers: Sequence[memoryview], limits: Limits
+) -> CompactCall | None:
+    """``call`` with its buffer arguments restored from ``buffers``; None: the general path.
+
+    Only what :func:`encode_call_frames` writes is read here: placeholders as top-level
+    arguments, numbered in order, one per frame, and plain JSON data besides them.
+    """
+    kwargs = call.kwargs
+    if BUFFER_KEY in kwargs:
+        return None
+    if not _keys_unique(data, call, len(kwargs), call.args, kwargs.values()):
+        return None
+    try:
+        check_frame_sizes((len(data), *(buffer.nbytes for buffer in buffers)), limits)
+        plain: list[Any] = []
+        args = call.args
+        count = 0
+        for index, value in enumerate(args):
+            if type(value) is dict and BUFFER_KEY in value:
+                if not _placeholder_within_limits(value, count, limits):
+                    return None
+                args[index] = _buffer_from_placeholder(value, buffers)
+                count += 1
+            else:
+                plain.append(value)
+        for key, value in kwargs.items():
+            if type(value) is dict and BUFFER_KEY in value:
+                if not _placeholder_within_limits(value, count, limits):
+                    return None
+                kwargs[key] = _buffer_from_placeholder(value, buffers)
+                count += 1
+            else:
+                plain.append(value)
+    except ProtocolError:  # the general path says what is wrong
+        return None
+    if count != len(buffers) or not _flat_within_limits(plain, limits, _REQUEST_DEPTH + 1):
+        return None
+    return call
+
+
+def _placeholder_within_limits(placeholder: dict[str, Any], index: int, limits: Limits) -> bool:
+    """Whether ``placeholder`` is the ``index``-th as labwire writes it, within ``limits``.
+
+    It sits where a dict argument does; an array's shape is a list inside it.
+    """
+    if type(placeholder[BUFFER_KEY]) is not int or placeholder[BUFFER_KEY] != index:
+        return False
+    bound = limits.int_bound
+    kind = placeholder.get("kind")
+    if kind == "bytes" or kind == "buffer":
+        return len(placeholder) == 2 and index < bound and limits.max_depth > _REQUEST_DEPTH
+    shape = placeholder.get("shape")
+    return (
+        kind == "ndarray"
+        and len(placeholder) == 4
+        and type(placeholder.get("dtype")) is str
+        and type(shape) is list
+        and limits.max_depth > _REQUEST_DEPTH + 1
+        and index < bound
+        and all(type(size) is int and 0 <= size < bound for size in shape)
+    )
+
+
+def expand_compact_request(items: list[Any], nbuf: int = 0) -> dict[str, Any]:
     """The header a compact request stands for, for :func:`parse_request` to check.
+
+    Args:
+        items: The decoded array.
+        nbuf: How many buffer frames followed it.
 
     Raises:
         ProtocolError: ``items`` is not a compact method call or property read.
@@ -312,6 +276,8 @@ def expand_compact_request(items: list[Any]) -> dict[str, Any]:
             'sid] or ["PROPERTY_GET", property, cid, rid, ttl, exp, sid]'
         )
     header["lw"] = {"v": PROTOCOL_VERSION, **dict(zip(_LW_FIELDS, lw, strict=True))}
+    if nbuf:
+        header["lw"]["nbuf"] = nbuf
     return header
 
 
@@ -353,6 +319,63 @@ def encode_call(
         return None  # e.g. a lone surrogate: the general path names the problem
 
 
+def encode_call_frames(
+    method: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    client_id: str,
+    request_id: int,
+    ttl_ms: int | None,
+    expiry: float | None,
+    server_id: str,
+) -> list[Buffer] | None:
+    """Encode a METHOD_CALL with buffer arguments in the compact layout, buffers as frames.
+
+    An argument (positional or keyword) that is bytes, a bytearray, a memoryview or a numpy
+    array travels as a frame of its own, without a copy when contiguous; the compact frame has
+    its placeholder where the argument was. The other arguments must be plain JSON data, as
+    for :func:`encode_call`.
+
+    Returns:
+        The compact frame, then the buffers; None when no argument is a buffer or one needs
+        the general layout (a buffer inside a container, anything :func:`encode_call`
+        declines): use :func:`encode_frames`, which also names what cannot be sent.
+    """
+    if type(args) is not list or type(kwargs) is not dict or BUFFER_KEY in kwargs:
+        return None
+    buffers: list[Buffer] = []
+    try:
+        args = [_argument(value, buffers) for value in args]
+        kwargs = {key: _argument(value, buffers) for key, value in kwargs.items()}
+        if not buffers:
+            return None
+        frame = _ENCODER.encode(
+            (_METHOD_CALL, method, args, kwargs, client_id, request_id, ttl_ms, expiry, server_id)
+        )
+    except (_NotCompact, TypeError, msgspec.EncodeError, UnicodeError):
+        return None
+    return [frame, *buffers]
+
+
+class _NotCompact(Exception):
+    """An argument the compact layout cannot carry."""
+
+
+def _argument(value: Any, buffers: list[Buffer]) -> Any:
+    """A call argument as the compact layout carries it: a buffer becomes a placeholder.
+
+    Raises:
+        _NotCompact: ``value`` is neither a buffer nor plain JSON data.
+    """
+    if type(value) in _PLAIN_TYPES or _is_plain(value):
+        return value
+    count = len(buffers)
+    placeholder = _extract(value, buffers)
+    if len(buffers) != count + 1 or type(placeholder) is not dict or BUFFER_KEY not in placeholder:
+        raise _NotCompact
+    return placeholder
+
+
 def encode_get(
     name: str,
     client_id: str,
@@ -372,161 +395,3 @@ def encode_get(
         return _ENCODER.encode(message)
     except (msgspec.EncodeError, UnicodeError):
         return None
-
-
-def encode_plain_reply(request_id: int | None, server_id: str, value: Any) -> bytes | None:
-    """Encode a compact success reply, ``[rid, sid, value]``, for plain JSON data ``value``.
-
-    Returns:
-        The reply's only frame; None when ``value`` (or a missing request id) needs the
-        general layout.
-    """
-    if request_id is None or (type(value) not in _PLAIN_TYPES and not _is_plain(value)):
-        return None
-    try:
-        return _ENCODER.encode((request_id, server_id, value))
-    except (msgspec.EncodeError, UnicodeError):
-        return None
-
-
-#: Returned by :func:`decode_plain_reply` for a reply that needs the general path.
-NOT_PLAIN: Any = object()
-
-
-def decode_plain_reply(data: bytes, request_id: int, server_id: str, limits: Limits) -> Any:
-    """Decode a compact success reply to one request, if it is one.
-
-    Args:
-        data: The reply's only frame.
-        request_id: The request it must answer.
-        server_id: The server incarnation it must come from.
-        limits: Limits to enforce.
-
-    Returns:
-        The method's result or the property's value; or :data:`NOT_PLAIN` when the reply is
-        anything else (a failure, buffers, another request's reply, another incarnation,
-        another layout): decode it with :func:`decode_frames`, which also explains what is
-        wrong.
-    """
-    plain = read_plain_reply(data, server_id, limits)
-    if plain is None or plain[0] != request_id:
-        return NOT_PLAIN
-    return plain[1]
-
-
-def read_plain_reply(data: bytes, server_id: str, limits: Limits) -> tuple[int, Any] | None:
-    """Decode a compact success reply from one server incarnation, whatever it answers.
-
-    Args:
-        data: The reply's only frame.
-        server_id: The server incarnation it must come from.
-        limits: Limits to enforce.
-
-    Returns:
-        The id of the request answered and the result or value; or None when the reply is
-        anything else (see :func:`decode_plain_reply`).
-    """
-    if len(data) > limits.short_json_bytes or limits.max_depth < _REPLY_DEPTH:
-        return None
-    try:
-        reply: tuple[int, str, Any] = _REPLY_DECODER.decode(data)
-    except (msgspec.DecodeError, UnicodeError, RecursionError, ValueError):
-        return None
-    rid, sid, value = reply
-    if sid != server_id:
-        return None
-    kind = type(value)
-    if kind is int:
-        if abs(value) < limits.int_bound:
-            return rid, value
-        return None
-    if kind in _SCALARS:
-        return rid, value
-    # A container: hold it to the rules the general path's decoder enforces.
-    if kind is dict:
-        unique = _keys_unique(data, reply, len(value), value.values())
-    else:
-        unique = _keys_unique(data, reply, 0, value)
-    if not unique or not _within_limits(data, (value,), limits, _REPLY_DEPTH + 1):
-        return None
-    return rid, value
-
-
-def encode_buffer_reply(
-    request: Request, server_id: str, buffer: Buffer, info: Any
-) -> list[Buffer]:
-    """Encode a labwire buffer method's success reply, without the general reply's glue.
-
-    The frames are those :func:`encode_frames` writes for the payload
-    ``{"result": [buffer, info]}``, byte for byte.
-
-    Args:
-        request: The request answered (a labwire request).
-        server_id: This server's incarnation id.
-        buffer: The method's buffer; it travels as frame 1 (without a copy when contiguous).
-        info: The method's info; buffers inside it travel as frames 2 and up.
-
-    Raises:
-        TypeError: ``info`` cannot be encoded (the message names it).
-    """
-    buffers: list[Buffer] = []
-    result = [_extract(buffer, buffers), _extract(info, buffers)]
-    extension = reply_extension(request, server_id, nbuf=len(buffers))
-    return [encode_json({"success": True, "lw": extension, "result": result}), *buffers]
-
-
-def decode_buffer_reply(
-    head: bytes | memoryview,
-    buffers: Sequence[memoryview],
-    request_id: int,
-    server_id: str,
-    limits: Limits,
-) -> Any:
-    """Decode a labwire buffer method's success reply to one request, if it is the usual one.
-
-    The usual one is what :func:`encode_buffer_reply` writes for an ``info`` without buffers:
-    two frames, the header's result ``[{"$lwbuf": 0, "kind": "buffer"}, info]``.
-
-    Returns:
-        ``(buffer, info)``, the buffer being frame 1 as it is; or :data:`NOT_PLAIN` for
-        anything else (a failure, more frames, another request's reply, another incarnation,
-        a malformed message): read it with :func:`decode_frames`, which explains what is wrong.
-    """
-    if len(buffers) != 1:
-        return NOT_PLAIN
-    try:
-        check_frame_sizes((len(head), buffers[0].nbytes), limits)
-        header = decode_json(head, limits)
-    except ProtocolError:
-        return NOT_PLAIN
-    if type(header) is not dict or header.get("success") is not True or "error" in header:
-        return NOT_PLAIN
-    lw = header.get("lw")
-    if type(lw) is not dict or lw.get("rid") != request_id or lw.get("sid") != server_id:
-        return NOT_PLAIN
-    result = header.get("result")
-    if type(result) is not list or len(result) != 2:
-        return NOT_PLAIN
-    placeholder, info = result
-    if (
-        type(placeholder) is not dict
-        or type(placeholder.get(BUFFER_KEY)) is not int
-        or placeholder[BUFFER_KEY] != 0
-        or placeholder.get("kind") != "buffer"
-        or _find_placeholder(info) is not None
-    ):
-        return NOT_PLAIN
-    return buffers[0], info
-
-
-def expand_compact_reply(items: list[Any]) -> dict[str, Any]:
-    """The header a compact reply stands for (its value is both a result and a value).
-
-    Raises:
-        ProtocolError: ``items`` is not ``[rid, sid, value]``.
-    """
-    if len(items) != 3:
-        raise ProtocolError("a compact reply is [rid, sid, value]")
-    rid, sid, value = items
-    lw = {"v": PROTOCOL_VERSION, "rid": rid, "sid": sid}
-    return {"success": True, "result": value, "value": value, "lw": lw}

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-PROTOCOL_VERSION = 1
+#: labwire's RPC protocol version, which labwire peers exchange in the ``"lw"`` object.
+#: Version 2 servers read a compact call's buffer arguments as frames after it.
+PROTOCOL_VERSION = 2
+#: The first version whose servers read compact calls with buffer frames.
+BUFFER_CALLS_VERSION = 2
 
 
 class RPCEvents(StrEnum):

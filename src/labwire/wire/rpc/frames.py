@@ -68,16 +68,16 @@ def check_frame_sizes(sizes: Sequence[int], limits: Limits) -> None:
 def decode_frames(
     frames: Sequence[memoryview],
     limits: Limits,
-    compact: Callable[[list[Any]], dict[str, Any]] | None = None,
+    compact: Callable[[list[Any], int], dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], list[memoryview]]:
     """Decode the JSON header of a message and return it with the buffer frames.
 
     Args:
         frames: The message body (envelope already removed).
         limits: Limits to enforce.
-        compact: How to read a one-frame message in the compact layout (a JSON array) as the
-            header it stands for (:func:`expand_compact_request` or
-            :func:`expand_compact_reply`); None refuses arrays.
+        compact: How to read a message in the compact layout (a JSON array, then the number
+            of frames after it) as the header it stands for (:func:`expand_compact_request`
+            or :func:`expand_compact_reply`); None refuses arrays.
 
     Returns:
         The header object and the remaining frames.
@@ -88,9 +88,7 @@ def decode_frames(
     check_frame_sizes([frame.nbytes for frame in frames], limits)
     header = decode_json(frames[0], limits)
     if type(header) is list and compact is not None:
-        if len(frames) > 1:
-            raise ProtocolError(f"a compact message has one frame, not {len(frames)}")
-        header = compact(header)
+        header = compact(header, len(frames) - 1)
     if not isinstance(header, dict):
         raise ProtocolError(f"frame 0 must be a JSON object, got {type(header).__name__}")
     return header, list(frames[1:])
