@@ -39,7 +39,10 @@ from labwire.errors import (
 from labwire.rpc.base import (
     _CONNECTION_CHECK_SECONDS,
     _DEFAULT,
+    _GET_INVENTORY,
     _HANDSHAKE_CHECK_SECONDS,
+    _METHOD_CALL,
+    _PROPERTY_GET,
     Reply,
     call_timeout,
     describe,
@@ -211,7 +214,7 @@ class AsyncRPCClient(AsyncOperationCalls):
             RemoteError: The property does not exist or its getter failed.
         """
         reply = await self._request(
-            RPCEvents.PROPERTY_GET, {"property": name}, None, self._plain_timeout(), plain=True
+            _PROPERTY_GET, {"property": name}, None, self._plain_timeout(), plain=True
         )
         return reply if type(reply) is not Reply else self._property_value(name, reply)
 
@@ -282,7 +285,7 @@ class AsyncRPCClient(AsyncOperationCalls):
             message = self._encode_call(name, list(args), kwargs, rid, timeout_ms, expiry)
             if message is not None:
                 self._loop = asyncio.get_running_loop()
-                what = (RPCEvents.METHOD_CALL, {"method": name})
+                what = (_METHOD_CALL, {"method": name})
                 frames = [message] if isinstance(message, bytes) else message
                 reply = await self._round_trip(rid, frames, deadline, timeout_ms, what)
                 if type(reply) is not Reply:
@@ -387,7 +390,7 @@ class AsyncRPCClient(AsyncOperationCalls):
                 )
         if type(reply) is not Reply:
             return reply[2] if plain else Reply(expand_compact_reply(reply), [])
-        if event != RPCEvents.GET_INVENTORY and self._restarted(reply):
+        if event != _GET_INVENTORY and self._restarted(reply):
             await self._on_restart()
         return reply
 

@@ -53,6 +53,11 @@ _log = logging.getLogger(__name__)
 
 C = TypeVar("C", bound=type)
 
+# Enum members read once: each read of one costs about 0.2 us, on every call.
+_METHOD_CALL = RPCEvents.METHOD_CALL
+_PROPERTY_GET = RPCEvents.PROPERTY_GET
+_GET_INVENTORY = RPCEvents.GET_INVENTORY
+
 #: Sentinel: "use the method's own timeout".
 _DEFAULT: Any = object()
 #: The timeout of a method the inventory does not list.
@@ -290,13 +295,13 @@ class ClientBase(ProcessBound):
         if timeout_ms is not None and self._server_id:
             expiry = now + timeout_ms / 1000.0 + self._clock_offset
         labwire = self._protocol is not None
-        if labwire and event == RPCEvents.METHOD_CALL and payload is not None:
+        if labwire and event == _METHOD_CALL and payload is not None:
             params = payload["params"]
             name, args, kwargs = fields["method"], params["args"], params["kwargs"]
             message = self._encode_call(name, args, kwargs, rid, timeout_ms, expiry)
             if message is not None:
                 return rid, [message] if isinstance(message, bytes) else message
-        elif labwire and event == RPCEvents.PROPERTY_GET:
+        elif labwire and event == _PROPERTY_GET:
             frame = encode_get(
                 fields["property"], self._client_id, rid, timeout_ms, expiry, self._server_id
             )

@@ -50,6 +50,7 @@ from labwire.errors import (
 from labwire.rpc.base import (
     _CONNECTION_CHECK_SECONDS,
     _DEFAULT,
+    _GET_INVENTORY,
     _HANDSHAKE_CHECK_SECONDS,
     Reply,
     call_timeout,
@@ -448,7 +449,7 @@ class RPCClient(OperationCalls):
             finally:
                 if self._closed:
                     channel.socket.close(0)
-        if event != RPCEvents.GET_INVENTORY and self._restarted(reply):
+        if event != _GET_INVENTORY and self._restarted(reply):
             self._on_restart()
         return reply
 
