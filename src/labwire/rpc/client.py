@@ -371,7 +371,7 @@ class RPCClient(OperationCalls):
                     if frames is not None:
                         received = [part.buffer for part in frames]
                         value = decode_buffer_reply(
-                            received[0], received[1:], rid, self._server_id, self._limits
+                            frames[0].bytes, received[1:], rid, self._server_id, self._limits
                         )
                         if value is not NOT_PLAIN:
                             return value

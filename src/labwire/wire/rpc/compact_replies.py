@@ -11,24 +11,70 @@ method's usual reply is written and read without the general path's glue too
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
 from labwire.errors import ProtocolError
-from labwire.wire.codec import Int64, decode_json, encode_json
+from labwire.wire.codec import Int64, encode_json
 from labwire.wire.limits import Limits
-from labwire.wire.rpc.buffers import BUFFER_KEY, Buffer, _extract, _find_placeholder
+from labwire.wire.rpc.buffers import BUFFER_KEY, Buffer, _extract
 from labwire.wire.rpc.events import PROTOCOL_VERSION
 from labwire.wire.rpc.frames import Request, check_frame_sizes, reply_extension
 from labwire.wire.rpc.plain import (
     _ENCODER,
     _PLAIN_TYPES,
     _SCALARS,
+    _flat_within_limits,
     _is_plain,
     _keys_unique,
     _within_limits,
 )
+
+
+class _BufferReplyLw(msgspec.Struct, gc=False):
+    """The ``"lw"`` object of a buffer method's usual reply, its keys in the order written."""
+
+    v: int
+    rid: int | None
+    sid: str
+    nbuf: int
+
+
+class _BufferReply(msgspec.Struct, gc=False):
+    """A buffer method's usual success reply, as the server writes it."""
+
+    success: bool
+    lw: _BufferReplyLw
+    result: tuple[dict[str, Any], dict[str, Any]]
+
+
+class _Placeholder(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """The placeholder of the usual reply's buffer: frame 1, as it is."""
+
+    index: Literal[0] = msgspec.field(name=BUFFER_KEY)
+    kind: Literal["buffer"]
+
+
+class _BufferReplyLwIn(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    v: Int64
+    rid: Int64
+    sid: str
+    nbuf: Literal[1]
+
+
+class _BufferReplyIn(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """A buffer method's usual success reply as a client reads it: nothing else is one."""
+
+    success: Literal[True]
+    lw: _BufferReplyLwIn
+    result: tuple[_Placeholder, dict[str, Any]]
+
+
+_PLACEHOLDER = {BUFFER_KEY: 0, "kind": "buffer"}
+_BUFFER_REPLY_DECODER = msgspec.json.Decoder(_BufferReplyIn)
+#: How deep a buffer reply's info is: in the result list, in the reply object.
+_BUFFER_INFO_DEPTH = 3
 
 #: A compact reply: a tuple, not a Struct, which takes a third more to decode.
 _REPLY_DECODER = msgspec.json.Decoder(tuple[Int64, str, Any])
@@ -131,6 +177,14 @@ def encode_buffer_reply(
     Raises:
         TypeError: ``info`` cannot be encoded (the message names it).
     """
+    rid = request.request_id
+    if type(buffer) is memoryview and buffer.contiguous and type(info) is dict and _is_plain(info):
+        # The usual reply, written in one pass: the same bytes as below.
+        lw = _BufferReplyLw(PROTOCOL_VERSION, rid, server_id, 1)
+        try:
+            return [_ENCODER.encode(_BufferReply(True, lw, (_PLACEHOLDER, info))), buffer]
+        except (msgspec.EncodeError, UnicodeError):
+            pass  # e.g. a lone surrogate: the general encoder names the problem
     buffers: list[Buffer] = []
     result = [_extract(buffer, buffers), _extract(info, buffers)]
     extension = reply_extension(request, server_id, nbuf=len(buffers))
@@ -138,7 +192,7 @@ def encode_buffer_reply(
 
 
 def decode_buffer_reply(
-    head: bytes | memoryview,
+    head: bytes,
     buffers: Sequence[memoryview],
     request_id: int,
     server_id: str,
@@ -154,28 +208,22 @@ def decode_buffer_reply(
         anything else (a failure, more frames, another request's reply, another incarnation,
         a malformed message): read it with :func:`decode_frames`, which explains what is wrong.
     """
-    if len(buffers) != 1:
+    if len(buffers) != 1 or len(head) > limits.short_json_bytes:
         return NOT_PLAIN
     try:
         check_frame_sizes((len(head), buffers[0].nbytes), limits)
-        header = decode_json(head, limits)
-    except ProtocolError:
+        reply: _BufferReplyIn = _BUFFER_REPLY_DECODER.decode(head)
+    except (msgspec.DecodeError, UnicodeError, RecursionError, ValueError, ProtocolError):
         return NOT_PLAIN
-    if type(header) is not dict or header.get("success") is not True or "error" in header:
-        return NOT_PLAIN
-    lw = header.get("lw")
-    if type(lw) is not dict or lw.get("rid") != request_id or lw.get("sid") != server_id:
-        return NOT_PLAIN
-    result = header.get("result")
-    if type(result) is not list or len(result) != 2:
-        return NOT_PLAIN
-    placeholder, info = result
+    lw, info = reply.lw, reply.result[1]
     if (
-        type(placeholder) is not dict
-        or type(placeholder.get(BUFFER_KEY)) is not int
-        or placeholder[BUFFER_KEY] != 0
-        or placeholder.get("kind") != "buffer"
-        or _find_placeholder(info) is not None
+        lw.rid != request_id
+        or lw.sid != server_id
+        or limits.max_depth < _BUFFER_INFO_DEPTH
+        or not -limits.int_bound < lw.v < limits.int_bound
+        # Keys: success, lw, result; lw's four; the placeholder's two; and the info's.
+        or not _keys_unique(head, reply, 9 + len(info), info.values())
+        or not _flat_within_limits(info.values(), limits, _BUFFER_INFO_DEPTH + 1)
     ):
         return NOT_PLAIN
     return buffers[0], info
