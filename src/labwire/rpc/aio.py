@@ -333,33 +333,37 @@ class AsyncRPCClient(AsyncOperationCalls):
         socket = self._socket
         if socket is None:
             return
-        pending = self._pending
-        rid: int | None
         try:
-            while socket.readable():
-                head = socket.recv_head(0)
-                if head is None:
-                    return
-                plain = read_plain_reply(head, self._server_id, self._limits)
-                if plain is not None:
-                    rid, value = plain
-                else:
-                    frames = [memoryview(head), *(part.buffer for part in socket.recv_tail())]
-                    try:
-                        value = self._read(frames)
-                    except ProtocolError as exc:
-                        _log.warning("dropped a malformed reply from %s: %s", self.url, exc)
-                        continue
-                    lw = value.extension
-                    claimed = lw.get("rid", -1) if lw else None
-                    rid = claimed if claimed is None or type(claimed) is int else -1
-                future = pending.get(rid)
-                if future is None or future.done():
-                    self.late_replies += 1
-                else:
-                    future.set_result(value)
+            # The descriptor fired, so a reply is nearly always there: receive first, and ask
+            # ZeroMQ's EVENTS (a system call) only whether more follow.
+            head = socket.recv_head(0)
+            while head is not None:
+                self._take_reply(socket, head)
+                head = socket.recv_head(0) if socket.readable() else None
         except ClosedError:  # the ZeroMQ context was terminated under the client
             return
+
+    def _take_reply(self, socket: Socket, head: bytes) -> None:
+        """Resolve the future of the call that the reply starting with ``head`` answers."""
+        rid: int | None
+        plain = read_plain_reply(head, self._server_id, self._limits)
+        if plain is not None:
+            rid, value = plain
+        else:
+            frames = [memoryview(head), *(part.buffer for part in socket.recv_tail())]
+            try:
+                value = self._read(frames)
+            except ProtocolError as exc:
+                _log.warning("dropped a malformed reply from %s: %s", self.url, exc)
+                return
+            lw = value.extension
+            claimed = lw.get("rid", -1) if lw else None
+            rid = claimed if claimed is None or type(claimed) is int else -1
+        future = self._pending.get(rid)
+        if future is None or future.done():
+            self.late_replies += 1
+        else:
+            future.set_result(value)
 
     async def _request(
         self,
