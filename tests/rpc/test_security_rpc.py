@@ -67,6 +67,7 @@ def test_allowed_client_calls_over_curve(secured: tuple[Camera, Keys, dict]) -> 
             assert c.add(20, 22) == 42
             buffer, info = c.get_image(lores=True)
             assert len(buffer) == info["size"]
+            assert c.sum_buffer(b"\x01\x02\x03") == 6  # a buffer argument
             assert c.mode == "STILL"
     finally:
         context.term()
