@@ -10,7 +10,7 @@ so each request is written once per kind of I/O.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from labwire.errors import NotFound, ProtocolError
@@ -84,6 +84,9 @@ class OperationRequests(ClientBase):
 class OperationCalls(OperationRequests):
     """The sync client's operation calls."""
 
+    #: The client's request: ``(event, fields, payload, timeout_ms)`` to its reply.
+    _request: Callable[..., Reply]
+
     def start_operation(
         self,
         method_name: str,
@@ -149,20 +152,12 @@ class OperationCalls(OperationRequests):
         reply = self._request(event, fields, None, self._operation_timeout())
         return reply.header, reply.buffers, reply.extension
 
-    def _request(
-        self,
-        event: str,
-        fields: dict[str, Any],
-        payload: dict[str, Any] | None,
-        timeout_ms: int | None,
-        *,
-        connect_wait: bool = False,
-    ) -> Reply:
-        raise NotImplementedError
-
 
 class AsyncOperationCalls(OperationRequests):
     """The asyncio client's operation calls."""
+
+    #: The client's request: ``(event, fields, payload, timeout_ms)`` to its reply.
+    _request: Callable[..., Awaitable[Any]]
 
     async def start_operation(
         self,
@@ -218,15 +213,3 @@ class AsyncOperationCalls(OperationRequests):
         """An OP_POLL or OP_CANCEL: the reply's header, buffers and ``"lw"`` object."""
         reply = await self._request(event, fields, None, self._operation_timeout())
         return reply.header, reply.buffers, reply.extension
-
-    async def _request(
-        self,
-        event: str,
-        fields: dict[str, Any],
-        payload: dict[str, Any] | None,
-        timeout_ms: int | None,
-        *,
-        connect_wait: bool = False,
-        plain: bool = False,
-    ) -> Any:
-        raise NotImplementedError

@@ -205,21 +205,18 @@ def _restored(
     try:
         check_frame_sizes((len(data), *(buffer.nbytes for buffer in buffers)), limits)
         plain: list[Any] = []
-        args = call.args
         count = 0
-        for index, value in enumerate(args):
+        # Positional arguments, then keyword arguments, in the order they were written.
+        places: list[tuple[Any, Any]] = [*enumerate(call.args), *kwargs.items()]
+        for place, value in places:
             if type(value) is dict and BUFFER_KEY in value:
                 if not _placeholder_within_limits(value, count, limits):
                     return None
-                args[index] = _buffer_from_placeholder(value, buffers)
-                count += 1
-            else:
-                plain.append(value)
-        for key, value in kwargs.items():
-            if type(value) is dict and BUFFER_KEY in value:
-                if not _placeholder_within_limits(value, count, limits):
-                    return None
-                kwargs[key] = _buffer_from_placeholder(value, buffers)
+                restored = _buffer_from_placeholder(value, buffers)
+                if type(place) is int:
+                    call.args[place] = restored
+                else:
+                    kwargs[place] = restored
                 count += 1
             else:
                 plain.append(value)
