@@ -20,8 +20,9 @@ changes, the client re-reads the inventory and re-subscribes its signals by itse
 
 A call or property read to a labwire server whose arguments are plain JSON data (scalars,
 dicts, lists, strings, keyword arguments) and that has a deadline takes the compact exchange:
-one frame in the compact layout (:func:`~labwire.wire.rpc.encode_call`), the reply awaited
-inside ZeroMQ's own receive and its first part read as plain bytes. A compact reply
+one frame in the compact layout (:func:`~labwire.wire.rpc.encode_call`; with buffer arguments,
+the buffers follow it as frames of their own), the reply awaited inside ZeroMQ's own receive
+and its first part read as plain bytes. A compact reply
 (:func:`~labwire.wire.rpc.decode_plain_reply`) is one frame by its layout, so nothing more is
 read; any other reply has the rest of its parts read before it is decoded. Anything out of
 the ordinary on the way (no reply within the first wait, an error, buffers, another
