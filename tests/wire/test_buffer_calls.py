@@ -28,11 +28,9 @@ from labwire.wire.rpc import (
     parse_request,
 )
 from tests.wire.test_codec import json_values
+from tests.wire.test_fast_path import LIMITS, SID
 
 pytestmark = pytest.mark.timeout(60)
-
-LIMITS = Limits()
-SID = "5e4ee1d0c0ffee00"
 
 
 def views(frames: list[Any]) -> list[memoryview]:

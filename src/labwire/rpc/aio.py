@@ -282,11 +282,10 @@ class AsyncRPCClient(AsyncOperationCalls):
             deadline = time.monotonic() + timeout_ms / 1000.0
             rid = next(self._rids)
             expiry = deadline + self._clock_offset
-            message = self._encode_call(name, list(args), kwargs, rid, timeout_ms, expiry)
-            if message is not None:
+            frames = self._encode_call(name, list(args), kwargs, rid, timeout_ms, expiry)
+            if frames is not None:
                 self._loop = asyncio.get_running_loop()
                 what = (_METHOD_CALL, {"method": name})
-                frames = [message] if isinstance(message, bytes) else message
                 reply = await self._round_trip(rid, frames, deadline, timeout_ms, what)
                 if type(reply) is not Reply:
                     return reply

@@ -298,9 +298,9 @@ class ClientBase(ProcessBound):
         if labwire and event == _METHOD_CALL and payload is not None:
             params = payload["params"]
             name, args, kwargs = fields["method"], params["args"], params["kwargs"]
-            message = self._encode_call(name, args, kwargs, rid, timeout_ms, expiry)
-            if message is not None:
-                return rid, [message] if isinstance(message, bytes) else message
+            frames = self._encode_call(name, args, kwargs, rid, timeout_ms, expiry)
+            if frames is not None:
+                return rid, frames
         elif labwire and event == _PROPERTY_GET:
             frame = encode_get(
                 fields["property"], self._client_id, rid, timeout_ms, expiry, self._server_id
@@ -331,17 +331,19 @@ class ClientBase(ProcessBound):
         rid: int,
         timeout_ms: int | None,
         expiry: float | None,
-    ) -> bytes | list[Buffer] | None:
+    ) -> list[Buffer] | None:
         """A METHOD_CALL to a labwire server in the compact layout, if it fits.
 
         Returns:
-            One frame; or, to a server that reads them, the frames of a call with buffer
-            arguments; None when the call needs the general layout.
+            Its frames: one; or, to a server that reads them, a call with buffer arguments
+            and its buffers; None when the call needs the general layout.
         """
         cid, sid = self._client_id, self._server_id
         frame = encode_call(name, args, kwargs, cid, rid, timeout_ms, expiry, sid)
-        if frame is not None or not self._buffer_calls:
-            return frame
+        if frame is not None:
+            return [frame]
+        if not self._buffer_calls:
+            return None
         frames = encode_call_frames(name, args, kwargs, cid, rid, timeout_ms, expiry, sid)
         return None if frames is None else _without_delimiter(frames)
 

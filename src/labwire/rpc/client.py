@@ -308,11 +308,11 @@ class RPCClient(OperationCalls):
         deadline = time.monotonic() + timeout_ms / 1000.0
         rid = next(self._rids)
         expiry = deadline + self._clock_offset
-        message = self._encode_call(name, list(args), kwargs, rid, timeout_ms, expiry)
-        if message is None:
+        frames = self._encode_call(name, list(args), kwargs, rid, timeout_ms, expiry)
+        if frames is None:
             return self._execute_call(name, args, kwargs)
         reply = self._compact_exchange(
-            message, rid, timeout_ms, deadline, buffer, f"call of {name}()"
+            frames, rid, timeout_ms, deadline, buffer, f"call of {name}()"
         )
         if type(reply) is not Reply:
             return reply
@@ -323,7 +323,7 @@ class RPCClient(OperationCalls):
 
     def _compact_exchange(
         self,
-        message: bytes | list[Buffer],
+        frames: list[Buffer],
         rid: int,
         timeout_ms: int,
         deadline: float,
@@ -333,7 +333,7 @@ class RPCClient(OperationCalls):
         """Send a compact request and read its reply, with the common case written out.
 
         Args:
-            message: The request's only frame, or its frames (a call with buffer arguments).
+            frames: The request's frames: one, or a call's and its buffer arguments.
             rid: Its request id.
             timeout_ms: The call's timeout.
             deadline: When it times out, on the monotonic clock.
@@ -358,21 +358,20 @@ class RPCClient(OperationCalls):
             # A JSON request of one frame on a plain socket is sent and its reply received in
             # one step.
             head: bytes | Literal[False] | None = False
-            if isinstance(message, bytes) and not secure and not buffer:
-                head = socket.request(message, wait_ms)
+            if len(frames) == 1 and not secure and not buffer:
+                head = socket.request(frames[0], wait_ms)
             received = None
             if head is False:  # not sent yet
-                parts = [message] if isinstance(message, bytes) else message
-                if secure or not socket.send(parts, nowait=True):
-                    self._send(channel, parts, deadline, False)
+                if secure or not socket.send(frames, nowait=True):
+                    self._send(channel, frames, deadline, False)
                     socket = channel.socket
                 if buffer:
                     # A buffer reply has two parts or more: read them all, as zero-copy frames.
-                    frames = socket.recv_frames(wait_ms)
-                    if frames is not None:
-                        received = [part.buffer for part in frames]
+                    parts = socket.recv_frames(wait_ms)
+                    if parts is not None:
+                        received = [part.buffer for part in parts]
                         value = decode_buffer_reply(
-                            frames[0].bytes, received[1:], rid, self._server_id, self._limits
+                            parts[0].bytes, received[1:], rid, self._server_id, self._limits
                         )
                         if value is not NOT_PLAIN:
                             return value
@@ -410,7 +409,7 @@ class RPCClient(OperationCalls):
             frame = encode_get(name, self._client_id, rid, timeout_ms, expiry, self._server_id)
             if frame is not None:
                 what = f"read of property {name!r}"
-                reply = self._compact_exchange(frame, rid, timeout_ms, deadline, False, what)
+                reply = self._compact_exchange([frame], rid, timeout_ms, deadline, False, what)
                 return reply if type(reply) is not Reply else self._property_value(name, reply)
         # No deadline (the general loop pings while it waits), or a deployed server.
         reply = self._request(RPCEvents.PROPERTY_GET, {"property": name}, None, timeout_ms)

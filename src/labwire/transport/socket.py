@@ -254,7 +254,7 @@ class Socket:
                 raise exc
         return data
 
-    def request(self, frame: bytes, timeout_ms: int | None = 0) -> bytes | Literal[False] | None:
+    def request(self, frame: Buffer, timeout_ms: int | None = 0) -> bytes | Literal[False] | None:
         """Send a one-part message without waiting, then receive the first part of the next.
 
         :meth:`send` (``nowait``) and :meth:`recv_head` in one step, for a client's small

@@ -126,6 +126,10 @@ _LW_FIELDS = ("cid", "rid", "ttl", "exp", "sid")
 _COLON = ord(":")
 
 
+class _NotCompact(Exception):
+    """An argument the compact layout cannot carry."""
+
+
 def decode_compact(
     data: bytes | memoryview, limits: Limits, buffers: Sequence[memoryview] = ()
 ) -> CompactCall | CompactGet | None:
@@ -202,25 +206,24 @@ def _restored(
         return None
     if not _keys_unique(data, call, len(kwargs), call.args, kwargs.values()):
         return None
+    plain: list[Any] = []  # the arguments that are not buffers
+    count = 0  # the buffers restored so far
+
+    def restore(value: Any) -> Any:
+        nonlocal count
+        if type(value) is not dict or BUFFER_KEY not in value:
+            plain.append(value)
+            return value
+        if not _placeholder_within_limits(value, count, limits):
+            raise _NotCompact
+        count += 1
+        return _buffer_from_placeholder(value, buffers)
+
     try:
         check_frame_sizes((len(data), *(buffer.nbytes for buffer in buffers)), limits)
-        plain: list[Any] = []
-        count = 0
-        # Positional arguments, then keyword arguments, in the order they were written.
-        places: list[tuple[Any, Any]] = [*enumerate(call.args), *kwargs.items()]
-        for place, value in places:
-            if type(value) is dict and BUFFER_KEY in value:
-                if not _placeholder_within_limits(value, count, limits):
-                    return None
-                restored = _buffer_from_placeholder(value, buffers)
-                if type(place) is int:
-                    call.args[place] = restored
-                else:
-                    kwargs[place] = restored
-                count += 1
-            else:
-                plain.append(value)
-    except ProtocolError:  # the general path says what is wrong
+        call.args = [restore(value) for value in call.args]
+        call.kwargs = {key: restore(value) for key, value in kwargs.items()}
+    except (_NotCompact, ProtocolError):  # the general path says what is wrong
         return None
     if count != len(buffers) or not _flat_within_limits(plain, limits, _REQUEST_DEPTH + 1):
         return None
@@ -352,10 +355,6 @@ def encode_call_frames(
     except (_NotCompact, TypeError, msgspec.EncodeError, UnicodeError):
         return None
     return [frame, *buffers]
-
-
-class _NotCompact(Exception):
-    """An argument the compact layout cannot carry."""
 
 
 def _argument(value: Any, buffers: list[Buffer]) -> Any:

@@ -32,23 +32,6 @@ from labwire.wire.rpc.plain import (
 )
 
 
-class _BufferReplyLw(msgspec.Struct, gc=False):
-    """The ``"lw"`` object of a buffer method's usual reply, its keys in the order written."""
-
-    v: int
-    rid: int | None
-    sid: str
-    nbuf: int
-
-
-class _BufferReply(msgspec.Struct, gc=False):
-    """A buffer method's usual success reply, as the server writes it."""
-
-    success: bool
-    lw: _BufferReplyLw
-    result: tuple[dict[str, Any], dict[str, Any]]
-
-
 class _Placeholder(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """The placeholder of the usual reply's buffer: frame 1, as it is."""
 
@@ -56,23 +39,25 @@ class _Placeholder(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     kind: Literal["buffer"]
 
 
-class _BufferReplyLwIn(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+class _BufferReplyLw(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """The ``"lw"`` object of a buffer method's usual reply, its keys in the order written."""
+
     v: Int64
     rid: Int64
     sid: str
     nbuf: Literal[1]
 
 
-class _BufferReplyIn(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    """A buffer method's usual success reply as a client reads it: nothing else is one."""
+class _BufferReply(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """A buffer method's usual success reply: written by servers, the only one clients read fast."""
 
     success: Literal[True]
-    lw: _BufferReplyLwIn
+    lw: _BufferReplyLw
     result: tuple[_Placeholder, dict[str, Any]]
 
 
-_PLACEHOLDER = {BUFFER_KEY: 0, "kind": "buffer"}
-_BUFFER_REPLY_DECODER = msgspec.json.Decoder(_BufferReplyIn)
+_PLACEHOLDER = _Placeholder(0, "buffer")
+_BUFFER_REPLY_DECODER = msgspec.json.Decoder(_BufferReply)
 #: How deep a buffer reply's info is: in the result list, in the reply object.
 _BUFFER_INFO_DEPTH = 3
 
@@ -178,7 +163,13 @@ def encode_buffer_reply(
         TypeError: ``info`` cannot be encoded (the message names it).
     """
     rid = request.request_id
-    if type(buffer) is memoryview and buffer.contiguous and type(info) is dict and _is_plain(info):
+    if (
+        rid is not None
+        and type(buffer) is memoryview
+        and buffer.contiguous
+        and type(info) is dict
+        and _is_plain(info)
+    ):
         # The usual reply, written in one pass: the same bytes as below.
         lw = _BufferReplyLw(PROTOCOL_VERSION, rid, server_id, 1)
         try:
@@ -200,8 +191,9 @@ def decode_buffer_reply(
 ) -> Any:
     """Decode a labwire buffer method's success reply to one request, if it is the usual one.
 
-    The usual one is what :func:`encode_buffer_reply` writes for an ``info`` without buffers:
-    two frames, the header's result ``[{"$lwbuf": 0, "kind": "buffer"}, info]``.
+    The usual one is what :func:`encode_buffer_reply` writes for a plain JSON ``info``: two
+    frames, the header's result ``[{"$lwbuf": 0, "kind": "buffer"}, info]``, read in one typed
+    pass; its keys are proved unique by counting them, and ``info`` is held to the limits.
 
     Returns:
         ``(buffer, info)``, the buffer being frame 1 as it is; or :data:`NOT_PLAIN` for
@@ -212,7 +204,7 @@ def decode_buffer_reply(
         return NOT_PLAIN
     try:
         check_frame_sizes((len(head), buffers[0].nbytes), limits)
-        reply: _BufferReplyIn = _BUFFER_REPLY_DECODER.decode(head)
+        reply: _BufferReply = _BUFFER_REPLY_DECODER.decode(head)
     except (msgspec.DecodeError, UnicodeError, RecursionError, ValueError, ProtocolError):
         return NOT_PLAIN
     lw, info = reply.lw, reply.result[1]
