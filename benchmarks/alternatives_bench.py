@@ -11,12 +11,17 @@ call. zerorpc takes no keyword arguments, so
 its kwargs row passes the same values by position. RPyC passes dicts and lists by reference
 (its default), so its echo sends back a reference rather than the value. A library that is
 not installed gets a row that says so (``pip install -e '.[bench]'`` installs them all).
+
+Beside them, informative, not a target: RPC written by hand on pyzmq with no more than a call
+needs (``send_json``/``recv_json`` on REQ/REP, dispatch by name; see
+:func:`benchmarks.peers.serve_by_hand`), which is what a lab writes without a library.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import json
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +38,7 @@ _ROUNDS = 10
 #: Seconds one library may spend on one row in one round (RPyC's kwargs take ~40 ms a call).
 _BUDGET = 0.25
 BYTES_ROW = "1 MiB bytes argument"
+_BY_HAND = "RPC by hand on pyzmq"
 _PAYLOAD = bytes(1 << 20)
 
 #: One call per row: row label -> call.
@@ -111,6 +117,25 @@ def _zerorpc(address: str) -> Iterator[Calls]:
         client.close()
 
 
+@contextmanager
+def _by_hand(port: str, context: zmq.Context[Any]) -> Iterator[Calls]:
+    req = context.socket(zmq.REQ)
+    req.connect(f"tcp://127.0.0.1:{port}")
+
+    def invoke(method: str, *args: Any, **kwargs: Any) -> Any:
+        if args and isinstance(args[0], bytes):  # a buffer travels as a frame of its own
+            call = {"method": method, "args": list(args[1:]), "kwargs": kwargs}
+            req.send_multipart([json.dumps(call).encode(), args[0]])
+        else:
+            req.send_json({"method": method, "args": args, "kwargs": kwargs})
+        return req.recv_json()["result"]  # type: ignore[index]
+
+    try:
+        yield _mix(invoke, lambda: invoke("get_position"))
+    finally:
+        req.close(0)
+
+
 #: Library name (as installed) -> (module, peers.py server kind, client).
 _LIBRARIES: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "Pyro5": ("Pyro5", "pyro5", _pyro5),
@@ -160,9 +185,11 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     with ExitStack() as stack:
         url, _ = stack.enter_context(peer("labwire"))
         raw_ports, _ = stack.enter_context(peer("raw"))
+        by_hand_port, _ = stack.enter_context(peer("by-hand"))
         libraries: dict[str, Calls] = {
             "raw": stack.enter_context(_raw(raw_ports, context)),
             "labwire": stack.enter_context(_labwire(url)),
+            _BY_HAND: stack.enter_context(_by_hand(by_hand_port, context)),
         }
         for name, (_, kind, connect) in installed.items():
             address, _ = stack.enter_context(peer(kind))
@@ -183,12 +210,14 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         medians = {name: statistics.median(samples[name, label]) for name in libraries}
         ahead = [name for name in installed if medians[name] < medians["labwire"]]
         verdict = f"behind {', '.join(ahead)}" if ahead else "ahead of all"
-        for name in ["labwire", *_LIBRARIES]:
+        for name in ["labwire", *_LIBRARIES, _BY_HAND]:
             if name not in libraries:
                 rows.append(row(f"{label}, {name}", "not installed", "-", "us", None, "-"))
                 continue
             if name == "labwire":
                 title, target = f"{label}, labwire ({verdict})", "ahead of all"
+            elif name == _BY_HAND:
+                title, target = f"{label}, {name}", "-"
             else:
                 title, target = f"{label}, {name} {importlib.metadata.version(name)}", "-"
             median = medians[name]

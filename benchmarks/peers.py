@@ -1,7 +1,7 @@
 """Benchmark processes, run as subprocesses: ``python -m benchmarks.peers ROLE [ARGS]``.
 
-Servers (``labwire``, ``raw``, ``pyro5``, ``rpyc``, ``zerorpc``, ``registry``) print their
-endpoint(s) on the first line, then serve until they receive SIGTERM. Subscribers
+Servers (``labwire``, ``raw``, ``by-hand``, ``pyro5``, ``rpyc``, ``zerorpc``, ``registry``)
+print their endpoint(s) on the first line, then serve until they receive SIGTERM. Subscribers
 (``sub-labwire``, ``sub-raw``) and callers (``worker-labwire``, ``worker-raw``) print
 ``ready``, then one JSON line per burst or per command read from stdin. Idle clients
 (``idle-labwire``, ``idle-raw``) make one call, print ``ready`` and wait.
@@ -207,6 +207,26 @@ class PlainDevice:
 
     def take(self, data: Any) -> int:
         return len(data)
+
+
+def serve_by_hand() -> None:
+    """RPC written by hand on pyzmq, as a lab writes it without a library: no more than it needs.
+
+    A REP socket takes ``{"method", "args", "kwargs"}`` as JSON (``recv_json``'s encoding:
+    the standard library's), calls that method of a :class:`PlainDevice` and answers
+    ``{"result": ...}``; a frame after the request is the first argument (the bytes row).
+    No errors, timeouts, limits, request ids or properties (the property read is a call of
+    ``get_position``). SIGTERM ends the process.
+    """
+    context = zmq.Context()
+    rep = context.socket(zmq.REP)
+    print(rep.bind_to_random_port("tcp://127.0.0.1"), flush=True)
+    device = PlainDevice()
+    while True:
+        request, *buffers = rep.recv_multipart()
+        call = json.loads(request)
+        result = getattr(device, call["method"])(*buffers, *call["args"], **call["kwargs"])
+        rep.send_json({"result": result})
 
 
 def serve_pyro5() -> None:
@@ -467,6 +487,7 @@ if __name__ == "__main__":
     {
         "labwire": serve_labwire,
         "raw": serve_raw,
+        "by-hand": serve_by_hand,
         "pyro5": serve_pyro5,
         "rpyc": serve_rpyc,
         "zerorpc": serve_zerorpc,
