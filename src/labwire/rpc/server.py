@@ -41,11 +41,7 @@ from labwire.errors import ConfigurationError, LabwireError, ProtocolError
 from labwire.registration import RegistrationKeeper
 from labwire.rpc.catalogue import Catalogue
 from labwire.rpc.dedup import ReplyCache
-from labwire.rpc.interface import (
-    register_method_buffer,
-    register_method_json,
-    register_operation,
-)
+from labwire.rpc.interface import register_method_buffer, register_method_json, register_operation
 from labwire.rpc.operations import OperationTable
 from labwire.rpc.publisher import SignalPublisher
 from labwire.rpc.replies import Failure, buffer_result, error_frames, handler_failure, success
@@ -493,9 +489,13 @@ class RPCServer:
 
     def _targeted(self, envelope: list[Any], request: Request, received: float) -> None:
         """Method calls and property access: checks, duplicate detection, then the handler."""
-        if request.event != _METHOD_CALL or request.name not in self._methods:
-            self._check_target(request)  # the common case needs no more checks than this
-            if request.event == _PROPERTY_SET:
+        event = request.event
+        if event == _METHOD_CALL:  # an exported name (never a private one) needs no more checks
+            if request.name not in self._methods:
+                self._check_target(request)
+        elif event != _PROPERTY_GET or request.name not in self._rpc_properties:
+            self._check_target(request)
+            if event == _PROPERTY_SET:
                 self._authorize("set_property")
         expiry = request.expiry
         if expiry is not None and request.server_id == self._server_id:
