@@ -8,6 +8,7 @@ from typing import Any
 
 MODULES = (
     "rpc_bench",
+    "own_work",
     "registry_bench",
     "alternatives_bench",
     "rigs_bench",

@@ -53,12 +53,16 @@ def test_quick_run_prints_every_row_with_a_ratio() -> None:
     # Each subscriber reports its losses, on labwire and on raw PUB/SUB.
     signals = [name for name in rows if name.startswith("signals to")]
     assert len(signals) == 2 and all(" lost (" in name and "raw " in name for name in signals)
+    # labwire's own work per call of the mix, each call in the client and in the server.
+    for label in mix:
+        (own,) = (cells for name, cells in rows.items() if name.startswith(f"{label}: labwire's"))
+        assert float(own[1]) > 0 and "client " in own[0] and "server " in own[0], own
     idle = [cells for name, cells in rows.items() if name.startswith("idle RPC")]
     assert len(idle) == 2 and all(float(cells[1]) >= 0 for cells in idle), idle
     # Each alternative library runs the whole mix when installed, and is said to be missing
     # otherwise.
     for label in (*mix, "1 MiB bytes argument"):
-        for library in ("labwire", "Pyro5", "rpyc", "zerorpc"):
+        for library in ("labwire", "Pyro5", "rpyc", "zerorpc", "RPC by hand on pyzmq"):
             (row,) = (
                 cells for name, cells in rows.items() if name.startswith(f"{label}, {library}")
             )
