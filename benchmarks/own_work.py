@@ -77,9 +77,12 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                 result = server.position
             else:
                 result = getattr(server, method)(*args, **kwargs)
+            # Every step takes the path a labwire client and server take, never a refusal's.
             reply = encode_plain_reply(1, server_id, result)
-            assert reply is not None
-            frames = iter([request(method, args, kwargs) for _ in range(number * rounds)])
+            assert reply is not None and read_plain_reply(reply, server_id, limits) is not None
+            requests = [request(method, args, kwargs) for _ in range(number * rounds)]
+            assert None not in requests, label
+            frames = iter(requests)
             parts[label] = {
                 "client": [
                     lambda m=method, a=args, k=kwargs: request(m, a, k),
@@ -98,6 +101,8 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                         spent = timeit.timeit(step, number=number) / number * 1e6
                         key = (label, part, index)
                         best[key] = min(best.get(key, spent), spent)
+        refused = server.stats.bad_requests + server.stats.expired + server.stats.duplicates
+        assert refused == 0, server.stats.as_dict()
     finally:
         server.close()
     rows = []
